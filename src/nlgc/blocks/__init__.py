@@ -1,0 +1,28 @@
+"""Context blocks: non-local (NL), simplified non-local (SNL), global context (GC), SE."""
+
+from torch import nn
+
+from nlgc.blocks.context import GlobalContextBlock, SimplifiedNonLocal, SqueezeExcitation
+from nlgc.blocks.non_local import NonLocalBlock
+
+CONTEXT_BLOCKS = (NonLocalBlock, SimplifiedNonLocal, GlobalContextBlock, SqueezeExcitation)
+
+
+def set_impl(model: nn.Module, impl: str) -> nn.Module:
+    """Switch every NonLocalBlock inside ``model`` to ``"fast"`` or ``"reference"``."""
+    if impl not in ("fast", "reference"):
+        raise ValueError(f"impl must be one of ('fast', 'reference'), got {impl!r}")
+    for module in model.modules():
+        if isinstance(module, NonLocalBlock):
+            module.impl = impl
+    return model
+
+
+__all__ = [
+    "CONTEXT_BLOCKS",
+    "GlobalContextBlock",
+    "NonLocalBlock",
+    "SimplifiedNonLocal",
+    "SqueezeExcitation",
+    "set_impl",
+]

@@ -1,0 +1,244 @@
+"""Query-independent context blocks of GCNet (Cao et al., 2019): SNL, GC and SE.
+
+All three follow one pipeline, context modeling → transform → fusion:
+
+==========  =============================  ========================================  ============
+block       context modeling               transform                                 fusion
+==========  =============================  ========================================  ============
+SNL         attention pooling              W_v (1×1)                                 add
+GC          attention (or average) pooling W_v1 → LayerNorm → ReLU → W_v2, ratio r    add and/or
+                                                                                     mul (sigmoid)
+SE          average pooling                FC → ReLU → FC → sigmoid                  mul
+==========  =============================  ========================================  ============
+
+The context is one vector per sample, (B, C, 1, …), broadcast back over every position.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nlgc.blocks.checks import (
+    check_choice,
+    check_input,
+    check_positive_int,
+    check_queries,
+    check_ratio,
+)
+from nlgc.blocks.nd import conv_nd
+
+FUSIONS = ("add", "mul")
+
+
+def attention_weights(mask_logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over positions of a (B, 1, *S) logit map -> (B, N), in float32 for half inputs."""
+    logits = mask_logits.flatten(1)
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        return logits.softmax(-1, dtype=torch.float32).to(logits.dtype)
+    return logits.softmax(-1)
+
+
+def pool_context(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Σ_j w_j x_j per sample: x (B, C, *S), weights (B, N) -> context (B, C, 1, …)."""
+    context = x.flatten(2) @ weights.unsqueeze(-1).to(x.dtype)  # (B, C, 1)
+    return context.view(*x.shape[:2], *([1] * (x.dim() - 2)))
+
+
+def _uniform_weights(x: torch.Tensor) -> torch.Tensor:
+    """Average pooling as a context mask: 1/N at every position, (B, N)."""
+    n = x[0, 0].numel()
+    return x.new_full((x.shape[0], n), 1.0 / n)
+
+
+class SimplifiedNonLocal(nn.Module):
+    """GCNet's simplified non-local block (SNL): z_i = x_i + W_v Σ_j softmax_j(W_k x_j) x_j.
+
+    The attention map is the same for every query, so it costs O(N·C) instead of O(N²·C).
+
+    Args:
+        in_channels: C.
+        dim: 1, 2 or 3 for (B, C, L), (B, C, H, W), (B, C, T, H, W).
+        zero_init: zero W_v so the block starts as an exact identity.
+
+    Submodules: ``conv_mask`` (W_k, C→1 with bias), ``transform`` (W_v, C→C with bias).
+
+    Shape:
+        Input and output: (B, C, *S).
+    """
+
+    def __init__(self, in_channels: int, dim: int = 2, zero_init: bool = True):
+        super().__init__()
+        self.in_channels = check_positive_int("in_channels", in_channels)
+        self.dim = check_choice("dim", dim, (1, 2, 3))
+        self.zero_init = bool(zero_init)
+        conv = conv_nd(dim)
+        self.conv_mask = conv(in_channels, 1, 1)
+        self.transform = conv(in_channels, in_channels, 1)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self.conv_mask.reset_parameters()
+        self.transform.reset_parameters()
+        if self.zero_init:
+            nn.init.zeros_(self.transform.weight)
+            nn.init.zeros_(self.transform.bias)
+
+    def attention_map(self, x: torch.Tensor, queries: torch.Tensor | None = None) -> torch.Tensor:
+        """The context mask softmax_j(W_k x_j), (B, N): one map serves every query."""
+        check_input(x, self.dim, self.in_channels)
+        check_queries(queries, x[0, 0].numel())
+        return attention_weights(self.conv_mask(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.dim, self.in_channels)
+        context = pool_context(x, attention_weights(self.conv_mask(x)))  # (B, C, 1, …)
+        return x + self.transform(context)  # broadcast add
+
+
+class GlobalContextBlock(nn.Module):
+    """Global Context (GC) block of GCNet: pooled context → bottleneck transform → fusion.
+
+    ``context = Σ_j softmax_j(W_k x_j) x_j`` (or the mean with ``pooling="avg"``), then
+    ``t = W_v2 ReLU(LN(W_v1 context))`` with a bottleneck of int(C·ratio) channels; ``"add"``
+    fusion gives z = x + t, ``"mul"`` gives z = x · sigmoid(t), and both multiply first, then add.
+    The last conv of each transform starts at zero, so add fusion is an identity at init.
+
+    Args:
+        in_channels: C.
+        ratio: bottleneck ratio r, the transform has int(C·r) (at least 1) hidden channels.
+        pooling: ``"att"`` (attention pooling, default) or ``"avg"`` (global average).
+        fusion: ``("add",)`` (default), ``("mul",)`` or ``("mul", "add")``; a single string is
+            accepted too.
+        layer_norm: LayerNorm over [C', 1, …] in the transform (the paper); False drops it.
+        dim: 1, 2 or 3 for (B, C, L), (B, C, H, W), (B, C, T, H, W).
+
+    The state-dict keys are those of the official GCNet / mmcv ``ContextBlock``: ``conv_mask``,
+    ``channel_add_conv.0/.1/.3``, ``channel_mul_conv.0/.1/.3`` (``.1`` is the LayerNorm; without it
+    an Identity keeps the indices), so released GCNet checkpoints load without renaming.
+
+    Shape:
+        Input and output: (B, C, *S).
+
+    Examples::
+
+        >>> gc = GlobalContextBlock(256, ratio=1 / 16)
+        >>> gc(torch.randn(2, 256, 28, 28)).shape
+        torch.Size([2, 256, 28, 28])
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        ratio: float = 1 / 16,
+        pooling: str = "att",
+        fusion: tuple[str, ...] | str = ("add",),
+        layer_norm: bool = True,
+        dim: int = 2,
+    ):
+        super().__init__()
+        self.in_channels = check_positive_int("in_channels", in_channels)
+        self.ratio = check_ratio("ratio", ratio)
+        self.planes = max(1, int(in_channels * ratio))
+        self.pooling = check_choice("pooling", pooling, ("att", "avg"))
+        fusion = (fusion,) if isinstance(fusion, str) else tuple(fusion)
+        if not fusion or len(set(fusion)) != len(fusion):
+            raise ValueError(f"fusion must name 'add', 'mul' or both once each, got {fusion!r}")
+        for name in fusion:
+            check_choice("fusion", name, FUSIONS)
+        self.fusion = tuple(name for name in FUSIONS if name in fusion)
+        self.layer_norm = bool(layer_norm)
+        self.dim = check_choice("dim", dim, (1, 2, 3))
+
+        if pooling == "att":
+            self.conv_mask = conv_nd(dim)(in_channels, 1, 1)
+        if "add" in self.fusion:
+            self.channel_add_conv = self._transform()
+        if "mul" in self.fusion:
+            self.channel_mul_conv = self._transform()
+        self.reset_parameters()
+
+    def _transform(self) -> nn.Sequential:
+        conv = conv_nd(self.dim)
+        norm_shape = [self.planes] + [1] * self.dim
+        return nn.Sequential(
+            conv(self.in_channels, self.planes, 1),
+            nn.LayerNorm(norm_shape) if self.layer_norm else nn.Identity(),
+            nn.ReLU(inplace=True),
+            conv(self.planes, self.in_channels, 1),
+        )
+
+    def reset_parameters(self) -> None:
+        """Kaiming (fan-in) for W_k as in mmcv, PyTorch defaults elsewhere, last convs zero."""
+        if self.pooling == "att":
+            nn.init.kaiming_normal_(self.conv_mask.weight, mode="fan_in", nonlinearity="relu")
+            nn.init.zeros_(self.conv_mask.bias)
+        for transform in (getattr(self, f"channel_{f}_conv") for f in self.fusion):
+            for layer in transform:
+                if hasattr(layer, "reset_parameters"):
+                    layer.reset_parameters()
+            nn.init.zeros_(transform[-1].weight)
+            nn.init.zeros_(transform[-1].bias)
+
+    def attention_map(self, x: torch.Tensor, queries: torch.Tensor | None = None) -> torch.Tensor:
+        """The context mask (B, N): softmax_j(W_k x_j), or 1/N for average pooling."""
+        check_input(x, self.dim, self.in_channels)
+        check_queries(queries, x[0, 0].numel())
+        if self.pooling == "avg":
+            return _uniform_weights(x)
+        return attention_weights(self.conv_mask(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.dim, self.in_channels)
+        if self.pooling == "att":
+            context = pool_context(x, attention_weights(self.conv_mask(x)))  # (B, C, 1, …)
+        else:
+            context = x.mean(dim=tuple(range(2, x.dim())), keepdim=True)  # (B, C, 1, …)
+        out = x
+        if "mul" in self.fusion:
+            out = out * torch.sigmoid(self.channel_mul_conv(context))
+        if "add" in self.fusion:
+            out = out + self.channel_add_conv(context)
+        return out
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, ratio={self.ratio:g}, pooling={self.pooling!r}, "
+            f"fusion={self.fusion}, layer_norm={self.layer_norm}, dim={self.dim}"
+        )
+
+
+class SqueezeExcitation(nn.Module):
+    """Squeeze-and-Excitation: x · sigmoid(FC(ReLU(FC(mean x)))), FCs as 1×1 convs.
+
+    Args:
+        in_channels: C.
+        ratio: the hidden layer has int(C·ratio) (at least 1) channels; default 1/16.
+        dim: 1, 2 or 3 for (B, C, L), (B, C, H, W), (B, C, T, H, W).
+
+    Submodules: ``fc1`` (C→C·r), ``fc2`` (C·r→C), both with bias (timm's SE layout).
+
+    Shape:
+        Input and output: (B, C, *S).
+    """
+
+    def __init__(self, in_channels: int, ratio: float = 1 / 16, dim: int = 2):
+        super().__init__()
+        self.in_channels = check_positive_int("in_channels", in_channels)
+        check_ratio("ratio", ratio)
+        self.dim = check_choice("dim", dim, (1, 2, 3))
+        hidden = max(1, int(in_channels * ratio))
+        conv = conv_nd(dim)
+        self.fc1 = conv(in_channels, hidden, 1)
+        self.fc2 = conv(hidden, in_channels, 1)
+
+    def attention_map(self, x: torch.Tensor, queries: torch.Tensor | None = None) -> torch.Tensor:
+        """SE pools by averaging: the context mask is 1/N everywhere, (B, N)."""
+        check_input(x, self.dim, self.in_channels)
+        check_queries(queries, x[0, 0].numel())
+        return _uniform_weights(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.dim, self.in_channels)
+        context = x.mean(dim=tuple(range(2, x.dim())), keepdim=True)  # (B, C, 1, …)
+        return x * torch.sigmoid(self.fc2(torch.relu(self.fc1(context))))

@@ -1,0 +1,245 @@
+"""The non-local block (Wang, Girshick, Gupta, He, CVPR 2018) for sequences, images and video."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from nlgc.blocks import pairwise
+from nlgc.blocks.checks import check_choice, check_input, check_positive_int, check_queries
+from nlgc.blocks.nd import batch_norm_nd, conv_nd, max_pool_nd
+
+PAIRWISE = ("embedded_gaussian", "gaussian", "dot_product", "concatenation")
+ATTEND = ("spacetime", "space", "time")
+IMPLS = ("fast", "reference")
+
+
+def group_positions(t: torch.Tensor, attend: str) -> torch.Tensor:
+    """(B, C, *S) -> (B, G, n, C): the G groups of n positions that attend to each other."""
+    if attend == "space":  # every frame on its own: (B, T, H·W, C)
+        return t.flatten(3).permute(0, 2, 3, 1)
+    if attend == "time":  # every location across frames: (B, H·W, T, C)
+        return t.flatten(3).permute(0, 3, 2, 1)
+    return t.flatten(2).mT.unsqueeze(1)  # all positions: (B, 1, N, C)
+
+
+def ungroup_positions(y: torch.Tensor, attend: str, spatial: torch.Size) -> torch.Tensor:
+    """Inverse of group_positions: (B, G, n, C) -> (B, C, *spatial)."""
+    if attend == "space":
+        return y.permute(0, 3, 1, 2).unflatten(3, spatial[1:])
+    if attend == "time":
+        return y.permute(0, 3, 2, 1).unflatten(3, spatial[1:])
+    return y.squeeze(1).mT.unflatten(2, spatial)
+
+
+class NonLocalBlock(nn.Module):
+    r"""Non-local block: ``z = x + norm(W_z y)``, ``y_i = (1/C(x)) Σ_j f(x_i, x_j) g(x_j)``.
+
+    Args:
+        in_channels: C, the channels of the input.
+        dim: 1 for sequences (B, C, L), 2 for images (B, C, H, W), 3 for video (B, C, T, H, W).
+        pairwise: ``"embedded_gaussian"`` (default, f = exp(θ(x_i)ᵀφ(x_j)), softmax),
+            ``"gaussian"`` (f = exp(x_iᵀx_j) on the raw input, no θ/φ, softmax),
+            ``"dot_product"`` (f = θ(x_i)ᵀφ(x_j), C(x) = number of keys) or
+            ``"concatenation"`` (f = ReLU(w_fᵀ[θ(x_i), φ(x_j)]), C(x) = number of keys).
+        inter_channels: C', the embedding width of θ, φ and g; default C // 2 (at least 1).
+        sub_sample: max-pool the keys and values by 2 in space (1×2×2 for video); θ is never
+            pooled.
+        pool_position: ``"after"`` pools after the φ/g convolutions (paper figure, most PyTorch
+            ports); ``"before"`` pools the input before them (the official Caffe2 code, needed to
+            reproduce its released weights).
+        attend: for video, ``"spacetime"`` (default), ``"space"`` (within each frame) or
+            ``"time"`` (across frames at the same location), the paper's Table 2d.
+        norm: ``"bn"`` puts BatchNorm after W_z (paper); ``None`` uses W_z alone.
+        zero_init: start as an exact identity: BN γ = β = 0 with ``norm="bn"`` (paper), else
+            W_z = 0.
+        scale: multiply θᵀφ by C'^-1/2 (embedded Gaussian only). The official code does, the
+            paper does not; default off.
+        impl: ``"fast"`` (default, never builds the N×N matrix where the math does not need it)
+            or ``"reference"`` (materialises it and reads like the paper). Same function.
+
+    Submodules: ``theta``, ``phi`` (absent for Gaussian), ``g``, ``out`` (W_z), ``norm``
+    (BatchNorm or Identity), ``concat_project`` (w_f, concatenation only, 2C'→1, no bias),
+    ``pool`` (sub-sampling only, no parameters). All convolutions are 1×1(×1) with bias.
+
+    Shape:
+        - Input: (B, C, L), (B, C, H, W) or (B, C, T, H, W) for dim 1, 2, 3.
+        - Output: same shape as the input.
+
+    Examples::
+
+        >>> block = NonLocalBlock(64, dim=2, pairwise="embedded_gaussian", sub_sample=True)
+        >>> block(torch.randn(2, 64, 14, 14)).shape
+        torch.Size([2, 64, 14, 14])
+        >>> block.attention_map(torch.randn(2, 64, 14, 14), torch.tensor([0, 97])).shape
+        torch.Size([2, 2, 49])
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        dim: int = 2,
+        pairwise: str = "embedded_gaussian",
+        inter_channels: int | None = None,
+        sub_sample: bool = False,
+        pool_position: str = "after",
+        attend: str = "spacetime",
+        norm: str | None = "bn",
+        zero_init: bool = True,
+        scale: bool = False,
+        impl: str = "fast",
+    ):
+        super().__init__()
+        self.in_channels = check_positive_int("in_channels", in_channels)
+        self.dim = check_choice("dim", dim, (1, 2, 3))
+        self.pairwise = check_choice("pairwise", pairwise, PAIRWISE)
+        if inter_channels is None:
+            inter_channels = max(1, in_channels // 2)
+        self.inter_channels = check_positive_int("inter_channels", inter_channels)
+        self.sub_sample = bool(sub_sample)
+        self.pool_position = check_choice("pool_position", pool_position, ("after", "before"))
+        self.attend = check_choice("attend", attend, ATTEND if dim == 3 else ("spacetime",))
+        if self.attend == "time" and self.sub_sample:
+            raise ValueError(
+                "sub_sample=True pools space, but attend='time' attends only across frames at "
+                "one location; use sub_sample=False with attend='time'"
+            )
+        self.norm_type = check_choice("norm", norm, ("bn", None))
+        self.zero_init = bool(zero_init)
+        if scale and pairwise != "embedded_gaussian":
+            raise ValueError(
+                f"scale=True applies to pairwise='embedded_gaussian', got {pairwise!r}"
+            )
+        self.scale = bool(scale)
+        self.impl = check_choice("impl", impl, IMPLS)
+
+        conv = conv_nd(dim)
+        c, c_inter = in_channels, self.inter_channels
+        if pairwise != "gaussian":
+            self.theta = conv(c, c_inter, 1)
+            self.phi = conv(c, c_inter, 1)
+        self.g = conv(c, c_inter, 1)
+        if pairwise == "concatenation":
+            self.concat_project = conv(2 * c_inter, 1, 1, bias=False)
+        self.out = conv(c_inter, c, 1)
+        self.norm = batch_norm_nd(dim)(c) if norm == "bn" else nn.Identity()
+        if self.sub_sample:
+            self.pool = max_pool_nd(dim)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """PyTorch's default init for θ, φ, g, w_f; then the identity start of ``zero_init``."""
+        for module in self.children():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+        if self.zero_init:
+            last = self.norm if self.norm_type == "bn" else self.out
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+
+    @property
+    def _logit_scale(self) -> float:
+        return self.inter_channels**-0.5 if self.scale else 1.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x)
+        query, key, value = self._embed(x)  # (B, Cq, *S), (B, Cq, *S'), (B, C', *S')
+        q, k, v = (group_positions(t, self.attend) for t in (query, key, value))  # (B, G, n, C)
+        y = self._reference(q, k, v) if self.impl == "reference" else self._fast(q, k, v)
+        y = ungroup_positions(y, self.attend, x.shape[2:])  # (B, C', *S)
+        return x + self.norm(self.out(y))
+
+    def attention_map(self, x: torch.Tensor, queries: torch.Tensor | None = None) -> torch.Tensor:
+        """The weights f(x_i, x_j)/C(x) the block uses, for the query positions asked for.
+
+        Args:
+            x: the block's input.
+            queries: flat indices into the input positions (row-major over L, H·W or T·H·W), or
+                None for all. Memory is O(Q·N_keys): only the requested rows are computed.
+
+        Returns:
+            (B, Q, N_keys) over the flattened (sub-sampled) key positions. With ``attend`` space
+            or time, keys outside a query's frame or location have weight 0.
+        """
+        self._check(x)
+        num_positions = math.prod(x.shape[2:])
+        queries = check_queries(queries, num_positions)
+        query, key, _ = self._embed(x)
+        q = query.flatten(2).mT  # (B, N, Cq)
+        k = key.flatten(2).mT  # (B, Nk, Cq)
+        if queries is None:
+            queries = torch.arange(num_positions, device=x.device)
+        q = q[:, queries]  # (B, Q, Cq)
+        key_mask = self._key_mask(queries, x.shape[2:], key.shape[2:])
+        if self.pairwise in ("gaussian", "embedded_gaussian"):
+            return pairwise.softmax_weights(q, k, self._logit_scale, key_mask)
+        if self.pairwise == "dot_product":
+            return pairwise.dot_product_weights(q, k, key_mask)
+        a, b = self._concat_halves(q, k)
+        return pairwise.concatenation_weights(a, b, key_mask)
+
+    def _check(self, x: torch.Tensor) -> None:
+        check_input(x, self.dim, self.in_channels)
+        if self.sub_sample and min(x.shape[-2:] if self.dim > 1 else x.shape[-1:]) < 2:
+            raise ValueError(
+                f"x is too small for sub_sample=True: pooling by 2 needs a spatial size of at "
+                f"least 2, got shape {tuple(x.shape)}"
+            )
+        check_choice("impl", self.impl, IMPLS)
+
+    def _embed(self, x: torch.Tensor):
+        """θ(x), φ(x), g(x) as feature maps; keys and values sub-sampled as configured."""
+        pool_first = self.sub_sample and self.pool_position == "before"
+        source = self.pool(x) if pool_first else x
+        if self.pairwise == "gaussian":  # no embedding: f acts on the raw input
+            query, key = x, source
+        else:
+            query, key = self.theta(x), self.phi(source)
+        value = self.g(source)
+        if self.sub_sample and not pool_first:
+            key, value = self.pool(key), self.pool(value)
+        return query, key, value
+
+    def _concat_halves(self, q: torch.Tensor, k: torch.Tensor):
+        """a = θ·w_f[:C'] (..., Nq) and b = φ·w_f[C':] (..., Nk)."""
+        w_f = self.concat_project.weight.flatten()
+        return q @ w_f[: self.inter_channels], k @ w_f[self.inter_channels :]
+
+    def _reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """y = (f / C(x)) · g with the full (Nq, Nk) matrix, as written in the paper."""
+        if self.pairwise == "concatenation":
+            w_f = self.concat_project.weight.flatten()
+            return pairwise.concatenation_weights_reference(q, k, w_f) @ v
+        if self.pairwise == "dot_product":
+            return pairwise.dot_product_weights(q, k) @ v
+        return pairwise.softmax_weights(q, k, self._logit_scale) @ v
+
+    def _fast(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The same y without an (Nq, Nk) matrix (see nlgc.blocks.pairwise)."""
+        if self.pairwise == "concatenation":
+            return pairwise.concatenation_attention(*self._concat_halves(q, k), v)
+        if self.pairwise == "dot_product":
+            return pairwise.dot_product_attention(q, k, v)
+        return pairwise.softmax_attention(q, k, v, self._logit_scale)
+
+    def _key_mask(self, queries, query_spatial, key_spatial) -> torch.Tensor | None:
+        """(Q, Nk) bool: which keys each query attends to; None when it attends to all."""
+        if self.attend == "spacetime":
+            return None
+        keys = torch.arange(math.prod(key_spatial), device=queries.device)
+        if self.attend == "space":  # same frame
+            frame_q = queries // math.prod(query_spatial[1:])
+            frame_k = keys // math.prod(key_spatial[1:])
+            return frame_q[:, None] == frame_k[None, :]
+        locations = math.prod(query_spatial[1:])  # time: same location (keys are not pooled)
+        return (queries % locations)[:, None] == (keys % locations)[None, :]
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, dim={self.dim}, pairwise={self.pairwise!r}, "
+            f"inter_channels={self.inter_channels}, sub_sample={self.sub_sample}, "
+            f"pool_position={self.pool_position!r}, attend={self.attend!r}, "
+            f"norm={self.norm_type!r}, scale={self.scale}, impl={self.impl!r}"
+        )

@@ -1,0 +1,39 @@
+"""Shared test helpers."""
+
+import pytest
+import torch
+from torch import nn
+
+
+def randomize(module: nn.Module, seed: int = 0, std: float = 0.5) -> nn.Module:
+    """Give every parameter and BN statistic random values, so zero-initialised parts count."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            if tensor.is_floating_point():
+                tensor.copy_(torch.randn(tensor.shape, generator=generator) * std)
+        for m in module.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_var.uniform_(0.5, 1.5, generator=generator)
+    return module.eval()
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """‖actual − expected‖ / ‖expected‖ (max-abs when expected is zero)."""
+    scale = expected.detach().norm()
+    diff = (actual.detach() - expected.detach()).norm()
+    return float(diff / scale) if scale > 0 else float(diff)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def assert_grads_close(grads, expected_grads, tol: float) -> None:
+    """Each gradient within ``tol`` relative error; gradients that are zero in exact arithmetic
+    (e.g. φ's bias under a softmax) are measured against 1e-3 of the total gradient norm."""
+    total = torch.sqrt(sum(g.detach().norm() ** 2 for g in expected_grads))
+    for grad, expected in zip(grads, expected_grads, strict=True):
+        scale = torch.maximum(expected.detach().norm(), 1e-3 * total)
+        assert float((grad.detach() - expected.detach()).norm() / scale) < tol
