@@ -26,12 +26,18 @@ def group_positions(t: torch.Tensor, attend: str) -> torch.Tensor:
 
 
 def ungroup_positions(y: torch.Tensor, attend: str, spatial: torch.Size) -> torch.Tensor:
-    """Inverse of group_positions: (B, G, n, C) -> (B, C, *spatial)."""
+    """Inverse of group_positions: (B, G, n, C) -> (B, C, *spatial), contiguous.
+
+    The copy is O(N·C) and gives W_z a plain layout (it also keeps inductor's dynamic-shape
+    stride ordering, which fails on the permuted view, out of trouble).
+    """
     if attend == "space":
-        return y.permute(0, 3, 1, 2).unflatten(3, spatial[1:])
-    if attend == "time":
-        return y.permute(0, 3, 2, 1).unflatten(3, spatial[1:])
-    return y.squeeze(1).mT.unflatten(2, spatial)
+        y = y.permute(0, 3, 1, 2).unflatten(3, spatial[1:])
+    elif attend == "time":
+        y = y.permute(0, 3, 2, 1).unflatten(3, spatial[1:])
+    else:
+        y = y.squeeze(1).mT.unflatten(2, spatial)
+    return y.contiguous()
 
 
 class NonLocalBlock(nn.Module):

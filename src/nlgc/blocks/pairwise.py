@@ -133,15 +133,17 @@ def concatenation_attention(a: torch.Tensor, b: torch.Tensor, v: torch.Tensor) -
     a suffix, so y_i = (a_i · Σ_suffix v + Σ_suffix b·v) / Nk, read from two suffix-sum tables.
     a: (..., Nq), b: (..., Nk), v: (..., Nk, C) -> (..., Nq, C).
     """
-    out_dtype = v.dtype
+    out_dtype, lead = v.dtype, a.shape[:-1]
     if out_dtype in _HALF:
         a, b, v = a.float(), b.float(), v.float()
+    # one batch dimension: inductor's dynamic shapes trip over sort outputs with size-1 dims
+    a, b, v = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1]), v.reshape(-1, *v.shape[-2:])
     n_keys = b.shape[-1]
     b_sorted, order = b.sort(dim=-1)
-    v_sorted = v.gather(-2, order.unsqueeze(-1).expand_as(v))
-    v_tail = _suffix_sum(v_sorted)  # (..., Nk + 1, C)
-    bv_tail = _suffix_sum(b_sorted.unsqueeze(-1) * v_sorted)  # (..., Nk + 1, C)
+    by_b = order.unsqueeze(-1).expand_as(v)
+    v_tail = _suffix_sum(v.gather(-2, by_b))  # (..., Nk + 1, C)
+    bv_tail = _suffix_sum((b.unsqueeze(-1) * v).gather(-2, by_b))  # (..., Nk + 1, C)
     first = _count_at_most(b_sorted, -a)  # first sorted key with b_j > -a_i, (..., Nq)
     index = first.unsqueeze(-1).expand(*first.shape, v.shape[-1])
     y = (a.unsqueeze(-1) * v_tail.gather(-2, index) + bv_tail.gather(-2, index)) / n_keys
-    return y.to(out_dtype)
+    return y.reshape(*lead, *y.shape[-2:]).to(out_dtype)

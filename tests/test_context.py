@@ -1,0 +1,180 @@
+"""SNL, GC and SE: the GCNet formulas, mmcv's state-dict layout, identity at init, errors."""
+
+import pytest
+import torch
+from conftest import randomize, relative_error
+from torch import nn
+
+from nlgc import GlobalContextBlock, SimplifiedNonLocal, SqueezeExcitation
+
+SHAPES = {1: (2, 8, 11), 2: (2, 8, 5, 7), 3: (2, 8, 3, 4, 5)}
+
+
+def transform(seq: nn.Sequential, context: torch.Tensor) -> torch.Tensor:
+    """W_v2 ReLU(LN(W_v1 c)) on a (B, C) context, written out with plain matrices."""
+    hidden = context @ seq[0].weight.flatten(1).T + seq[0].bias  # (B, C')
+    if isinstance(seq[1], nn.LayerNorm):
+        mean, var = hidden.mean(-1, keepdim=True), hidden.var(-1, unbiased=False, keepdim=True)
+        ln = seq[1]
+        hidden = (hidden - mean) / torch.sqrt(
+            var + ln.eps
+        ) * ln.weight.flatten() + ln.bias.flatten()
+    return torch.relu(hidden) @ seq[3].weight.flatten(1).T + seq[3].bias  # (B, C)
+
+
+def attention_pool(conv_mask, x):
+    """Σ_j softmax_j(W_k x_j) x_j on (B, N, C) position vectors -> (B, C)."""
+    logits = x @ conv_mask.weight.flatten() + conv_mask.bias  # (B, N)
+    return (torch.softmax(logits, -1).unsqueeze(-1) * x).sum(1)
+
+
+def broadcast(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return t.view(*t.shape, *([1] * (x.dim() - 2)))
+
+
+@pytest.mark.parametrize("dim", [1, 2, 3])
+@pytest.mark.parametrize("pooling", ["att", "avg"])
+@pytest.mark.parametrize("fusion", [("add",), ("mul",), ("mul", "add"), ("add", "mul")])
+@pytest.mark.parametrize("layer_norm", [True, False])
+def test_global_context_block_formula(dim, pooling, fusion, layer_norm):
+    block = randomize(GlobalContextBlock(8, 1 / 4, pooling, fusion, layer_norm, dim)).double()
+    x = torch.randn(SHAPES[dim], dtype=torch.float64)
+    vectors = x.flatten(2).mT  # (B, N, C)
+    context = attention_pool(block.conv_mask, vectors) if pooling == "att" else vectors.mean(1)
+    expected = x
+    if "mul" in fusion:  # multiply first, then add
+        expected = expected * torch.sigmoid(
+            broadcast(transform(block.channel_mul_conv, context), x)
+        )
+    if "add" in fusion:
+        expected = expected + broadcast(transform(block.channel_add_conv, context), x)
+    assert relative_error(block(x), expected) < 1e-12
+    mask = block.attention_map(x)
+    assert mask.shape == (2, x[0, 0].numel())
+    torch.testing.assert_close(mask.sum(-1), torch.ones(2, dtype=torch.float64))
+
+
+def test_global_context_parameter_counts_and_mmcv_keys():
+    assert sum(p.numel() for p in GlobalContextBlock(1024, 1 / 16).parameters()) == 133_313
+    assert sum(p.numel() for p in GlobalContextBlock(2048, 1 / 16).parameters()) == 528_769
+    block = GlobalContextBlock(64, 1 / 4, fusion=("mul", "add"))
+    # the official GCNet / mmcv ContextBlock(64, 1/4, 'att', ('channel_add', 'channel_mul')):
+    mmcv_shapes = {
+        "conv_mask.weight": (1, 64, 1, 1),
+        "conv_mask.bias": (1,),
+        **{
+            f"channel_{kind}_conv.{key}": shape
+            for kind in ("add", "mul")
+            for key, shape in {
+                "0.weight": (16, 64, 1, 1),
+                "0.bias": (16,),
+                "1.weight": (16, 1, 1),
+                "1.bias": (16, 1, 1),
+                "3.weight": (64, 16, 1, 1),
+                "3.bias": (64,),
+            }.items()
+        },
+    }
+    assert {k: tuple(v.shape) for k, v in block.state_dict().items()} == mmcv_shapes
+    no_ln = GlobalContextBlock(64, 1 / 4, layer_norm=False).state_dict()
+    assert set(no_ln) == {"conv_mask.weight", "conv_mask.bias"} | {
+        f"channel_add_conv.{i}.{p}" for i in (0, 3) for p in ("weight", "bias")
+    }
+    assert "conv_mask.weight" not in GlobalContextBlock(64, pooling="avg").state_dict()
+
+
+def test_released_checkpoint_layout_loads_strictly():
+    """A state dict saved under mmcv names loads with strict=True and gives the same output."""
+    source = randomize(GlobalContextBlock(32, 1 / 4, fusion=("mul", "add")))
+    state = {k: v.clone() for k, v in source.state_dict().items()}
+    target = GlobalContextBlock(32, 1 / 4, fusion=("add", "mul")).eval()
+    target.load_state_dict(state, strict=True)
+    x = torch.randn(2, 32, 6, 6)
+    torch.testing.assert_close(target(x), source(x))
+
+
+@pytest.mark.parametrize("dim", [1, 2, 3])
+def test_identity_at_initialisation(dim):
+    x = torch.randn(SHAPES[dim])
+    assert torch.equal(GlobalContextBlock(8, 1 / 4, dim=dim)(x), x)
+    assert torch.equal(GlobalContextBlock(8, 1 / 4, pooling="avg", dim=dim)(x), x)
+    assert torch.equal(SimplifiedNonLocal(8, dim=dim)(x), x)
+    assert torch.allclose(GlobalContextBlock(8, 1 / 4, fusion="mul", dim=dim)(x), x * 0.5)
+
+
+@pytest.mark.parametrize("dim", [1, 2, 3])
+def test_simplified_non_local_formula(dim):
+    block = randomize(SimplifiedNonLocal(8, dim)).double()
+    x = torch.randn(SHAPES[dim], dtype=torch.float64)
+    context = attention_pool(block.conv_mask, x.flatten(2).mT)  # (B, C)
+    w_v = block.transform
+    expected = x + broadcast(context @ w_v.weight.flatten(1).T + w_v.bias, x)
+    assert relative_error(block(x), expected) < 1e-12
+    logits = x.flatten(2).mT @ block.conv_mask.weight.flatten() + block.conv_mask.bias
+    torch.testing.assert_close(block.attention_map(x), torch.softmax(logits, -1))
+
+
+@pytest.mark.parametrize("dim", [1, 2, 3])
+def test_squeeze_excitation_formula(dim):
+    block = randomize(SqueezeExcitation(32, 1 / 16, dim)).double()
+    x = torch.randn(2, 32, *SHAPES[dim][2:], dtype=torch.float64)
+    s = x.flatten(2).mean(-1)
+    hidden = torch.relu(s @ block.fc1.weight.flatten(1).T + block.fc1.bias)
+    gate = torch.sigmoid(hidden @ block.fc2.weight.flatten(1).T + block.fc2.bias)
+    assert relative_error(block(x), x * broadcast(gate, x)) < 1e-12
+    assert block.fc1.out_channels == 2
+    n = x[0, 0].numel()
+    torch.testing.assert_close(block.attention_map(x), torch.full((2, n), 1 / n).double())
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: SimplifiedNonLocal(8),
+        lambda: GlobalContextBlock(8, 1 / 4),
+        lambda: SqueezeExcitation(8),
+    ],
+)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_is_finite_and_close(make, dtype):
+    block = randomize(make(), std=0.3)
+    x = torch.randn(2, 8, 9, 9)
+    expected = block(x)
+    with torch.autocast("cpu", dtype=dtype):
+        y = block(x)
+    assert torch.isfinite(y).all()
+    assert relative_error(y.float(), expected) < 3e-2
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "words"),
+    [
+        (lambda: GlobalContextBlock(8, ratio=0), ValueError, "ratio"),
+        (lambda: GlobalContextBlock(8, ratio=2), ValueError, "ratio"),
+        (lambda: GlobalContextBlock(8, pooling="max"), ValueError, "pooling"),
+        (lambda: GlobalContextBlock(8, fusion=("channel_add",)), ValueError, "fusion"),
+        (lambda: GlobalContextBlock(8, fusion=("add", "add")), ValueError, "fusion"),
+        (lambda: GlobalContextBlock(8, fusion=()), ValueError, "fusion"),
+        (lambda: GlobalContextBlock(8.0), TypeError, "in_channels"),
+        (lambda: SimplifiedNonLocal(8, dim=0), ValueError, "dim"),
+        (lambda: SqueezeExcitation(8, ratio="1/16"), ValueError, "ratio"),
+        (lambda: SqueezeExcitation(8, reduction=16), TypeError, "reduction"),
+    ],
+)
+def test_bad_options_name_the_argument(make, error, words):
+    with pytest.raises(error, match=words):
+        make()
+
+
+@pytest.mark.parametrize(
+    "block", [SimplifiedNonLocal(8), GlobalContextBlock(8), SqueezeExcitation(8)]
+)
+def test_bad_inputs_say_what_was_expected(block):
+    with pytest.raises(ValueError, match="8 channels"):
+        block(torch.randn(1, 3, 4, 4))
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        block(torch.randn(1, 8, 4))
+    with pytest.raises(TypeError, match="floating-point"):
+        block(torch.zeros(1, 8, 4, 4, dtype=torch.int32))
+    with pytest.raises(ValueError, match="queries"):
+        block.attention_map(torch.randn(1, 8, 4, 4), torch.tensor([99]))
