@@ -1,5 +1,6 @@
 """nlgc: non-local and global-context blocks and networks for PyTorch."""
 
+from nlgc.analysis import Complexity, complexity
 from nlgc.blocks import (
     GlobalContextBlock,
     NonLocalBlock,
@@ -7,14 +8,23 @@ from nlgc.blocks import (
     SqueezeExcitation,
     set_impl,
 )
+from nlgc.models import Insertion, Plan, create_model, list_models
+from nlgc.models.weights import load_weights
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Complexity",
     "GlobalContextBlock",
+    "Insertion",
     "NonLocalBlock",
+    "Plan",
     "SimplifiedNonLocal",
     "SqueezeExcitation",
     "__version__",
+    "complexity",
+    "create_model",
+    "list_models",
+    "load_weights",
     "set_impl",
 ]

@@ -28,7 +28,7 @@ from nlgc.blocks.checks import (
 )
 from nlgc.blocks.nd import conv_nd
 
-FUSIONS = ("add", "mul")
+FUSIONS = ("mul", "add")  # the order they apply in: multiply first, then add
 
 
 def attention_weights(mask_logits: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,5 @@
+"""Analysis tools: complexity (parameters, FLOPs)."""
+
+from nlgc.analysis.complexity import Complexity, complexity, count_flops
+
+__all__ = ["Complexity", "complexity", "count_flops"]

@@ -1,0 +1,98 @@
+"""Parameters and FLOPs of a model, counted by ``torch.utils.flop_counter``.
+
+FLOPs follow the counter's convention, 2 per multiply-accumulate (papers that say "GFLOPs" for
+ResNets usually mean multiply-accumulates: see ``Complexity.gmacs``). Counted: convolutions,
+matrix products, attention (SDPA, including PyTorch's CPU flash kernel, which the counter does not
+know by itself) and softmax (3 FLOPs per element: exp, sum, divide). Not counted: element-wise
+ops, normalisation, pooling, sorting.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+aten = torch.ops.aten
+
+
+def _sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _sdpa_backward_flops(grad_shape, query_shape, key_shape, value_shape, *args, **kwargs) -> int:
+    return 2 * sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _softmax_flops(input_shape, *args, out_shape=None, **kwargs) -> int:
+    return 3 * math.prod(input_shape)
+
+
+EXTRA_FORMULAS = {
+    aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_flops,
+    aten._scaled_dot_product_flash_attention_for_cpu_backward: _sdpa_backward_flops,
+    aten._softmax: _softmax_flops,
+    aten._safe_softmax: _softmax_flops,
+}
+
+
+@dataclass
+class Complexity:
+    """Parameters and forward FLOPs for one input shape, optionally against a baseline."""
+
+    params: int
+    flops: int
+    input_shape: tuple[int, ...]
+    baseline_params: int | None = None
+    baseline_flops: int | None = None
+
+    @property
+    def gmacs(self) -> float:
+        """Multiply-accumulates in billions, the unit ResNet papers call GFLOPs."""
+        return self.flops / 2e9
+
+    @property
+    def params_ratio(self) -> float | None:
+        return None if self.baseline_params is None else self.params / self.baseline_params
+
+    @property
+    def flops_ratio(self) -> float | None:
+        return None if self.baseline_flops is None else self.flops / self.baseline_flops
+
+
+def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Forward FLOPs of ``model`` on a zero input of ``input_shape`` (eval mode, no grad)."""
+    was_training = model.training
+    parameter = next(model.parameters())
+    x = torch.zeros(input_shape, dtype=parameter.dtype, device=parameter.device)
+    counter = FlopCounterMode(display=False, custom_mapping=EXTRA_FORMULAS)
+    try:
+        model.eval()
+        with torch.no_grad(), counter:
+            model(x)
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops()
+
+
+def complexity(
+    model: nn.Module, input_shape: tuple[int, ...], baseline: nn.Module | None = None
+) -> Complexity:
+    """Parameters and FLOPs of ``model`` for ``input_shape`` (e.g. ``(1, 3, 224, 224)``), and
+    their ratio to ``baseline`` when one is given."""
+    if not isinstance(input_shape, (tuple, list)) or not all(
+        isinstance(s, int) and s > 0 for s in input_shape
+    ):
+        raise ValueError(f"input_shape must be a tuple of positive ints, got {input_shape!r}")
+    result = Complexity(
+        params=sum(p.numel() for p in model.parameters()),
+        flops=count_flops(model, tuple(input_shape)),
+        input_shape=tuple(input_shape),
+    )
+    if baseline is not None:
+        result.baseline_params = sum(p.numel() for p in baseline.parameters())
+        result.baseline_flops = count_flops(baseline, tuple(input_shape))
+    return result

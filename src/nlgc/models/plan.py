@@ -1,0 +1,242 @@
+"""Where context blocks go in a ResNet: one declarative plan, plain data that round-trips YAML.
+
+A :class:`Plan` is a list of :class:`Insertion` s. Each names a block type and its options, the
+stages (``c2``…``c5`` = ``layer1``…``layer4``), which residual blocks of each stage, and where in
+(or after) the residual block it runs:
+
+==============  ======================================================================
+position        where
+==============  ======================================================================
+after_conv1     after conv1 → bn1 → ReLU (GCNet ablation)
+after_conv2     after conv2 → bn2 → ReLU (Bottleneck only; GCNet ablation)
+after_conv3     after the last conv and its BN, before the residual addition (GCNet's
+                placement; bn2 for BasicBlock)
+after_add       after the residual addition, before the final ReLU (GCNet ablation)
+after_block     after the residual block's final ReLU (the Non-local paper's placement)
+==============  ======================================================================
+
+Example::
+
+    Plan([Insertion("gc", stages=("c3", "c4", "c5"), options={"ratio": 1 / 16})])
+    Plan([Insertion("nl", stages=("c4",), indices="before_last")])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from nlgc.blocks import GlobalContextBlock, NonLocalBlock, SimplifiedNonLocal, SqueezeExcitation
+
+STAGES = ("c2", "c3", "c4", "c5")
+POSITIONS = ("after_conv1", "after_conv2", "after_conv3", "after_add", "after_block")
+INDEX_RULES = ("all", "every_other", "before_last")
+
+
+@dataclass(frozen=True)
+class BlockType:
+    """A context block class, the attribute name it gets, and its default position."""
+
+    cls: type[nn.Module]
+    attribute: str
+    default_position: str
+
+
+# Attribute names follow the released checkpoints: mmdetection's GCNet (``context_block``),
+# mmaction2's non-local I3D (``non_local_block``) and timm's SE-ResNet (``se``).
+BLOCK_TYPES = {
+    "nl": BlockType(NonLocalBlock, "non_local_block", "after_block"),
+    "snl": BlockType(SimplifiedNonLocal, "simplified_non_local", "after_block"),
+    "gc": BlockType(GlobalContextBlock, "context_block", "after_conv3"),
+    "se": BlockType(SqueezeExcitation, "se", "after_conv3"),
+}
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+
+
+@dataclass
+class Insertion:
+    """One kind of block placed in some residual blocks of some stages.
+
+    Args:
+        block: ``"nl"``, ``"snl"``, ``"gc"`` or ``"se"``.
+        stages: stage names among ``c2``…``c5``.
+        indices: ``"all"``, ``"every_other"`` (residual blocks 1, 3, 5, … counting from 0, the
+            Non-local paper's 5- and 10-block layouts), ``"before_last"`` (the block right
+            before the last one of the stage), or explicit indices (negative count from the end).
+        position: one of :data:`POSITIONS`; default the block type's own (``after_conv3`` for
+            GC and SE, ``after_block`` for NL and SNL).
+        options: keyword arguments for the block's constructor (``ratio``, ``pairwise``, …).
+    """
+
+    block: str
+    stages: tuple[str, ...] = ("c3", "c4", "c5")
+    indices: str | tuple[int, ...] = "all"
+    position: str | None = None
+    options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        _check_choice("block", self.block, BLOCK_TYPES)
+        if isinstance(self.stages, str):
+            self.stages = (self.stages,)
+        self.stages = tuple(self.stages)
+        for stage in self.stages:
+            _check_choice("stages", stage, STAGES)
+        if isinstance(self.indices, str):
+            _check_choice("indices", self.indices, INDEX_RULES)
+        else:
+            self.indices = tuple(self.indices)
+            if not all(isinstance(i, int) and not isinstance(i, bool) for i in self.indices):
+                raise TypeError(
+                    f"indices must be one of {INDEX_RULES} or a list of ints, got {self.indices!r}"
+                )
+        if self.position is None:
+            self.position = BLOCK_TYPES[self.block].default_position
+        _check_choice("position", self.position, POSITIONS)
+        if not isinstance(self.options, Mapping):
+            raise TypeError(f"options must be a mapping, got {type(self.options).__name__}")
+        self.options = dict(self.options)
+
+    def select(self, num_blocks: int) -> list[int]:
+        """The residual-block indices this insertion uses in a stage of ``num_blocks`` blocks."""
+        if self.indices == "all":
+            return list(range(num_blocks))
+        if self.indices == "every_other":
+            return list(range(1, num_blocks, 2))
+        if self.indices == "before_last":
+            return [num_blocks - 2] if num_blocks >= 2 else []
+        chosen = []
+        for i in self.indices:
+            if not -num_blocks <= i < num_blocks:
+                raise ValueError(
+                    f"indices: residual block {i} does not exist in a stage of {num_blocks} blocks"
+                )
+            chosen.append(i % num_blocks)
+        return sorted(set(chosen))
+
+
+@dataclass
+class Plan:
+    """Which context blocks go where; ``Plan()`` is the plain backbone."""
+
+    insertions: tuple[Insertion, ...] = ()
+
+    def __post_init__(self):
+        self.insertions = tuple(
+            i if isinstance(i, Insertion) else Insertion(**i) for i in self.insertions
+        )
+
+    def with_overrides(self, **overrides) -> Plan:
+        """The same plan with Insertion fields (stages, indices, position) replaced and block
+        options (ratio, pooling, fusion, pairwise, …) updated in every insertion."""
+        if not self.insertions and overrides:
+            raise ValueError(
+                f"this model has no context blocks, so {sorted(overrides)} cannot apply"
+            )
+        fields = {"stages", "indices", "position"}
+        changed = []
+        for insertion in self.insertions:
+            options = {**insertion.options}
+            options.update({k: v for k, v in overrides.items() if k not in fields})
+            updates = {k: v for k, v in overrides.items() if k in fields}
+            changed.append(dataclasses.replace(insertion, options=options, **updates))
+        return Plan(tuple(changed))
+
+    def to_dict(self) -> dict:
+        """Plain lists, strings and numbers (YAML/JSON-safe)."""
+        return {
+            "insertions": [
+                {
+                    "block": i.block,
+                    "stages": list(i.stages),
+                    "indices": i.indices if isinstance(i.indices, str) else list(i.indices),
+                    "position": i.position,
+                    "options": {
+                        k: list(v) if isinstance(v, tuple) else v for k, v in i.options.items()
+                    },
+                }
+                for i in self.insertions
+            ]
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> Plan:
+        if not isinstance(data, Mapping) or set(data) - {"insertions"}:
+            raise ValueError(f"a plan is a mapping with one key 'insertions', got {data!r}")
+        allowed = {f.name for f in dataclasses.fields(Insertion)}
+        insertions = []
+        for entry in data.get("insertions") or []:
+            unknown = set(entry) - allowed
+            if unknown:
+                raise ValueError(f"unknown plan keys {sorted(unknown)}; known: {sorted(allowed)}")
+            insertions.append(Insertion(**entry))
+        return cls(tuple(insertions))
+
+    def to_yaml(self) -> str:
+        return _yaml().safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, text: str) -> Plan:
+        return cls.from_dict(_yaml().safe_load(text) or {})
+
+
+def _yaml():
+    try:
+        import yaml
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError("Plan.to_yaml/from_yaml need PyYAML: pip install pyyaml") from error
+    return yaml
+
+
+class InsertionPoints:
+    """Mixin for residual blocks: named places where context blocks run.
+
+    A subclass lists its ``positions``, reports ``channels_at(position)``, calls
+    ``_init_insertions()`` in ``__init__`` and ``x = self._run(position, x)`` at each place.
+    """
+
+    positions: tuple[str, ...] = ()
+
+    def _init_insertions(self) -> None:
+        self.inserted: dict[str, list[str]] = {p: [] for p in self.positions}
+
+    def channels_at(self, position: str) -> int:
+        raise NotImplementedError
+
+    def insert(self, position: str, name: str, module: nn.Module) -> None:
+        _check_choice(f"position for {type(self).__name__}", position, self.positions)
+        if hasattr(self, name):
+            raise ValueError(f"{type(self).__name__} already has a submodule named {name!r}")
+        self.add_module(name, module)
+        self.inserted[position].append(name)
+
+    def _run(self, position: str, x):
+        for name in self.inserted[position]:
+            x = getattr(self, name)(x)
+        return x
+
+
+def apply_plan(stages: Mapping[str, Iterable[nn.Module]], plan: Plan, dim: int = 2) -> None:
+    """Build and insert the plan's blocks into the residual blocks of ``stages`` (in place).
+
+    ``stages`` maps ``c2``…``c5`` to sequences of residual blocks that mix in InsertionPoints.
+    """
+    for insertion in plan.insertions:
+        kind = BLOCK_TYPES[insertion.block]
+        name = kind.attribute
+        if insertion.position != kind.default_position:
+            name = f"{name}_{insertion.position}"
+        for stage in insertion.stages:
+            residual_blocks = list(stages[stage])
+            for index in insertion.select(len(residual_blocks)):
+                target = residual_blocks[index]
+                channels = target.channels_at(insertion.position)
+                target.insert(
+                    insertion.position, name, kind.cls(channels, dim=dim, **insertion.options)
+                )

@@ -1,0 +1,185 @@
+"""2D ResNet / ResNeXt with torchvision's state-dict layout and places for context blocks.
+
+Module names are torchvision's (``conv1``, ``bn1``, ``layer1``…``layer4``, ``conv1..3``,
+``bn1..3``, ``downsample.0/.1``, ``fc``), so torchvision and timm ResNet checkpoints load with no
+renaming. Blocks from a :class:`~nlgc.models.plan.Plan` become extra submodules of the residual
+blocks (``layer3.5.context_block``, …), as in mmdetection's GCNet checkpoints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from nlgc.models.plan import STAGES, InsertionPoints, Plan, apply_plan
+
+
+class BasicBlock(InsertionPoints, nn.Module):
+    """ResNet-18/34 residual block: 3×3 → 3×3, expansion 1."""
+
+    expansion = 1
+    positions = ("after_conv1", "after_conv3", "after_add", "after_block")
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64):
+        super().__init__()
+        if groups != 1 or base_width != 64:
+            raise ValueError("BasicBlock supports only groups=1 and width_per_group=64")
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+        self._init_insertions()
+
+    def channels_at(self, position: str) -> int:
+        return self.conv1.out_channels if position == "after_conv1" else self.conv2.out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self._run("after_conv1", self.relu(self.bn1(self.conv1(x))))
+        out = self._run("after_conv3", self.bn2(self.conv2(out)))  # the last conv's BN
+        out = self._run("after_add", out + identity)
+        return self._run("after_block", self.relu(out))
+
+
+class Bottleneck(InsertionPoints, nn.Module):
+    """ResNet-50+ residual block: 1×1 → 3×3 (stride, groups) → 1×1, expansion 4 (ResNet v1.5)."""
+
+    expansion = 4
+    positions = ("after_conv1", "after_conv2", "after_conv3", "after_add", "after_block")
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64):
+        super().__init__()
+        width = int(planes * (base_width / 64.0)) * groups
+        self.conv1 = nn.Conv2d(inplanes, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, groups=groups, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, planes * self.expansion, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self._init_insertions()
+
+    def channels_at(self, position: str) -> int:
+        if position in ("after_conv1", "after_conv2"):
+            return self.conv1.out_channels
+        return self.conv3.out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self._run("after_conv1", self.relu(self.bn1(self.conv1(x))))
+        out = self._run("after_conv2", self.relu(self.bn2(self.conv2(out))))
+        out = self._run("after_conv3", self.bn3(self.conv3(out)))
+        out = self._run("after_add", out + identity)
+        return self._run("after_block", self.relu(out))
+
+
+class ResNet(nn.Module):
+    """ResNet / ResNeXt for images, optionally with context blocks placed by a Plan.
+
+    Args:
+        block: ``BasicBlock`` or ``Bottleneck``.
+        layers: residual blocks per stage, e.g. ``(3, 4, 6, 3)`` for ResNet-50.
+        num_classes: size of ``fc``.
+        groups, width_per_group: ResNeXt cardinality and width (32, 4 for 32×4d).
+        plan: where context blocks go (default: none, the plain ResNet).
+        features_only: return the feature maps of ``out_indices`` instead of logits, with no
+            ``avgpool``/``fc`` (for an FPN in a detection framework).
+        out_indices: which of c2…c5 (0…3, mmdetection's convention) ``features_only`` returns.
+        in_channels: input image channels.
+
+    Shape:
+        - Input: (B, in_channels, H, W).
+        - Output: (B, num_classes), or with ``features_only`` a list of (B, C_i, H/s_i, W/s_i)
+          with the channels and strides listed in ``feature_info``.
+    """
+
+    def __init__(
+        self,
+        block: type[BasicBlock | Bottleneck],
+        layers: Sequence[int],
+        num_classes: int = 1000,
+        groups: int = 1,
+        width_per_group: int = 64,
+        plan: Plan | None = None,
+        features_only: bool = False,
+        out_indices: Sequence[int] = (0, 1, 2, 3),
+        in_channels: int = 3,
+    ):
+        super().__init__()
+        if len(layers) != 4:
+            raise ValueError(f"layers must give 4 stage depths, got {layers!r}")
+        out_indices = tuple(out_indices)
+        if not out_indices or any(i not in range(4) for i in out_indices):
+            raise ValueError(f"out_indices must be a subset of (0, 1, 2, 3), got {out_indices}")
+        self.features_only = features_only
+        self.out_indices = out_indices
+        self.groups, self.base_width = groups, width_per_group
+        self.inplanes = 64
+        self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.layer1 = self._make_layer(block, 64, layers[0])
+        self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
+        self.feature_info = [
+            {
+                "stage": stage,
+                "module": f"layer{i + 1}",
+                "channels": 64 * 2**i * block.expansion,
+                "stride": 4 * 2**i,
+            }
+            for i, stage in enumerate(STAGES)
+            if i in out_indices
+        ]
+        if not features_only:
+            self.avgpool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(512 * block.expansion, num_classes)
+        self._init_backbone()
+        self.plan = plan or Plan()
+        apply_plan(self.stages(), self.plan, dim=2)
+
+    def _make_layer(self, block, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(
+                nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
+                nn.BatchNorm2d(planes * block.expansion),
+            )
+        layers = [block(self.inplanes, planes, stride, downsample, self.groups, self.base_width)]
+        self.inplanes = planes * block.expansion
+        for _ in range(1, blocks):
+            layers.append(
+                block(self.inplanes, planes, groups=self.groups, base_width=self.base_width)
+            )
+        return nn.Sequential(*layers)
+
+    def _init_backbone(self) -> None:
+        """torchvision's initialisation (before any context block is inserted)."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def stages(self) -> dict[str, nn.Sequential]:
+        """c2…c5 → layer1…layer4."""
+        return dict(zip(STAGES, (self.layer1, self.layer2, self.layer3, self.layer4), strict=True))
+
+    def forward(self, x: torch.Tensor):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, 64, H/4, W/4)
+        features = []
+        for index, layer in enumerate(self.stages().values()):
+            x = layer(x)  # (B, C_i, H/s_i, W/s_i)
+            if self.features_only and index in self.out_indices:
+                features.append(x)
+        if self.features_only:
+            return features
+        return self.fc(torch.flatten(self.avgpool(x), 1))  # (B, num_classes)

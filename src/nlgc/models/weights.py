@@ -1,0 +1,133 @@
+"""Loading checkpoints into nlgc models: torchvision/timm ResNets and released GCNet weights.
+
+Files are read with ``torch.load(weights_only=True)`` (no code runs) or safetensors.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from nlgc.blocks import CONTEXT_BLOCKS
+
+CLASSIFIER = ("fc.weight", "fc.bias")
+_WRAPPERS = ("state_dict", "model", "model_state", "module")
+_SHOWN = 12  # keys listed per category in an error message
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_weights` did, key by key."""
+
+    loaded: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # absent from the file: kept as initialised
+    replaced: list[str] = field(default_factory=list)  # classifier of another size, re-initialised
+    ignored: list[str] = field(default_factory=list)  # file keys outside the backbone
+
+    def __str__(self) -> str:
+        lines = [f"loaded {len(self.loaded)} tensors"]
+        if self.kept:
+            lines.append(f"kept {len(self.kept)} tensors absent from the file as initialised")
+        if self.replaced:
+            lines.append(f"replaced the classifier ({', '.join(self.replaced)}): new size")
+        if self.ignored:
+            lines.append(f"ignored {len(self.ignored)} keys the model does not use")
+        return "; ".join(lines)
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint file, unwrapped from ``{"state_dict": ...}`` and ``module.``."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    if path.endswith(".safetensors"):
+        try:
+            from safetensors.torch import load_file
+        except ImportError as error:
+            raise ImportError("reading .safetensors needs: pip install safetensors") from error
+        state = load_file(path)
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:
+            raise ValueError(
+                f"cannot read {path} as a weights-only PyTorch file: {error}"
+            ) from error
+    for wrapper in _WRAPPERS:
+        if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
+            state = state[wrapper]
+            break
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if tensors and all(k.startswith("module.") for k in tensors):
+        tensors = {k.removeprefix("module."): v for k, v in tensors.items()}
+    return tensors
+
+
+def _block_prefixes(model: nn.Module) -> tuple[str, ...]:
+    return tuple(f"{name}." for name, m in model.named_modules() if isinstance(m, CONTEXT_BLOCKS))
+
+
+def _listing(title: str, keys: list[str]) -> str:
+    shown = ", ".join(keys[:_SHOWN]) + (f", … ({len(keys)} in all)" if len(keys) > _SHOWN else "")
+    return f"\n  {title} ({len(keys)}): {shown}"
+
+
+def load_weights(
+    model: nn.Module, source: str | os.PathLike | Mapping[str, torch.Tensor]
+) -> LoadReport:
+    """Load a checkpoint into ``model`` and report what happened.
+
+    Accepts torchvision/timm-layout ResNet checkpoints (context-block parameters missing from the
+    file keep their identity initialisation; a classifier of another size is reported and
+    re-initialised) and mmdetection/GCNet checkpoints (``backbone.`` prefix, keys such as
+    ``layer3.5.context_block.conv_mask.weight``; the neck and heads are ignored). Every backbone
+    key must match: otherwise a ValueError lists the missing, unexpected and mis-shaped keys and
+    the model is left unchanged.
+    """
+    state = dict(source) if isinstance(source, Mapping) else read_state_dict(source)
+    report = LoadReport()
+    if any(k.startswith("backbone.") for k in state):
+        report.ignored = sorted(k for k in state if not k.startswith("backbone."))
+        state = {
+            k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")
+        }
+
+    target = model.state_dict()
+    blocks = _block_prefixes(model)
+    merged, missing, mismatched = {}, [], []
+    for key, current in target.items():
+        if key in state and state[key].shape == current.shape:
+            merged[key] = state[key]
+            report.loaded.append(key)
+        elif key in CLASSIFIER and key in state:  # another number of classes: a fresh layer
+            merged[key] = current
+            report.replaced.append(key)
+        elif key in state:
+            mismatched.append(f"{key} {tuple(state[key].shape)}→{tuple(current.shape)}")
+        elif key.startswith(blocks) or key in CLASSIFIER:  # not in the file: keep as built
+            merged[key] = current
+            report.kept.append(key)
+        elif key.endswith("num_batches_tracked"):  # older torchvision files lack these
+            merged[key] = current
+        else:
+            missing.append(key)
+    unexpected = [k for k in state if k not in target and k not in CLASSIFIER]
+    report.ignored += [k for k in CLASSIFIER if k in state and k not in target]
+    if missing or unexpected or mismatched:
+        message = "checkpoint does not match the model:"
+        for title, keys in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("shape mismatch", mismatched),
+        ):
+            if keys:
+                message += _listing(title, keys)
+        raise ValueError(message)
+    model.load_state_dict(merged, strict=True)
+    return report

@@ -1,0 +1,243 @@
+"""ResNet/ResNeXt backbones, plans, named configurations."""
+
+import pytest
+import torch
+from conftest import randomize
+from torch import nn
+
+import nlgc
+from nlgc.blocks import GlobalContextBlock, SqueezeExcitation
+from nlgc.models import Bottleneck, Insertion, Plan, ResNet
+
+# Parameter counts of the torchvision (timm for ResNeXt-101 32×4d) models with 1000 classes.
+PUBLISHED_PARAMS = {
+    "resnet18": 11_689_512,
+    "resnet34": 21_797_672,
+    "resnet50": 25_557_032,
+    "resnet101": 44_549_160,
+    "resnet152": 60_192_808,
+    "resnext50_32x4d": 25_028_904,
+    "resnext101_32x4d": 44_177_704,
+}
+
+
+def count(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize(("name", "params"), PUBLISHED_PARAMS.items())
+def test_backbones_have_the_published_parameter_counts(name, params):
+    assert count(nlgc.create_model(name)) == params
+
+
+def test_resnet50_has_torchvisions_state_dict_layout():
+    state = nlgc.create_model("resnet50").state_dict()
+    assert len(state) == 320  # 53 convs, 53 BNs × 5 tensors, fc weight and bias
+    expected = {
+        "conv1.weight": (64, 3, 7, 7),
+        "bn1.running_var": (64,),
+        "layer1.0.downsample.0.weight": (256, 64, 1, 1),
+        "layer1.0.downsample.1.weight": (256,),
+        "layer2.0.conv2.weight": (128, 128, 3, 3),
+        "layer3.5.bn3.num_batches_tracked": (),
+        "layer4.2.conv3.weight": (2048, 512, 1, 1),
+        "fc.weight": (1000, 2048),
+        "fc.bias": (1000,),
+    }
+    assert {k: tuple(state[k].shape) for k in expected} == expected
+    resnext = nlgc.create_model("resnext101_32x4d").state_dict()
+    assert resnext["layer1.0.conv2.weight"].shape == (128, 4, 3, 3)  # 32 groups × 4 channels
+
+
+NAMED = nlgc.list_models()
+
+
+def plain_twin(model):
+    """The same architecture without context blocks, sharing the backbone weights."""
+    twin = ResNet(
+        type(model.layer1[0]),
+        [len(layer) for layer in model.stages().values()],
+        num_classes=model.fc.out_features,
+        groups=model.groups,
+        width_per_group=model.base_width,
+    )
+    twin.load_state_dict(
+        {k: v for k, v in model.state_dict().items() if k in twin.state_dict()}, strict=True
+    )
+    return twin.eval()
+
+
+@pytest.mark.parametrize("name", NAMED)
+def test_every_named_model_starts_as_its_plain_backbone(name):
+    """Context blocks are identities at init, so the output equals the plain ResNet's."""
+    model = nlgc.create_model(name, num_classes=10).eval()
+    twin = plain_twin(model)
+    x = torch.randn(2, 3, 64, 64)
+    if any(isinstance(m, SqueezeExcitation) for m in model.modules()):
+        # x·sigmoid(·) cannot be the identity; without the SE modules the networks agree.
+        for module in model.modules():
+            if hasattr(module, "se"):
+                module.se = nn.Identity()
+    with torch.no_grad():
+        assert torch.equal(model(x), twin(x))
+
+
+def test_named_configurations_place_their_blocks():
+    def blocks(model, cls):
+        return [n for n, m in model.named_modules() if isinstance(m, cls)]
+
+    gc = blocks(nlgc.create_model("gc_resnet50"), GlobalContextBlock)
+    assert len(gc) == 4 + 6 + 3 and gc[0] == "layer2.0.context_block"
+    assert all(".context_block" in n for n in gc)
+    assert blocks(nlgc.create_model("nl_resnet50"), nlgc.NonLocalBlock) == [
+        "layer3.4.non_local_block"
+    ]
+    assert blocks(nlgc.create_model("nl_resnet101"), nlgc.NonLocalBlock) == [
+        "layer3.21.non_local_block"
+    ]
+    assert blocks(nlgc.create_model("snl_resnet50"), nlgc.SimplifiedNonLocal) == [
+        "layer3.4.simplified_non_local"
+    ]
+    assert len(blocks(nlgc.create_model("se_resnet50"), SqueezeExcitation)) == 16
+    r4 = nlgc.create_model("gc_resnet50_r4").layer4[0].context_block
+    assert (
+        r4.planes == 2048 // 4
+        and nlgc.create_model("gc_resnet101").layer4[0].context_block.planes == 128
+    )
+    # GCNet reports 28.08M parameters for R50 + GC (r16) in c3–c5, SENet 28.09M for SE-R50
+    assert count(nlgc.create_model("gc_resnet50")) == 28_078_773
+    assert count(nlgc.create_model("se_resnet50")) == 28_088_024
+
+
+def test_gcnet_ablation_overrides():
+    model = nlgc.create_model(
+        "gc_resnet50", num_classes=7, pooling="avg", fusion=("mul",), ratio=1 / 4,
+        layer_norm=False, stages=("c4", "c5"), position="after_add",
+    )  # fmt: skip
+    gcs = [m for m in model.modules() if isinstance(m, GlobalContextBlock)]
+    assert len(gcs) == 6 + 3
+    assert {(g.pooling, g.fusion, g.ratio, g.layer_norm) for g in gcs} == {
+        ("avg", ("mul",), 0.25, False)
+    }
+    assert model.layer3[0].inserted["after_add"] == ["context_block_after_add"]
+    assert model.fc.out_features == 7
+    with pytest.raises(TypeError, match="colour"):
+        nlgc.create_model("gc_resnet50", colour="red")
+    with pytest.raises(ValueError, match="no context blocks"):
+        nlgc.create_model("resnet50", ratio=0.5)
+    with pytest.raises(ValueError, match="unknown model 'gc_resnet51'"):
+        nlgc.create_model("gc_resnet51")
+
+
+def reference_bottleneck(block, x, position, extra):
+    """Bottleneck forward written out, with ``extra`` applied at ``position``."""
+    at = lambda p, t: extra(t) if p == position else t  # noqa: E731
+    out = at("after_conv1", torch.relu(block.bn1(block.conv1(x))))
+    out = at("after_conv2", torch.relu(block.bn2(block.conv2(out))))
+    out = at("after_conv3", block.bn3(block.conv3(out)))
+    identity = block.downsample(x) if block.downsample is not None else x
+    out = at("after_add", out + identity)
+    return at("after_block", torch.relu(out))
+
+
+@pytest.mark.parametrize("position", nlgc.models.POSITIONS)
+def test_positions_are_where_they_say(position):
+    downsample = nn.Sequential(nn.Conv2d(32, 64, 1, 2, bias=False), nn.BatchNorm2d(64))
+    block = Bottleneck(32, 16, stride=2, downsample=downsample)
+    se = SqueezeExcitation(block.channels_at(position), 1 / 4)
+    block.insert(position, "se", se)
+    randomize(block)
+    x = torch.randn(2, 32, 9, 9)
+    with torch.no_grad():
+        expected = reference_bottleneck(block, x, position, se)
+        assert torch.allclose(block(x), expected, atol=1e-6)
+        assert not torch.allclose(reference_bottleneck(block, x, None, se), expected, atol=1e-3)
+
+
+def test_basic_block_positions():
+    model = ResNet(
+        nlgc.models.BasicBlock, (1, 1, 1, 1), plan=Plan((Insertion("gc", position="after_conv3"),))
+    )
+    assert model.layer2[0].context_block.in_channels == 128
+    with pytest.raises(ValueError, match="position for BasicBlock"):
+        ResNet(
+            nlgc.models.BasicBlock,
+            (1, 1, 1, 1),
+            plan=Plan((Insertion("gc", position="after_conv2"),)),
+        )
+
+
+def test_index_rules():
+    assert Insertion("nl", indices="all").select(4) == [0, 1, 2, 3]
+    assert Insertion("nl", indices="every_other").select(6) == [1, 3, 5]
+    assert Insertion("nl", indices="before_last").select(6) == [4]
+    assert Insertion("nl", indices=(0, -1)).select(3) == [0, 2]
+    with pytest.raises(ValueError, match="does not exist"):
+        Insertion("nl", indices=(7,)).select(3)
+    with pytest.raises(ValueError, match="stages"):
+        Insertion("nl", stages=("c6",))
+    with pytest.raises(ValueError, match="block"):
+        Insertion("attention")
+
+
+def test_plan_round_trips_through_yaml():
+    plan = Plan(
+        (
+            Insertion(
+                "gc", ("c3", "c4", "c5"), options={"ratio": 0.0625, "fusion": ("mul", "add")}
+            ),
+            Insertion("nl", ("c4",), indices=(1, 3, 5), options={"pairwise": "dot_product"}),
+        )
+    )
+    text = plan.to_yaml()
+    assert "context" not in text and "ratio: 0.0625" in text
+    again = Plan.from_yaml(text)
+    assert again.to_dict() == plan.to_dict()
+    model = ResNet(Bottleneck, (3, 4, 6, 3), plan=again)
+    assert model.layer4[2].context_block.fusion == ("mul", "add")
+    assert model.layer3[5].non_local_block.pairwise == "dot_product"
+    with pytest.raises(ValueError, match="unknown plan keys"):
+        Plan.from_dict({"insertions": [{"block": "gc", "stage": ["c3"]}]})
+
+
+def test_features_only_for_detection():
+    model = nlgc.create_model("gc_resnet50", features_only=True).eval()
+    assert not hasattr(model, "fc")
+    assert [(f["stage"], f["channels"], f["stride"]) for f in model.feature_info] == [
+        ("c2", 256, 4), ("c3", 512, 8), ("c4", 1024, 16), ("c5", 2048, 32),
+    ]  # fmt: skip
+    with torch.no_grad():
+        features = model(torch.randn(1, 3, 224, 160))
+    assert [tuple(f.shape) for f in features] == [
+        (1, 256, 56, 40), (1, 512, 28, 20), (1, 1024, 14, 10), (1, 2048, 7, 5),
+    ]  # fmt: skip
+    two = nlgc.create_model("resnet18", features_only=True, out_indices=(2, 3))
+    assert [f["channels"] for f in two.feature_info] == [256, 512]
+    assert len(two(torch.randn(1, 3, 64, 64))) == 2
+    with pytest.raises(ValueError, match="out_indices"):
+        nlgc.create_model("resnet18", features_only=True, out_indices=(4,))
+
+
+def test_complexity_counts_attention_and_softmax():
+    """FLOPs of one NL block, from the formula: 1×1 convs, two N×N products, softmax."""
+    c, c_inter, n = 64, 32, 14 * 14
+    block = nlgc.NonLocalBlock(c)
+    convs = 2 * n * (3 * c * c_inter + c_inter * c)
+    attention = 2 * (2 * n * n * c_inter)
+    fast = nlgc.complexity(block, (1, c, 14, 14))
+    assert fast.flops == convs + attention
+    nlgc.set_impl(block, "reference")
+    assert nlgc.complexity(block, (1, c, 14, 14)).flops == convs + attention + 3 * n * n
+    dot = nlgc.NonLocalBlock(c, pairwise="dot_product")
+    assert nlgc.complexity(dot, (1, c, 14, 14)).flops == convs + 2 * (2 * n * c_inter * c_inter)
+
+
+def test_complexity_of_resnet50_and_overheads():
+    base = nlgc.create_model("resnet50")
+    result = nlgc.complexity(nlgc.create_model("gc_resnet50"), (1, 3, 224, 224), baseline=base)
+    assert result.baseline_params == 25_557_032
+    assert 4.0 < result.baseline_flops / 2e9 < 4.2  # ResNet-50: 4.1 GMACs at 224×224
+    assert 1.0 < result.flops_ratio < 1.01  # GCNet: GC adds ~0.3% FLOPs
+    assert 1.09 < result.params_ratio < 1.1
+    with pytest.raises(ValueError, match="input_shape"):
+        nlgc.complexity(base, (1, 3, 224)) if False else nlgc.complexity(base, "224")
