@@ -22,6 +22,7 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/blocks.py
+	$(PY) benchmarks/models.py
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -26,8 +26,11 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
 
 
 @pytest.fixture(autouse=True)
-def _seed():
+def _seed_and_fresh_compiler():
+    """Every test starts from seed 0 and with no torch.compile caches from earlier tests (the
+    models share forward code, so cached graphs would pile up to dynamo's recompile limit)."""
     torch.manual_seed(0)
+    torch._dynamo.reset()
 
 
 def assert_grads_close(grads, expected_grads, tol: float) -> None:

@@ -1,0 +1,60 @@
+"""Every named image model under torch.compile, channels_last and torch.export."""
+
+import pytest
+import torch
+from conftest import randomize
+
+import nlgc
+
+pytestmark = pytest.mark.slow
+NAMED = nlgc.list_models()
+# One model per kind of block (and grouped convolutions) also goes through inductor's codegen;
+# the deeper variants run the same code and are checked with full-graph capture (aot_eager).
+INDUCTOR = [
+    "resnet50",
+    "gc_resnet50",
+    "nl_resnet50",
+    "snl_resnet50",
+    "se_resnet50",
+    "resnext50_32x4d",
+]
+
+
+def model_and_input(name):
+    torch.manual_seed(0)
+    model = randomize(nlgc.create_model(name, num_classes=10), std=0.05)
+    for m in model.modules():  # keep activations in a sane range through 100+ layers
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.data.uniform_(0.2, 0.4)
+    return model.eval(), torch.randn(2, 3, 64, 64)
+
+
+@pytest.mark.parametrize("name", NAMED)
+def test_full_graph_capture_and_channels_last(name):
+    model, x = model_and_input(name)
+    with torch.no_grad():
+        expected = model(x)
+        compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+        torch.testing.assert_close(compiled(x), expected, rtol=1e-4, atol=1e-4)
+        model = model.to(memory_format=torch.channels_last)
+        y = model(x.to(memory_format=torch.channels_last))
+    torch.testing.assert_close(y, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", INDUCTOR)
+def test_inductor_compile_channels_last(name):
+    model, x = model_and_input(name)
+    with torch.no_grad():
+        expected = model(x)
+        model = model.to(memory_format=torch.channels_last)
+        compiled = torch.compile(model)
+        y = compiled(x.to(memory_format=torch.channels_last))
+    torch.testing.assert_close(y, expected, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", NAMED)
+def test_torch_export(name):
+    model, x = model_and_input(name)
+    program = torch.export.export(model, (x,))
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(x), model(x), rtol=1e-5, atol=1e-5)
