@@ -106,5 +106,5 @@ def test_unsafe_and_missing_files_are_refused(tmp_path):
     torch.save({"state_dict": {"w": torch.ones(1)}, "config": Opaque()}, path)
     with pytest.raises(ValueError, match="weights-only"):
         read_state_dict(path)
-    with pytest.raises(FileNotFoundError, match="nope.pth"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.pth"):
         read_state_dict(tmp_path / "nope.pth")
