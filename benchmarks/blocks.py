@@ -18,9 +18,9 @@ import statistics
 import time
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 
 from nlgc import NonLocalBlock
+from nlgc.analysis.memory import peak_memory_bytes
 
 PAIRWISE = ("embedded_gaussian", "gaussian", "dot_product", "concatenation")
 EXTRA_CASES = [("concatenation", 784, 128)]  # the concatenation aim is stated at C = 128
@@ -31,28 +31,6 @@ def reference_bytes(pairwise: str, n: int, channels: int) -> int:
     if pairwise == "concatenation":
         return n * n * channels * 4  # the (N, N, 2C') pairs, C' = C / 2, float32
     return 3 * n * n * 4  # logits, weights and a temporary, float32
-
-
-def extra_peak_bytes(fn, device: str) -> int:
-    """Peak bytes allocated while ``fn()`` runs, above those allocated before it."""
-    if device == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        fn()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - before
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = sorted(
-        (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
-        key=lambda e: e.start_ns(),
-    )
-    live = peak = 0
-    for event in events:
-        live += event.nbytes()
-        peak = max(peak, live)
-    return peak
 
 
 def measure(pairwise: str, n: int, channels: int, impl: str, device: str, repeats: int) -> dict:
@@ -68,7 +46,7 @@ def measure(pairwise: str, n: int, channels: int, impl: str, device: str, repeat
 
     with torch.inference_mode():
         forward()  # warm-up
-        extra = extra_peak_bytes(forward, device)
+        extra = peak_memory_bytes(forward, device)
         times = []
         for _ in range(repeats):
             start = time.perf_counter()

@@ -18,6 +18,16 @@ def randomize(module: nn.Module, seed: int = 0, std: float = 0.5) -> nn.Module:
     return module.eval()
 
 
+def randomize_network(model: nn.Module, std: float = 0.05) -> nn.Module:
+    """Random weights for a deep network, BN scales in [0.2, 0.4] so that activations stay in a
+    sane range through 100+ layers (and comparisons of outputs are not comparisons of zeros)."""
+    randomize(model, std=std)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.weight.data.uniform_(0.2, 0.4)
+    return model
+
+
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     """‖actual − expected‖ / ‖expected‖ (max-abs when expected is zero)."""
     scale = expected.detach().norm()

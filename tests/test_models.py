@@ -49,7 +49,7 @@ def test_resnet50_has_torchvisions_state_dict_layout():
     assert resnext["layer1.0.conv2.weight"].shape == (128, 4, 3, 3)  # 32 groups × 4 channels
 
 
-NAMED = nlgc.list_models()
+NAMED = nlgc.list_models(modality="image")
 
 
 def plain_twin(model):

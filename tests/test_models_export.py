@@ -2,12 +2,12 @@
 
 import pytest
 import torch
-from conftest import randomize
+from conftest import randomize_network
 
 import nlgc
 
 pytestmark = pytest.mark.slow
-NAMED = nlgc.list_models()
+NAMED = nlgc.list_models(modality="image")
 # One model per kind of block (and grouped convolutions) also goes through inductor's codegen;
 # the deeper variants run the same code and are checked with full-graph capture (aot_eager).
 INDUCTOR = [
@@ -22,10 +22,7 @@ INDUCTOR = [
 
 def model_and_input(name):
     torch.manual_seed(0)
-    model = randomize(nlgc.create_model(name, num_classes=10), std=0.05)
-    for m in model.modules():  # keep activations in a sane range through 100+ layers
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.weight.data.uniform_(0.2, 0.4)
+    model = randomize_network(nlgc.create_model(name, num_classes=10))
     return model.eval(), torch.randn(2, 3, 64, 64)
 
 

@@ -8,8 +8,15 @@ from nlgc.blocks import (
     SqueezeExcitation,
     set_impl,
 )
-from nlgc.models import Insertion, Plan, create_model, list_models
-from nlgc.models.weights import load_weights
+from nlgc.models import (
+    Insertion,
+    Plan,
+    create_model,
+    fully_convolutional_scores,
+    inflate_weights,
+    list_models,
+    load_weights,
+)
 
 __version__ = "0.1.0"
 
@@ -24,6 +31,8 @@ __all__ = [
     "__version__",
     "complexity",
     "create_model",
+    "fully_convolutional_scores",
+    "inflate_weights",
     "list_models",
     "load_weights",
     "set_impl",

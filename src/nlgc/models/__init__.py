@@ -1,8 +1,18 @@
 """Networks with context blocks: ResNet/ResNeXt backbones, plans, named configurations."""
 
 from nlgc.models.plan import BLOCK_TYPES, POSITIONS, STAGES, Insertion, Plan, apply_plan
-from nlgc.models.registry import create_model, default_plan, describe, list_models, register
+from nlgc.models.registry import (
+    create_model,
+    default_plan,
+    describe,
+    list_models,
+    modality,
+    register,
+)
 from nlgc.models.resnet import BasicBlock, Bottleneck, ResNet
+from nlgc.models.video_inference import fully_convolutional_scores
+from nlgc.models.video_resnet import Bottleneck3d, VideoResNet
+from nlgc.models.weights import convert_mmaction2, inflate_weights, load_weights
 
 __all__ = [
     "BLOCK_TYPES",
@@ -10,13 +20,20 @@ __all__ = [
     "STAGES",
     "BasicBlock",
     "Bottleneck",
+    "Bottleneck3d",
     "Insertion",
     "Plan",
     "ResNet",
+    "VideoResNet",
     "apply_plan",
+    "convert_mmaction2",
     "create_model",
     "default_plan",
     "describe",
+    "fully_convolutional_scores",
+    "inflate_weights",
     "list_models",
+    "load_weights",
+    "modality",
     "register",
 ]

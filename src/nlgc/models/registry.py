@@ -10,6 +10,7 @@ from torch import nn
 
 from nlgc.models.plan import STAGES, Insertion, Plan
 from nlgc.models.resnet import BasicBlock, Bottleneck, ResNet
+from nlgc.models.video_resnet import VideoResNet
 
 
 @dataclass(frozen=True)
@@ -19,23 +20,45 @@ class ModelSpec:
     build: Callable[..., nn.Module]
     plan: Plan
     description: str
+    num_classes: int = 1000
+    modality: str = "image"  # or "video": input (B, C, H, W) or (B, C, T, H, W)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
 # Insertion fields and the models' own keyword arguments; every other override is a block option.
-_MODEL_KWARGS = {"num_classes", "features_only", "out_indices", "in_channels"}
+_MODEL_KWARGS = {
+    "features_only", "out_indices", "in_channels", "stem_temporal_stride", "dropout",
+}  # fmt: skip
 
 
-def register(name: str, build: Callable[..., nn.Module], plan: Plan, description: str) -> None:
+def register(
+    name: str,
+    build: Callable[..., nn.Module],
+    plan: Plan,
+    description: str,
+    num_classes: int = 1000,
+    modality: str = "image",
+) -> None:
+    """Add a named configuration; ``build(plan=..., num_classes=..., **kwargs)`` makes it."""
     if name in _REGISTRY:
         raise ValueError(f"a model named {name!r} is already registered")
-    _REGISTRY[name] = ModelSpec(build, plan, description)
+    _REGISTRY[name] = ModelSpec(build, plan, description, num_classes, modality)
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    """Registered names matching a shell-style pattern, e.g. ``list_models("gc_*")``."""
-    return sorted(name for name in _REGISTRY if fnmatch.fnmatch(name, pattern))
+def list_models(pattern: str = "*", modality: str | None = None) -> list[str]:
+    """Registered names matching a shell-style pattern, e.g. ``list_models("gc_*")``, of one
+    ``modality`` (``"image"`` or ``"video"``) or of both."""
+    return sorted(
+        name
+        for name, spec in _REGISTRY.items()
+        if fnmatch.fnmatch(name, pattern) and modality in (None, spec.modality)
+    )
+
+
+def modality(name: str) -> str:
+    """``"image"`` or ``"video"``: what the named model takes."""
+    return _spec(name).modality
 
 
 def describe(name: str) -> str:
@@ -55,17 +78,19 @@ def _spec(name: str) -> ModelSpec:
     return _REGISTRY[name]
 
 
-def create_model(name: str, num_classes: int = 1000, plan: Plan | None = None, **overrides):
+def create_model(name: str, num_classes: int | None = None, plan: Plan | None = None, **overrides):
     """Build a registered model.
 
     Args:
         name: see :func:`list_models`.
-        num_classes: classifier size.
+        num_classes: classifier size; default 1000 for image and 400 (Kinetics) for video
+            models.
         plan: replace the configuration's plan entirely.
         **overrides: the model's own arguments (``features_only``, ``out_indices``,
-            ``in_channels``, …), Insertion fields applied to every insertion (``stages``,
-            ``indices``, ``position``) and block options (``ratio``, ``pooling``, ``fusion``,
-            ``layer_norm``, ``pairwise``, ``sub_sample``, …), e.g. the GCNet ablations
+            ``in_channels``, and for video ``stem_temporal_stride``, ``dropout``), Insertion
+            fields applied to every insertion (``stages``, ``indices``, ``position``) and block
+            options (``ratio``, ``pooling``, ``fusion``, ``layer_norm``, ``pairwise``,
+            ``sub_sample``, …), e.g. the GCNet ablations
             ``create_model("gc_resnet50", pooling="avg", fusion=("mul",))``.
     """
     spec = _spec(name)
@@ -73,6 +98,7 @@ def create_model(name: str, num_classes: int = 1000, plan: Plan | None = None, *
     plan = plan if plan is not None else spec.plan
     if overrides:
         plan = plan.with_overrides(**overrides)
+    num_classes = spec.num_classes if num_classes is None else num_classes
     return spec.build(plan=plan, num_classes=num_classes, **model_kwargs)
 
 
@@ -126,3 +152,58 @@ for _arch in ("resnet50", "resnet101", "resnext101_32x4d"):
     for _variant, (_plan, _text) in _VARIANTS.items():
         _name = _variant.format(_arch) if "{}" in _variant else f"{_variant}_{_arch}"
         register(_name, _build, _plan, f"{_title} + {_text}")
+
+
+# Video (Non-local paper, Table 1): I3D inflates one kernel in every other residual block.
+_INFLATE = {
+    50: ((1, 1, 1), (1, 0, 1, 0), (1, 0, 1, 0, 1, 0), (0, 1, 0)),
+    101: ((1, 1, 1), (1, 0, 1, 0), tuple(1 - i % 2 for i in range(23)), (0, 1, 0)),
+}
+_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+# mmaction2's non-local I3D settings: embedded Gaussian, pooling after φ/g, no 1/√d scale, BN.
+_NL_VIDEO = {"sub_sample": True}
+_NL5_C4 = {50: (1, 3, 5), 101: (6, 13, 20)}
+
+
+def _video(depth, inflate_style=None):
+    def build(**kwargs):
+        inflate = _INFLATE[depth] if inflate_style else None
+        return VideoResNet(_DEPTHS[depth], inflate, inflate_style or "3x1x1", **kwargs)
+
+    return build
+
+
+def _nl_plan(depth: int, blocks: int) -> Plan:
+    """1 block: before the last of res4; 5: res3 {1, 3} + res4 {1, 3, 5} (R101 {6, 13, 20});
+    10: every residual block of res3 and res4 (R50)."""
+    if blocks == 1:
+        return Plan((Insertion("nl", ("c4",), "before_last", options=_NL_VIDEO),))
+    if blocks == 5:
+        return Plan(
+            (
+                Insertion("nl", ("c3",), (1, 3), options=_NL_VIDEO),
+                Insertion("nl", ("c4",), _NL5_C4[depth], options=_NL_VIDEO),
+            )
+        )
+    return Plan((Insertion("nl", ("c3", "c4"), "all", options=_NL_VIDEO),))
+
+
+for _depth in (50, 101):
+    _backbones = {
+        "c2d": (_video(_depth), "C2D"),
+        "i3d": (_video(_depth, "3x1x1"), "I3D 3×1×1"),
+        "i3d3x3x3": (_video(_depth, "3x3x3"), "I3D 3×3×3"),
+    }
+    for _kind, (_build, _title) in _backbones.items():
+        _arch = f"{_kind}_resnet{_depth}"
+        _title = f"{_title} ResNet-{_depth} (video)"
+        _variants = {
+            "": (Plan(), ""),
+            "nl_": (_nl_plan(_depth, 5), " + 5 non-local blocks (res3, res4)"),
+            "nl1_": (_nl_plan(_depth, 1), " + 1 non-local block before the last of res4"),
+            "gc_": (_VARIANTS["gc"][0], " + 3D GC blocks in every bottleneck of res3–res5"),
+        }
+        if _depth == 50:
+            _variants["nl10_"] = (_nl_plan(_depth, 10), " + 10 non-local blocks (res3, res4)")
+        for _prefix, (_plan, _text) in _variants.items():
+            register(_prefix + _arch, _build, _plan, _title + _text, 400, "video")

@@ -78,7 +78,64 @@ class Bottleneck(InsertionPoints, nn.Module):
         return self._run("after_block", self.relu(out))
 
 
-class ResNet(nn.Module):
+class ResNetBase(nn.Module):
+    """What the 2D and video ResNets share: stage access, outputs, init and the forward pass.
+
+    Subclasses build ``conv1``, ``bn1``, ``relu``, ``maxpool``, ``layer1``…``layer4`` (and
+    ``avgpool``/``fc`` unless ``features_only``), calling ``_set_outputs`` first and
+    ``_finish(plan, dim)`` last.
+    """
+
+    def _set_outputs(self, features_only: bool, out_indices: Sequence[int], expansion: int):
+        out_indices = tuple(out_indices)
+        if not out_indices or any(i not in range(4) for i in out_indices):
+            raise ValueError(f"out_indices must be a subset of (0, 1, 2, 3), got {out_indices}")
+        self.features_only, self.out_indices = features_only, out_indices
+        self.feature_info = [
+            {
+                "stage": stage,
+                "module": f"layer{i + 1}",
+                "channels": 64 * 2**i * expansion,
+                "stride": 4 * 2**i,
+            }
+            for i, stage in enumerate(STAGES)
+            if i in out_indices
+        ]
+
+    def _finish(self, plan: Plan | None, dim: int) -> None:
+        """torchvision's initialisation of the backbone, then the plan's blocks (which keep
+        their own identity initialisation)."""
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm3d)):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        self.plan = plan or Plan()
+        apply_plan(self.stages(), self.plan, dim=dim)
+
+    def stages(self) -> dict[str, nn.Sequential]:
+        """c2…c5 → layer1…layer4."""
+        return dict(zip(STAGES, (self.layer1, self.layer2, self.layer3, self.layer4), strict=True))
+
+    def _between_stages(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.avgpool(x), 1))  # (B, num_classes)
+
+    def forward(self, x: torch.Tensor):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # stride 4 in space
+        features = []
+        for index, layer in enumerate(self.stages().values()):
+            x = layer(x)  # (B, C_i, [T_i,] H/s_i, W/s_i)
+            if self.features_only and index in self.out_indices:
+                features.append(x)
+            x = self._between_stages(index, x)
+        return features if self.features_only else self._logits(x)
+
+
+class ResNet(ResNetBase):
     """ResNet / ResNeXt for images, optionally with context blocks placed by a Plan.
 
     Args:
@@ -113,11 +170,7 @@ class ResNet(nn.Module):
         super().__init__()
         if len(layers) != 4:
             raise ValueError(f"layers must give 4 stage depths, got {layers!r}")
-        out_indices = tuple(out_indices)
-        if not out_indices or any(i not in range(4) for i in out_indices):
-            raise ValueError(f"out_indices must be a subset of (0, 1, 2, 3), got {out_indices}")
-        self.features_only = features_only
-        self.out_indices = out_indices
+        self._set_outputs(features_only, out_indices, block.expansion)
         self.groups, self.base_width = groups, width_per_group
         self.inplanes = 64
         self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
@@ -128,22 +181,10 @@ class ResNet(nn.Module):
         self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
         self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
         self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
-        self.feature_info = [
-            {
-                "stage": stage,
-                "module": f"layer{i + 1}",
-                "channels": 64 * 2**i * block.expansion,
-                "stride": 4 * 2**i,
-            }
-            for i, stage in enumerate(STAGES)
-            if i in out_indices
-        ]
         if not features_only:
             self.avgpool = nn.AdaptiveAvgPool2d(1)
             self.fc = nn.Linear(512 * block.expansion, num_classes)
-        self._init_backbone()
-        self.plan = plan or Plan()
-        apply_plan(self.stages(), self.plan, dim=2)
+        self._finish(plan, dim=2)
 
     def _make_layer(self, block, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
         downsample = None
@@ -159,27 +200,3 @@ class ResNet(nn.Module):
                 block(self.inplanes, planes, groups=self.groups, base_width=self.base_width)
             )
         return nn.Sequential(*layers)
-
-    def _init_backbone(self) -> None:
-        """torchvision's initialisation (before any context block is inserted)."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-
-    def stages(self) -> dict[str, nn.Sequential]:
-        """c2…c5 → layer1…layer4."""
-        return dict(zip(STAGES, (self.layer1, self.layer2, self.layer3, self.layer4), strict=True))
-
-    def forward(self, x: torch.Tensor):
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, 64, H/4, W/4)
-        features = []
-        for index, layer in enumerate(self.stages().values()):
-            x = layer(x)  # (B, C_i, H/s_i, W/s_i)
-            if self.features_only and index in self.out_indices:
-                features.append(x)
-        if self.features_only:
-            return features
-        return self.fc(torch.flatten(self.avgpool(x), 1))  # (B, num_classes)

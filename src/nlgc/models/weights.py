@@ -6,6 +6,7 @@ Files are read with ``torch.load(weights_only=True)`` (no code runs) or safetens
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -78,6 +79,75 @@ def _listing(title: str, keys: list[str]) -> str:
     return f"\n  {title} ({len(keys)}): {shown}"
 
 
+# mmaction2 (mmcv ConvModule) names → ours, applied in order after ``backbone.`` is removed.
+_MMACTION2_RULES = [
+    (r"^cls_head\.fc_cls\.", "fc."),
+    (r"^conv1\.conv\.", "conv1."),
+    (r"^conv1\.bn\.", "bn1."),
+    (r"\.conv([123])\.conv\.", r".conv\1."),
+    (r"\.conv([123])\.bn\.", r".bn\1."),
+    (r"\.downsample\.conv\.", ".downsample.0."),
+    (r"\.downsample\.bn\.", ".downsample.1."),
+    (r"\.non_local_block\.(g|phi)\.0\.conv\.", r".non_local_block.\1."),  # sub-sampled
+    (r"\.non_local_block\.(g|theta|phi)\.conv\.", r".non_local_block.\1."),
+    (r"\.non_local_block\.conv_out\.conv\.", ".non_local_block.out."),
+    (r"\.non_local_block\.conv_out\.bn\.", ".non_local_block.norm."),
+]
+
+
+def is_mmaction2_layout(state: Mapping[str, torch.Tensor]) -> bool:
+    """mmaction2 checkpoints wrap every conv in a ConvModule: ``conv1.conv.weight``."""
+    return any(k.removeprefix("backbone.") == "conv1.conv.weight" for k in state)
+
+
+def convert_mmaction2(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """mmaction2 ResNet3d / NonLocal3d keys → nlgc's VideoResNet keys.
+
+    Its W_z conv (``conv_out``) has no bias because BN follows; ours has one, set to zero here,
+    which computes the same function. mmaction2 pools after φ/g and does not scale θᵀφ when
+    ``use_scale=False``: build the model with ``pool_position="after"`` and ``scale=False``
+    (the defaults of nlgc's video NL configurations).
+    """
+    converted = {}
+    for key, value in state.items():
+        if key.startswith("backbone."):
+            key = key.removeprefix("backbone.")
+        elif not key.startswith("cls_head."):
+            continue
+        for pattern, replacement in _MMACTION2_RULES:
+            key = re.sub(pattern, replacement, key)
+        converted[key] = value
+    for key in list(converted):
+        bias = key.removesuffix("weight") + "bias"
+        if key.endswith(".non_local_block.out.weight") and bias not in converted:
+            converted[bias] = converted[key].new_zeros(converted[key].shape[0])
+    return converted
+
+
+def inflate_state_dict(
+    state: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """2D → 3D: where ``target`` has a t×k×k kernel and ``state`` the k×k one, the 2D kernel
+    repeated t times along time and divided by t (so a clip of identical frames gives the 2D
+    response); every other tensor (BN, fc) is copied."""
+    inflated = {}
+    for key, value in state.items():
+        goal = target.get(key)
+        if goal is not None and value.dim() == 4 and goal.dim() == 5:
+            t = goal.shape[2]
+            value = value.unsqueeze(2).repeat(1, 1, t, 1, 1) / t
+        inflated[key] = value
+    return inflated
+
+
+def inflate_weights(
+    model: nn.Module, source: str | os.PathLike | Mapping[str, torch.Tensor]
+) -> LoadReport:
+    """Load a 2D ResNet checkpoint (torchvision layout) into a C2D / I3D model by inflation."""
+    state = dict(source) if isinstance(source, Mapping) else read_state_dict(source)
+    return load_weights(model, inflate_state_dict(state, model.state_dict()))
+
+
 def load_weights(
     model: nn.Module, source: str | os.PathLike | Mapping[str, torch.Tensor]
 ) -> LoadReport:
@@ -86,11 +156,14 @@ def load_weights(
     Accepts torchvision/timm-layout ResNet checkpoints (context-block parameters missing from the
     file keep their identity initialisation; a classifier of another size is reported and
     re-initialised) and mmdetection/GCNet checkpoints (``backbone.`` prefix, keys such as
-    ``layer3.5.context_block.conv_mask.weight``; the neck and heads are ignored). Every backbone
+    ``layer3.5.context_block.conv_mask.weight``; the neck and heads are ignored) and mmaction2
+    video checkpoints (converted by :func:`convert_mmaction2`). Every backbone
     key must match: otherwise a ValueError lists the missing, unexpected and mis-shaped keys and
     the model is left unchanged.
     """
     state = dict(source) if isinstance(source, Mapping) else read_state_dict(source)
+    if is_mmaction2_layout(state):
+        state = convert_mmaction2(state)
     report = LoadReport()
     if any(k.startswith("backbone.") for k in state):
         report.ignored = sorted(k for k in state if not k.startswith("backbone."))

@@ -1,0 +1,147 @@
+"""C2D and I3D ResNets for video, the Non-local paper's Table 1 backbones.
+
+C2D ResNet-50 on a (B, 3, 32, 224, 224) clip:
+
+=======  ============================================  ==============
+stage    layer                                         output T×H×W
+=======  ============================================  ==============
+conv1    1×7×7, 64, stride (2, 2, 2)                   16×112×112
+pool1    3×3×3 max, stride (2, 2, 2)                   8×56×56
+res2     3 bottlenecks [1×1, 1×3×3, 1×1] × 256          8×56×56
+pool2    3×1×1 max, stride (2, 1, 1)                   4×56×56
+res3     4 bottlenecks, 512                            4×28×28
+res4     6 bottlenecks, 1024                           4×14×14
+res5     3 bottlenecks, 2048                           4×7×7
+         global average pool, dropout 0.5, fc          1×1×1
+=======  ============================================  ==============
+
+All C2D kernels are 1×k×k. I3D inflates conv1 to 5×7×7 and one kernel in every other residual
+block: the first 1×1 to 3×1×1 (``inflate_style="3x1x1"``) or the 3×3 to 3×3×3 (``"3x3x3"``). With
+``stem_temporal_stride=1`` (the official code's 8-frame models) conv1 and pool1 (1×3×3) keep the
+frame count, so 8 input frames give the same res2…res5 sizes as 32 frames with stride 2.
+
+Module names are the 2D ResNet's (``conv1``, ``bn1``, ``layer1``…``layer4``, ``conv1..3``,
+``bn1..3``, ``downsample.0/.1``, ``fc``), so a 2D checkpoint maps onto them key by key
+(:func:`nlgc.models.weights.inflate_weights`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from nlgc.models.plan import Plan
+from nlgc.models.resnet import Bottleneck, ResNetBase
+
+
+class Bottleneck3d(Bottleneck):
+    """A Bottleneck with 3D kernels: 1×1×1 (or 3×1×1) → 1×3×3 (or 3×3×3) → 1×1×1.
+
+    The forward pass, the insertion positions and the module names are the 2D Bottleneck's.
+    """
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None, inflate="none"):
+        nn.Module.__init__(self)
+        width = planes
+        t1 = 3 if inflate == "3x1x1" else 1  # temporal size of conv1
+        t2 = 3 if inflate == "3x3x3" else 1  # temporal size of conv2
+        self.conv1 = nn.Conv3d(inplanes, width, (t1, 1, 1), padding=(t1 // 2, 0, 0), bias=False)
+        self.bn1 = nn.BatchNorm3d(width)
+        self.conv2 = nn.Conv3d(
+            width, width, (t2, 3, 3), (1, stride, stride), (t2 // 2, 1, 1), bias=False
+        )
+        self.bn2 = nn.BatchNorm3d(width)
+        self.conv3 = nn.Conv3d(width, planes * self.expansion, 1, bias=False)
+        self.bn3 = nn.BatchNorm3d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self._init_insertions()
+
+
+class VideoResNet(ResNetBase):
+    """C2D / I3D ResNet for clips, optionally with context blocks placed by a Plan.
+
+    Args:
+        layers: residual blocks per stage, (3, 4, 6, 3) for R50 and (3, 4, 23, 3) for R101.
+        inflate: per stage, per residual block, 1 to inflate one kernel (I3D), 0 not; None for
+            C2D (nothing inflated, conv1 1×7×7).
+        inflate_style: ``"3x1x1"`` (inflate the first 1×1) or ``"3x3x3"`` (inflate the 3×3).
+        num_classes: size of ``fc`` (400 for Kinetics).
+        stem_temporal_stride: 2 (32-frame input: conv1 and 3×3×3 pool1 halve T) or 1 (8-frame
+            input: conv1 and a 1×3×3 pool1 keep T).
+        plan: context blocks (built with ``dim=3``).
+        dropout: before ``fc``, as in the paper (0.5).
+        features_only, out_indices, in_channels: as for the 2D ResNet.
+
+    Shape:
+        - Input: (B, in_channels, T, H, W), any T, H, W (fully convolutional).
+        - Output: (B, num_classes), or with ``features_only`` a list of (B, C_i, T_i, H_i, W_i).
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[int],
+        inflate: Sequence[Sequence[int]] | None = None,
+        inflate_style: str = "3x1x1",
+        num_classes: int = 400,
+        stem_temporal_stride: int = 2,
+        plan: Plan | None = None,
+        dropout: float = 0.5,
+        features_only: bool = False,
+        out_indices: Sequence[int] = (0, 1, 2, 3),
+        in_channels: int = 3,
+    ):
+        super().__init__()
+        if inflate_style not in ("3x1x1", "3x3x3"):
+            raise ValueError(f"inflate_style must be '3x1x1' or '3x3x3', got {inflate_style!r}")
+        if stem_temporal_stride not in (1, 2):
+            raise ValueError(f"stem_temporal_stride must be 1 or 2, got {stem_temporal_stride}")
+        inflate = inflate or [[0] * n for n in layers]
+        if [len(i) for i in inflate] != list(layers):
+            raise ValueError(f"inflate must give one 0/1 per residual block of {tuple(layers)}")
+        self._set_outputs(features_only, out_indices, Bottleneck3d.expansion)
+        self.inflate, self.inflate_style = [list(i) for i in inflate], inflate_style
+
+        t = 5 if any(any(i) for i in inflate) else 1  # I3D inflates conv1 to 5×7×7
+        s = stem_temporal_stride
+        self.conv1 = nn.Conv3d(in_channels, 64, (t, 7, 7), (s, 2, 2), (t // 2, 3, 3), bias=False)
+        self.bn1 = nn.BatchNorm3d(64)
+        self.relu = nn.ReLU(inplace=True)
+        pool_t = 3 if s == 2 else 1
+        self.maxpool = nn.MaxPool3d((pool_t, 3, 3), (s, 2, 2), (pool_t // 2, 1, 1))
+        self.pool2 = nn.MaxPool3d((3, 1, 1), (2, 1, 1), (1, 0, 0))
+        self.inplanes = 64
+        self.layer1 = self._make_layer(64, layers[0], 1, inflate[0])
+        self.layer2 = self._make_layer(128, layers[1], 2, inflate[1])
+        self.layer3 = self._make_layer(256, layers[2], 2, inflate[2])
+        self.layer4 = self._make_layer(512, layers[3], 2, inflate[3])
+        if not features_only:
+            self.avgpool = nn.AdaptiveAvgPool3d(1)
+            self.dropout = nn.Dropout(dropout)
+            self.fc = nn.Linear(2048, num_classes)
+        self._finish(plan, dim=3)
+
+    def _make_layer(self, planes, blocks, stride, inflate) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes * Bottleneck3d.expansion:
+            downsample = nn.Sequential(
+                nn.Conv3d(self.inplanes, planes * 4, 1, (1, stride, stride), bias=False),
+                nn.BatchNorm3d(planes * 4),
+            )
+        layers = []
+        for index in range(blocks):
+            style = self.inflate_style if inflate[index] else "none"
+            layers.append(
+                Bottleneck3d(self.inplanes, planes, stride if index == 0 else 1,
+                             downsample if index == 0 else None, style)
+            )  # fmt: skip
+            self.inplanes = planes * 4
+        return nn.Sequential(*layers)
+
+    def _between_stages(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        return self.pool2(x) if index == 0 else x  # halve T after res2
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(torch.flatten(self.avgpool(x), 1)))  # (B, num_classes)

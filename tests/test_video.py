@@ -1,0 +1,298 @@
+"""C2D / I3D video ResNets: Table 1 shapes, inflation, NL placement, Table 2e sizes, weights."""
+
+import re
+
+import pytest
+import torch
+from conftest import randomize, randomize_network
+from torch import nn
+
+import nlgc
+from nlgc.analysis.complexity import count_flops
+from nlgc.models import VideoResNet
+from nlgc.models.weights import inflate_state_dict
+
+VIDEO = nlgc.list_models(modality="video")
+
+
+def feature_shapes(model, x):
+    with torch.no_grad():
+        return [tuple(f.shape[2:]) for f in model.eval()(x)]
+
+
+def test_c2d_table1_stage_shapes_32_and_8_frames():
+    table1 = [(8, 56, 56), (4, 28, 28), (4, 14, 14), (4, 7, 7)]
+    c2d = nlgc.create_model("c2d_resnet50", features_only=True)
+    with torch.no_grad():
+        stem = c2d.relu(c2d.bn1(c2d.conv1(torch.randn(1, 3, 32, 224, 224))))
+    assert stem.shape[2:] == (16, 112, 112)  # conv1
+    assert c2d.maxpool(stem).shape[2:] == (8, 56, 56)  # pool1
+    assert feature_shapes(c2d, torch.randn(1, 3, 32, 224, 224)) == table1
+    eight = nlgc.create_model("c2d_resnet50", features_only=True, stem_temporal_stride=1)
+    assert feature_shapes(eight, torch.randn(1, 3, 8, 224, 224)) == table1
+    assert all(m.kernel_size[0] == 1 for m in c2d.modules() if isinstance(m, nn.Conv3d))
+
+
+def test_i3d_inflation_pattern():
+    def inflated(model, conv):
+        return [
+            [int(getattr(b, conv).kernel_size[0] == 3) for b in layer]
+            for layer in model.stages().values()
+        ]
+
+    i3d = nlgc.create_model("i3d_resnet50")
+    pattern = [[1, 1, 1], [1, 0, 1, 0], [1, 0, 1, 0, 1, 0], [0, 1, 0]]
+    assert inflated(i3d, "conv1") == pattern
+    assert inflated(i3d, "conv2") == [[0] * len(p) for p in pattern]
+    assert i3d.conv1.kernel_size == (5, 7, 7)
+    i3d333 = nlgc.create_model("i3d3x3x3_resnet50")
+    assert inflated(i3d333, "conv2") == pattern and i3d333.layer2[0].conv2.kernel_size == (3, 3, 3)
+    r101 = inflated(nlgc.create_model("i3d_resnet101"), "conv1")
+    assert r101[2] == [1 - i % 2 for i in range(23)]
+    assert feature_shapes(
+        nlgc.create_model("i3d_resnet50", features_only=True), torch.randn(1, 3, 32, 112, 112)
+    ) == [(8, 28, 28), (4, 14, 14), (4, 7, 7), (4, 4, 4)]
+
+
+def test_non_local_placement():
+    def where(name):
+        return [
+            n
+            for n, m in nlgc.create_model(name).named_modules()
+            if isinstance(m, nlgc.NonLocalBlock)
+        ]
+
+    assert where("nl_c2d_resnet50") == [f"layer{s}.{i}.non_local_block" for s, i in
+                                        [(2, 1), (2, 3), (3, 1), (3, 3), (3, 5)]]  # fmt: skip
+    assert where("nl_i3d_resnet101")[2:] == [f"layer3.{i}.non_local_block" for i in (6, 13, 20)]
+    assert where("nl1_c2d_resnet50") == ["layer3.4.non_local_block"]
+    assert len(where("nl10_c2d_resnet50")) == 10
+    block = nlgc.create_model("nl_i3d_resnet50").layer2[1].non_local_block
+    assert (block.dim, block.sub_sample, block.pool_position, block.scale) == (
+        3,
+        True,
+        "after",
+        False,
+    )
+    gc = [
+        m
+        for m in nlgc.create_model("gc_c2d_resnet50").modules()
+        if isinstance(m, nlgc.GlobalContextBlock)
+    ]
+    assert len(gc) == 13 and all(g.dim == 3 for g in gc)
+    space = nlgc.create_model("nl_c2d_resnet50", attend="space", pairwise="dot_product")
+    assert space.layer3[1].non_local_block.attend == "space"
+
+
+def params(name, with_bn):
+    model = nlgc.create_model(name)
+    bn = sum(
+        p.numel() for m in model.modules() if isinstance(m, nn.BatchNorm3d) for p in m.parameters()
+    )
+    return sum(p.numel() for p in model.parameters()) - (0 if with_bn else bn)
+
+
+def test_table_2e_sizes_within_5_percent():
+    """R101, 400 classes: C2D 43.2M parameters (BN affine parameters excluded, which is the
+    convention that matches), I3D 3×3×3 1.5×, I3D 3×1×1 1.2×, NL C2D 5-block 1.2×."""
+    c2d = params("c2d_resnet101", with_bn=False)
+    assert abs(c2d / 43.2e6 - 1) < 0.005
+    for name, ratio in [
+        ("i3d3x3x3_resnet101", 1.5),
+        ("i3d_resnet101", 1.2),
+        ("nl_c2d_resnet101", 1.2),
+    ]:
+        assert abs(params(name, with_bn=False) / c2d / ratio - 1) < 0.05, name
+
+
+def test_table_2e_flops_within_5_percent():
+    gmacs = count_flops(nlgc.create_model("c2d_resnet101"), (1, 3, 32, 224, 224)) / 2e9
+    assert abs(gmacs / 34.2 - 1) < 0.05
+
+
+@pytest.mark.parametrize(
+    "name", ["nl_c2d_resnet50", "nl_i3d_resnet50", "gc_c2d_resnet50", "nl10_c2d_resnet50"]
+)
+def test_blocks_start_as_identities(name):
+    model = nlgc.create_model(name).eval()
+    plain = VideoResNet((3, 4, 6, 3), model.inflate if any(map(any, model.inflate)) else None,
+                        model.inflate_style).eval()  # fmt: skip
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if k in plain.state_dict()})
+    x = torch.randn(1, 3, 8, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), plain(x))
+
+
+def test_inflated_c2d_sees_a_still_clip_as_the_2d_network_sees_its_frame():
+    image_model = randomize_network(nlgc.create_model("resnet50", features_only=True)).double()
+    video_model = nlgc.create_model("c2d_resnet50", features_only=True).double().eval()
+    report = nlgc.inflate_weights(video_model, image_model.state_dict())
+    assert len(report.loaded) == len(image_model.state_dict())
+    frame = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    clip = frame.unsqueeze(2).expand(-1, -1, 8, -1, -1)  # 8 identical frames
+    with torch.no_grad():
+        for f2d, f3d in zip(image_model(frame), video_model(clip), strict=True):
+            per_frame = f3d.unbind(2)
+            for f in per_frame:
+                torch.testing.assert_close(f, f2d, rtol=1e-10, atol=1e-10)
+
+
+def test_inflation_divides_repeated_kernels_by_t():
+    weight = torch.randn(8, 4, 3, 3)
+    target = {"w": torch.empty(8, 4, 3, 3, 3), "bn": torch.empty(8)}
+    inflated = inflate_state_dict({"w": weight, "bn": torch.ones(8)}, target)
+    assert inflated["w"].shape == (8, 4, 3, 3, 3)
+    torch.testing.assert_close(inflated["w"].sum(2), weight)
+    assert torch.equal(inflated["w"][:, :, 0], weight / 3) and torch.equal(
+        inflated["bn"], torch.ones(8)
+    )
+
+
+def to_mmaction2(state):
+    """Our keys → mmaction2's (ResNet3d of ConvModules, NonLocal3d, I3DHead), written out."""
+    out = {}
+    for key, value in state.items():
+        if key.startswith("fc."):
+            out["cls_head.fc_cls." + key[3:]] = value
+            continue
+        key = re.sub(r"^conv1\.", "conv1.conv.", key)
+        key = re.sub(r"^bn1\.", "conv1.bn.", key)
+        key = re.sub(r"\.conv([123])\.", r".conv\1.conv.", key)
+        key = re.sub(r"\.bn([123])\.", r".conv\1.bn.", key)
+        key = key.replace(".downsample.0.", ".downsample.conv.").replace(
+            ".downsample.1.", ".downsample.bn."
+        )
+        key = re.sub(r"non_local_block\.(g|phi)\.", r"non_local_block.\1.0.conv.", key)
+        key = key.replace("non_local_block.theta.", "non_local_block.theta.conv.")
+        key = key.replace("non_local_block.out.weight", "non_local_block.conv_out.conv.weight")
+        key = key.replace("non_local_block.norm.", "non_local_block.conv_out.bn.")
+        if key.endswith("non_local_block.out.bias"):
+            continue  # mmaction2's conv_out has no bias (BN follows)
+        out["backbone." + key] = value
+    return out
+
+
+def test_mmaction2_checkpoint_loads_and_computes_the_same(tmp_path):
+    source = randomize_network(nlgc.create_model("nl_i3d_resnet50"))
+    for name, module in source.named_modules():
+        if name.endswith("non_local_block"):
+            module.out.bias.data.zero_()
+    mm = to_mmaction2(source.state_dict())
+    assert "backbone.layer2.1.non_local_block.g.0.conv.weight" in mm
+    assert "backbone.layer2.1.non_local_block.conv_out.bn.running_var" in mm
+    path = tmp_path / "i3d_nl_embedded_gaussian_r50.pth"
+    torch.save({"meta": {"config": "..."}, "state_dict": mm}, path)
+    model = nlgc.create_model("nl_i3d_resnet50")
+    report = nlgc.load_weights(model, path)
+    assert not report.kept and not report.replaced and not report.ignored
+    x = torch.randn(1, 3, 8, 48, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), source.eval()(x))
+
+
+def mmaction2_non_local(mm, prefix, x):
+    """mmaction2's NonLocal3d (embedded Gaussian, sub_sample, use_scale=False) written out."""
+
+    def conv(name, t):
+        bias = mm.get(f"{prefix}{name}.conv.bias")
+        return torch.nn.functional.conv3d(t, mm[f"{prefix}{name}.conv.weight"], bias)
+
+    pool = lambda t: torch.nn.functional.max_pool3d(t, (1, 2, 2))  # noqa: E731
+    n = x.shape[0]
+    g = pool(conv("g.0", x)).view(n, -1, x[0, 0].numel() // 4).permute(0, 2, 1)
+    theta = conv("theta", x).flatten(2).permute(0, 2, 1)
+    phi = pool(conv("phi.0", x)).flatten(2)
+    y = (
+        torch.matmul(torch.matmul(theta, phi).softmax(-1), g)
+        .permute(0, 2, 1)
+        .reshape(n, -1, *x.shape[2:])
+    )
+    y = conv("conv_out", y)
+    bn = {
+        k: mm[f"{prefix}conv_out.bn.{k}"] for k in ("weight", "bias", "running_mean", "running_var")
+    }
+    return x + torch.nn.functional.batch_norm(
+        y, bn["running_mean"], bn["running_var"], bn["weight"], bn["bias"]
+    )
+
+
+def test_mmaction2_non_local_semantics_match():
+    block = randomize(nlgc.NonLocalBlock(16, 3, sub_sample=True))
+    block.out.bias.data.zero_()
+    mm = to_mmaction2({f"layer1.0.non_local_block.{k}": v for k, v in block.state_dict().items()})
+    x = torch.randn(2, 16, 4, 6, 8)
+    expected = mmaction2_non_local(mm, "backbone.layer1.0.non_local_block.", x)
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), expected, rtol=1e-5, atol=1e-5)
+
+
+class MeanOfView(nn.Module):
+    """A 'classifier' whose logits record the view it saw: mean, first frame value, first pixel."""
+
+    def forward(self, x):
+        return torch.stack([x.mean((1, 2, 3, 4)), x[:, 0, 0, 0, 0], x[:, 0, -1, -1, -1]], -1)
+
+
+def test_fully_convolutional_scores_average_clips_and_crops():
+    video = torch.arange(40, dtype=torch.float32).view(1, 40, 1, 1).expand(3, 40, 30, 40).clone()
+    scores = nlgc.fully_convolutional_scores(MeanOfView(), video, clip_len=8, frame_interval=2,
+                                             num_clips=3, num_crops=3, short_side=24)  # fmt: skip
+    # clips start at 0, 12, 24 (span 16 of 40 frames); every crop of a clip sees the same values
+    expected = []
+    for start in (0, 12, 24):
+        frames = torch.arange(start, start + 16, 2, dtype=torch.float32)
+        view = torch.stack([frames.mean(), frames[0], frames[-1]]).softmax(-1)
+        expected += [view] * 3
+    torch.testing.assert_close(scores, torch.stack(expected).mean(0))
+    short = nlgc.fully_convolutional_scores(MeanOfView(), video[:, :5], clip_len=8, num_clips=2)
+    assert torch.isfinite(short).all()  # a video shorter than a clip loops
+    model = nlgc.create_model("nl_c2d_resnet50", num_classes=5)
+    probabilities = nlgc.fully_convolutional_scores(model, torch.randn(3, 20, 40, 60), clip_len=8,
+                                                    num_clips=2, short_side=32)  # fmt: skip
+    assert probabilities.shape == (5,) and abs(float(probabilities.sum()) - 1) < 1e-5
+    with pytest.raises(ValueError, match=r"\(C, T, H, W\)"):
+        nlgc.fully_convolutional_scores(model, torch.randn(20, 40, 60))
+    with pytest.raises(ValueError, match="num_crops"):
+        nlgc.fully_convolutional_scores(model, torch.randn(3, 20, 40, 60), num_crops=2)
+
+
+EXPORTED = [
+    "c2d_resnet50",
+    "i3d_resnet50",
+    "i3d3x3x3_resnet50",
+    "nl_i3d_resnet50",
+    "gc_c2d_resnet50",
+    "nl10_c2d_resnet50",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", EXPORTED)
+def test_compile_and_export(name):
+    model = nlgc.create_model(name, num_classes=10).eval()
+    x = torch.randn(1, 3, 8, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+        compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+        torch.testing.assert_close(compiled(x), expected, rtol=1e-4, atol=1e-4)
+    program = torch.export.export(model, (x,))
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(x), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_inductor_compile_nl_i3d():
+    model = randomize_network(nlgc.create_model("nl_i3d_resnet50", num_classes=10)).eval()
+    x = torch.randn(1, 3, 8, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+        assert expected.abs().max() > 1e-2  # a comparison of real numbers, not of zeros
+        torch.testing.assert_close(torch.compile(model)(x), expected, rtol=1e-3, atol=1e-3)
+
+
+def test_every_video_model_builds_and_runs():
+    x = torch.randn(1, 3, 4, 32, 32)
+    for name in VIDEO:
+        model = nlgc.create_model(name, num_classes=3).eval()
+        with torch.no_grad():
+            assert model(x).shape == (1, 3), name
