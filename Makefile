@@ -23,6 +23,7 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) benchmarks/blocks.py
 	$(PY) benchmarks/models.py
+	$(PY) benchmarks/video.py
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
