@@ -10,6 +10,8 @@ ops, normalisation, pooling, sorting.
 from __future__ import annotations
 
 import math
+import statistics
+import time
 from dataclasses import dataclass
 
 import torch
@@ -96,3 +98,40 @@ def complexity(
         result.baseline_params = sum(p.numel() for p in baseline.parameters())
         result.baseline_flops = count_flops(baseline, tuple(input_shape))
     return result
+
+
+def latency_ms(model: nn.Module, input_shape: tuple[int, ...], repeats: int = 3) -> float:
+    """Median forward time in milliseconds (inference mode, after one warm-up pass)."""
+    parameter = next(model.parameters())
+    x = torch.randn(input_shape, dtype=parameter.dtype, device=parameter.device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            model(x)
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                model(x)
+                times.append(time.perf_counter() - start)
+    finally:
+        model.train(was_training)
+    return 1e3 * statistics.median(times)
+
+
+def complexity_table(
+    models: dict[str, nn.Module], input_shape: tuple[int, ...], repeats: int = 3
+) -> list[dict]:
+    """One row per model: name, params, gmacs, ms (CPU/GPU latency where the model lives)."""
+    rows = []
+    for name, model in models.items():
+        result = complexity(model, input_shape)
+        rows.append(
+            {
+                "name": name,
+                "params": result.params,
+                "gmacs": result.gmacs,
+                "ms": latency_ms(model, input_shape, repeats),
+            }
+        )
+    return rows

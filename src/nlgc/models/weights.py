@@ -204,3 +204,17 @@ def load_weights(
         raise ValueError(message)
     model.load_state_dict(merged, strict=True)
     return report
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """A whole checkpoint dictionary (weights-only unpickling), for its metadata."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"cannot read {path} as a weights-only PyTorch file: {error}") from error
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f"{path} holds a {type(checkpoint).__name__}, not a checkpoint dictionary")
+    return dict(checkpoint)

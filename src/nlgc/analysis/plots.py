@@ -1,0 +1,175 @@
+"""Pictures of what the blocks do, with matplotlib (object API, Agg: no display, no global state).
+
+Images are (3, H, W) tensors with values in [0, 1]; clips are (3, T, H, W).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+
+from nlgc.analysis.capture import BlockRecord
+from nlgc.analysis.statistics import QueryIndependence
+
+HEATMAP = "jet"
+DPI = 110
+
+
+def _upsample(
+    values: torch.Tensor, spatial: tuple[int, ...], size: tuple[int, int]
+) -> torch.Tensor:
+    """A flat map over ``spatial`` (h, w) → (H, W) with bilinear interpolation."""
+    grid = values.reshape(1, 1, *spatial[-2:]).float()
+    return F.interpolate(grid, size=size, mode="bilinear", align_corners=False)[0, 0]
+
+
+def _query_pixel(flat: int, spatial: tuple[int, ...], size: tuple[int, int]) -> tuple[float, float]:
+    """Centre of the grid cell of a flat query index, in image pixels (x, y)."""
+    h, w = spatial[-2:]
+    row, col = divmod(flat % (h * w), w)
+    return (col + 0.5) * size[1] / w, (row + 0.5) * size[0] / h
+
+
+def _show(ax, image: torch.Tensor) -> None:
+    ax.imshow(image.permute(1, 2, 0).clamp(0, 1).numpy())
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    return path
+
+
+def plot_query_attention(
+    image: torch.Tensor, record: BlockRecord, name: str, path: Path, sample: int = 0, most: int = 9
+) -> Path:
+    """GCNet Figure 1: the image with the query points, then each query's attention heatmap
+    overlaid on the image (upsampled to image size), one shared colour bar."""
+    size = tuple(image.shape[-2:])
+    queries = record.queries[:most].tolist()
+    maps = record.attention[sample, : len(queries)]  # (Q, N_keys)
+    heat = torch.stack([_upsample(m, record.key_spatial, size) for m in maps])
+    columns = min(len(queries), 3) + 1
+    rows = max(1, math.ceil(len(queries) / 3))
+    fig = Figure(figsize=(3.2 * columns, 3.0 * rows + 0.4), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    _show(axes[0, 0], image)
+    axes[0, 0].set_axis_on()
+    axes[0, 0].set_title("input and queries", fontsize=10)
+    vmax = float(heat.max())
+    for number, (flat, h) in enumerate(zip(queries, heat, strict=True)):
+        x, y = _query_pixel(flat, record.spatial, size)
+        axes[0, 0].plot(x, y, "o", ms=9, mfc="white", mec="black")
+        axes[0, 0].annotate(str(number + 1), (x, y), ha="center", va="center", fontsize=6)
+        ax = axes[number // 3, 1 + number % 3]
+        ax.set_axis_on()
+        _show(ax, image)
+        shown = ax.imshow(h.numpy(), cmap=HEATMAP, alpha=0.55, vmin=0, vmax=vmax)
+        ax.plot(x, y, "o", ms=9, mfc="white", mec="black")
+        ax.set_title(f"query {number + 1}", fontsize=10)
+    fig.colorbar(shown, ax=axes[:, 1:].ravel().tolist(), shrink=0.8, label="attention weight")
+    fig.suptitle(f"{name} ({record.kind}): attention of each query", fontsize=11)
+    return _save(fig, path)
+
+
+def plot_video_query_attention(
+    clip: torch.Tensor, record: BlockRecord, name: str, path: Path, sample: int = 0, query: int = 0
+) -> Path:
+    """NL paper Figure 1: one query's attention over the frames of the clip, its frame marked."""
+    size = tuple(clip.shape[-2:])
+    key_t = record.key_spatial[0]
+    flat = int(record.queries[query])
+    query_frame = flat // math.prod(record.spatial[1:]) * key_t // record.spatial[0]
+    maps = record.attention[sample, query].reshape(key_t, -1)  # (T', h'·w')
+    fig = Figure(figsize=(2.6 * key_t, 2.9), layout="constrained")
+    axes = fig.subplots(1, key_t, squeeze=False)[0]
+    vmax = float(maps.max())
+    for t, ax in enumerate(axes):
+        frame = clip[:, min(clip.shape[1] - 1, t * clip.shape[1] // key_t)]
+        _show(ax, frame)
+        shown = ax.imshow(
+            _upsample(maps[t], record.key_spatial, size).numpy(),
+            cmap=HEATMAP, alpha=0.55, vmin=0, vmax=vmax,
+        )  # fmt: skip
+        ax.set_title(f"frame {t + 1}" + (" (query)" if t == query_frame else ""), fontsize=9)
+        if t == query_frame:
+            x, y = _query_pixel(flat, record.spatial, size)
+            ax.plot(x, y, "o", ms=9, mfc="white", mec="black")
+            for spine in ax.spines.values():
+                spine.set(edgecolor="red", linewidth=3)
+    fig.colorbar(shown, ax=list(axes), shrink=0.8, label="attention weight")
+    fig.suptitle(f"{name}: attention of one query over the clip", fontsize=11)
+    return _save(fig, path)
+
+
+def plot_context_masks(
+    images: Sequence[torch.Tensor], records: dict[str, BlockRecord], path: Path
+) -> Path:
+    """SNL/GC context masks overlaid on each image: rows are images, columns are blocks."""
+    names = list(records)
+    fig = Figure(figsize=(3.0 * len(names), 2.9 * len(images) + 0.4), layout="constrained")
+    axes = fig.subplots(len(images), len(names), squeeze=False)
+    for row, image in enumerate(images):
+        size = tuple(image.shape[-2:])
+        for col, name in enumerate(names):
+            record = records[name]
+            mask = record.attention[row]
+            ax = axes[row, col]
+            _show(ax, image)
+            ax.imshow(_upsample(mask, record.spatial, size).numpy(), cmap=HEATMAP, alpha=0.55)
+            if row == 0:
+                ax.set_title(f"{name}\n({record.kind})", fontsize=8)
+    fig.suptitle("context masks: one map for every query", fontsize=11)
+    return _save(fig, path)
+
+
+def plot_distances(stats: Sequence[QueryIndependence], path: Path) -> Path:
+    """Average cosine distance between queries, per block (by stage): inputs, maps, outputs."""
+    labels = [f"{s.stage} {s.block.rsplit('.', 1)[0]}\n{s.kind}" for s in stats]
+    series = {
+        "inputs x": [s.input_distance for s in stats],
+        "attention maps": [s.attention_distance for s in stats],
+        "outputs z − x": [s.output_distance for s in stats],
+    }
+    fig = Figure(figsize=(max(6.0, 1.1 * len(stats) + 2), 4.2), layout="constrained")
+    ax = fig.subplots()
+    width = 0.8 / len(series)
+    for i, (label, values) in enumerate(series.items()):
+        positions = [p + (i - 1) * width for p in range(len(stats))]
+        ax.bar(positions, values, width, label=label)
+    ax.set_xticks(range(len(stats)), labels, rotation=45 if len(stats) > 6 else 0, fontsize=8,
+                  ha="right" if len(stats) > 6 else "center")  # fmt: skip
+    ax.set_ylabel("mean cosine distance between queries")
+    ax.set_ylim(0, max(1.0, max(max(v) for v in series.values()) * 1.1))
+    ax.legend(fontsize=8)
+    ax.set_title("query independence (GCNet, Table 1): 0 = the same for every query", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_complexity(rows: Sequence[dict], path: Path) -> Path:
+    """Parameters, FLOPs and latency of model variants: dicts with name, params, gmacs, ms."""
+    fig = Figure(figsize=(11, 0.5 * len(rows) + 1.8), layout="constrained")
+    axes = fig.subplots(1, 3, sharey=True)
+    names = [r["name"] for r in rows]
+    for ax, (key, label) in zip(
+        axes,
+        [("params", "parameters (M)"), ("gmacs", "GMACs"), ("ms", "CPU latency (ms)")],
+        strict=True,
+    ):
+        values = [r[key] / 1e6 if key == "params" else r[key] for r in rows]
+        ax.barh(names, values, color="tab:blue")
+        ax.set_xlabel(label)
+        for y, v in enumerate(values):
+            ax.text(v, y, f" {v:.3g}", va="center", fontsize=8)
+        ax.margins(x=0.25)
+    axes[0].invert_yaxis()
+    fig.suptitle("complexity of the model variants", fontsize=11)
+    return _save(fig, path)

@@ -1,0 +1,95 @@
+"""One self-contained HTML page (pictures embedded) and a metrics.json with every number shown."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 2em; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
+th { background: #f2f2f2; } td:first-child, th:first-child { text-align: left; }
+figure { margin: 1em 0; } img { max-width: 100%; border: 1px solid #ddd; }
+figcaption { font-size: 0.9em; color: #555; }
+"""
+# Marks on <body> how many pictures decoded, for people and for the headless-browser test.
+CHECK = """
+window.addEventListener("load", () => {
+  const images = [...document.images];
+  const ok = images.filter((i) => i.complete && i.naturalWidth > 0).length;
+  document.body.dataset.imagesLoaded = `${ok}/${images.length}`;
+});
+"""
+
+
+@dataclass
+class Table:
+    title: str
+    headers: Sequence[str]
+    rows: Sequence[Sequence]
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return html.escape(str(value))
+
+
+def _table(table: Table) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in table.headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in table.rows
+    )
+    return f"<h2>{html.escape(table.title)}</h2><table><tr>{head}</tr>{body}</table>"
+
+
+def _figure(title: str, path: Path) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return (
+        f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{html.escape(title)}</figcaption></figure>"
+    )
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write through a temporary file in the same folder and rename: never a half-written file."""
+    path = Path(path)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, encoding="utf-8") as f:
+        f.write(text)
+    os.replace(f.name, path)
+
+
+def write_report(
+    out_dir: Path,
+    title: str,
+    settings: dict,
+    tables: Sequence[Table],
+    figures: Sequence[tuple[str, Path]],
+    metrics: dict,
+) -> Path:
+    """Write ``report.html`` and ``metrics.json`` into ``out_dir``; return the report's path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    settings_table = Table("Settings", ["setting", "value"], sorted(settings.items()))
+    parts = [
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style>"
+        f"<script>{CHECK}</script></head><body><h1>{html.escape(title)}</h1>",
+        *(_table(t) for t in tables),
+        "<h2>Figures</h2>",
+        *(_figure(caption, path) for caption, path in figures),
+        _table(settings_table),
+        "</body></html>",
+    ]
+    report = out_dir / "report.html"
+    write_atomic(report, "\n".join(parts))
+    write_atomic(out_dir / "metrics.json", json.dumps({"settings": settings, **metrics}, indent=2))
+    return report

@@ -1,0 +1,104 @@
+"""The ``nlgc`` command: ``nlgc analyze`` (and the training commands)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ANALYZE_HELP = """Capture the attention of every NL/SNL/GC/SE block of a model on images or
+videos, measure how query-independent it is (GCNet's study), and write DIR/report.html,
+DIR/metrics.json and the pictures."""
+
+
+def _analyze_parser(sub) -> None:
+    p = sub.add_parser("analyze", help="attention heatmaps and query-independence report",
+                       description=ANALYZE_HELP)  # fmt: skip
+    source = p.add_argument_group("model (one of, or both for a foreign checkpoint)")
+    source.add_argument("--model", help="a registered name (see `nlgc models`)")
+    source.add_argument("--checkpoint", type=Path, help="an nlgc checkpoint or a state dict")
+    p.add_argument("--inputs", nargs="+", required=True, metavar="PATH",
+                   help="image/video files or folders (searched recursively)")  # fmt: skip
+    p.add_argument("--queries", default="grid:3",
+                   help="grid:N | random:N[:SEED] | points:y,x;y,x (fractions) | "
+                        "pixels:y,x;y,x (pixels of the --size input)")  # fmt: skip
+    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    p.add_argument("--size", type=int, default=224, help="input side after resize + crop")
+    p.add_argument("--frames", type=int, default=8, help="frames sampled from each video")
+    p.add_argument("--max-inputs", type=int, default=16)
+    p.add_argument("--no-complexity", action="store_true", help="skip the complexity chart")
+    p.set_defaults(run=run_analyze)
+
+
+def run_analyze(args) -> None:
+    from nlgc.analysis.analyze import Sample, analyze
+    from nlgc.analysis.complexity import complexity_table
+    from nlgc.analysis.queries import parse_queries
+    from nlgc.data.io import (
+        find_media,
+        is_video,
+        normalize,
+        read_image,
+        read_video,
+        resize_and_crop,
+        sample_frames,
+    )
+    from nlgc.models import Plan, create_model, modality
+    from nlgc.models.from_checkpoint import load_model
+
+    model, name = load_model(args.checkpoint, args.model)
+    files = find_media(args.inputs)[: args.max_inputs]
+    samples = []
+    for path in files:
+        if is_video(path):
+            clip = sample_frames(read_video(path, max_frames=512), args.frames)
+            display = resize_and_crop(clip, args.size)
+        else:
+            display = resize_and_crop(read_image(path), args.size)
+        samples.append(Sample(path.name, normalize(display), display))
+    video = modality(name) == "video"
+    if any(s.is_video != video for s in samples):
+        raise ValueError(f"{name} is a{' video' if video else 'n image'} model, but the inputs "
+                         f"include {'images' if video else 'videos'}")  # fmt: skip
+    size = (args.frames, args.size, args.size) if video else (args.size, args.size)
+    queries = parse_queries(args.queries, size)
+    rows = None
+    if not args.no_complexity:
+        shape = (1, *samples[0].tensor.shape)
+        plain = create_model(name, num_classes=model.fc.out_features, plan=Plan())
+        rows = complexity_table({name: model, f"{name} without blocks": plain}, shape)
+    settings = {"model": name, "checkpoint": str(args.checkpoint or "-"), "size": args.size}
+    report = analyze(model, samples, queries, args.out, settings, rows, f"nlgc analysis: {name}")
+    print(f"report: {report}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nlgc", description="Non-local and GC networks.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    models = sub.add_parser("models", help="list the registered model names")
+    models.add_argument("pattern", nargs="?", default="*")
+    models.set_defaults(run=run_models)
+    _analyze_parser(sub)
+    return parser
+
+
+def run_models(args) -> None:
+    from nlgc.models import describe, list_models
+
+    for name in list_models(args.pattern):
+        print(f"{name:<28} {describe(name)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.run(args)
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as error:
+        print(f"nlgc {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

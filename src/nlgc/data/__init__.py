@@ -1,0 +1,1 @@
+"""Data: reading images and videos, datasets, the built-in synthetic tasks."""

@@ -1,0 +1,262 @@
+"""Analysis: capture, query-independence statistics, pictures, report, `nlgc analyze`."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import randomize
+from test_pairwise import LargestTensor
+from torch import nn
+
+import nlgc
+from nlgc.analysis.analyze import Sample, analyze
+from nlgc.analysis.capture import capture
+from nlgc.analysis.queries import QueryGrid, QueryPoints, RandomQueries, parse_queries, resolve
+from nlgc.analysis.statistics import mean_pairwise_cosine_distance, query_independence
+from nlgc.cli import main
+from nlgc.data.io import normalize
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+
+
+class UserNet(nn.Module):
+    """A user's own network that happens to contain nlgc blocks."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, 2, 1)
+        self.nl = nlgc.NonLocalBlock(16, sub_sample=True)
+        self.gc = nlgc.GlobalContextBlock(16, 1 / 4)
+        self.snl = nlgc.SimplifiedNonLocal(16)
+        self.se = nlgc.SqueezeExcitation(16, 1 / 4)
+
+    def forward(self, x):
+        return self.se(self.snl(self.gc(self.nl(self.stem(x)))))
+
+
+def test_capture_records_every_block_of_a_user_network():
+    net = randomize(UserNet())
+    x = torch.randn(2, 3, 24, 20)
+    with capture(net, QueryGrid(2)) as records:
+        net(x)
+        net(x[:1])
+    assert list(records) == ["nl", "gc", "snl", "se"]
+    nl = records["nl"]
+    assert nl.spatial == (12, 10) and nl.key_spatial == (6, 5)
+    assert nl.attention.shape == (3, 4, 30) and nl.inputs.shape == (3, 4, 16)
+    assert records["gc"].attention.shape == (3, 120) and not records["gc"].query_specific
+    with torch.no_grad():
+        features = net.stem(x)
+        expected_maps = net.nl.attention_map(features, nl.queries)
+        expected_deltas = (net.nl(features) - features).flatten(2)[:, :, nl.queries].mT
+    torch.testing.assert_close(nl.attention[:2], expected_maps)
+    torch.testing.assert_close(nl.deltas[:2], expected_deltas)
+    torch.testing.assert_close(nl.inputs[:2], features.flatten(2)[:, :, nl.queries].mT)
+    assert not any(m._forward_hooks for m in net.modules())  # hooks removed on exit
+
+
+def test_capture_needs_blocks():
+    with pytest.raises(ValueError, match="contains no NonLocalBlock"), capture(nn.Conv2d(3, 3, 1)):
+        pass
+
+
+def test_capture_memory_is_linear_in_positions():
+    net = nn.Sequential(nlgc.NonLocalBlock(16)).eval()
+    x = torch.randn(1, 16, 60, 60)
+    with torch.no_grad(), LargestTensor() as probe, capture(net, QueryGrid(2)) as records:
+        net(x)
+    assert records["0"].attention.shape == (1, 4, 3600)
+    assert probe.largest < 3600 * 3600 / 100
+
+
+def test_query_specs_resolve_on_each_grid():
+    assert resolve(QueryGrid(2), (4, 4)).tolist() == [5, 7, 13, 15]
+    assert resolve(QueryGrid(1), (3, 5, 5)).tolist() == [37]  # middle frame, centre
+    assert resolve(QueryPoints(((0.0, 0.99),)), (7,)).tolist() == [6]
+    first, second = resolve(RandomQueries(5, seed=3), (9, 9)), resolve(RandomQueries(5, 3), (9, 9))
+    assert torch.equal(first, second) and not torch.equal(
+        first, resolve(RandomQueries(5, 4), (9, 9))
+    )
+    assert QueryPoints.from_pixels([(0, 223)], (224, 224)).coordinates[0][1] > 0.99
+    with pytest.raises(ValueError, match="outside the input"):
+        QueryPoints.from_pixels([(10, 300)], (224, 224))
+    assert parse_queries("random:4:7") == RandomQueries(4, 7)
+    assert parse_queries("points:0.1,0.2;0.5,0.5").coordinates == ((0.1, 0.2), (0.5, 0.5))
+    with pytest.raises(ValueError, match="grid:3"):
+        parse_queries("everywhere")
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        parse_queries("points:1.5,0.2")
+
+
+def test_cosine_distance_measure():
+    same = torch.ones(2, 4, 3)
+    assert mean_pairwise_cosine_distance(same) == pytest.approx(0, abs=1e-12)
+    orthogonal = torch.eye(3).unsqueeze(0)
+    assert mean_pairwise_cosine_distance(orthogonal) == pytest.approx(1.0)
+    opposite = torch.tensor([[[1.0, 0.0], [-1.0, 0.0]]])
+    assert mean_pairwise_cosine_distance(opposite) == pytest.approx(2.0)
+
+
+def stats_of(block, x):
+    net = nn.Sequential(block).eval()
+    with torch.no_grad(), capture(net, QueryGrid(3)) as records:
+        net(x)
+    return query_independence(records)[0]
+
+
+def test_zero_theta_makes_every_query_attend_alike():
+    block = randomize(nlgc.NonLocalBlock(16), std=1.0)
+    with torch.no_grad():
+        block.theta.weight.zero_()
+        block.theta.bias.fill_(0.3)  # θ(x_i) the same for every i
+    result = stats_of(block, torch.randn(2, 16, 12, 12))
+    assert result.attention_distance < 1e-12
+    assert result.output_distance < 1e-12  # the same y_i everywhere
+    assert result.input_distance > 0.3  # while the inputs differ
+
+
+def test_random_large_weights_are_query_specific():
+    block = randomize(nlgc.NonLocalBlock(16), std=2.0)
+    result = stats_of(block, torch.randn(2, 16, 12, 12))
+    assert result.attention_distance > 0.3 and result.output_distance > 0.1
+
+
+def test_gc_block_has_one_map_for_all_queries():
+    result = stats_of(
+        randomize(nlgc.GlobalContextBlock(16, 1 / 4), std=1.0), torch.randn(2, 16, 9, 9)
+    )
+    assert result.attention_distance < 1e-12 and result.kind == "GlobalContextBlock"
+
+
+def images(count=2, size=64):
+    generator = torch.Generator().manual_seed(0)
+    return [torch.rand(3, size, size, generator=generator) for _ in range(count)]
+
+
+def test_analyze_writes_report_pictures_and_every_number(tmp_path):
+    model = randomize(nlgc.create_model("nl_resnet50", num_classes=5), std=0.05).eval()
+    samples = [Sample(f"image{i}", normalize(d), d) for i, d in enumerate(images())]
+    report = analyze(model, samples, QueryGrid(2), tmp_path, {"model": "nl_resnet50"})
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert "report.html" in names and "query_independence.png" in names
+    assert sum(n.startswith("attention_") for n in names) == 2
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    row = metrics["query_independence"][0]
+    assert row["block"] == "layer3.4.non_local_block" and row["samples"] == 2
+    page = report.read_text()
+    assert f"{row['attention_distance']:.4g}" in page
+    assert page.count("<img") == 3 and "data:image/png;base64," in page
+
+
+def test_analyze_video_and_gc_masks(tmp_path):
+    model = nlgc.create_model("nl1_c2d_resnet50", num_classes=3).eval()
+    clip = torch.rand(3, 8, 64, 64)
+    analyze(model, [Sample("clip", normalize(clip), clip)], QueryGrid(1), tmp_path)
+    assert (tmp_path / "attention_00_layer3_4_non_local_block.png").stat().st_size > 1000
+    gc = nlgc.create_model("gc_resnet50", num_classes=3).eval()
+    out = tmp_path / "gc"
+    analyze(gc, [Sample("a", normalize(i), i) for i in images()], QueryGrid(2), out)
+    assert (out / "context_masks.png").exists()
+    stats = json.loads((out / "metrics.json").read_text())["query_independence"]
+    assert len(stats) == 13 and all(s["attention_distance"] < 1e-12 for s in stats)
+
+
+def write_images(folder: Path, count=3):
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(images(count, 96)):
+        Image.fromarray((image.permute(1, 2, 0) * 255).byte().numpy()).save(folder / f"im{i}.png")
+    return folder
+
+
+def write_video(path: Path, frames=12):
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for t in range(frames):
+            array = torch.full((48, 64, 3), 10 * t, dtype=torch.uint8).numpy()
+            for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("setup", "words"),
+    [
+        (lambda d: ["--model", "gc_resnet50", "--inputs", str(d / "empty")], "no images or videos"),
+        (lambda d: ["--model", "gc_resnet50", "--inputs", str(d / "broken.png")], "broken.png"),
+        (lambda d: ["--model", "resnet18", "--inputs", str(d / "good")], "contains no"),
+        (
+            lambda d: [
+                "--model",
+                "gc_resnet50",
+                "--inputs",
+                str(d / "good"),
+                "--queries",
+                "pixels:10,500",
+            ],
+            "outside the input",
+        ),
+        (lambda d: ["--model", "gc_resnet50", "--inputs", str(d / "missing")], "no such file"),
+        (lambda d: ["--model", "c2d_resnet50", "--inputs", str(d / "good")], "video model"),
+        (lambda d: ["--inputs", str(d / "good")], "--model"),
+    ],
+)
+def test_analyze_command_explains_bad_input(tmp_path, capsys, setup, words):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "broken.png").write_bytes(b"not a png at all")
+    write_images(tmp_path / "good", 1)
+    code = main(["analyze", *setup(tmp_path), "--out", str(tmp_path / "out"), "--size", "64"])
+    error = capsys.readouterr().err
+    assert code == 2 and words in error and "Traceback" not in error
+
+
+def test_analyze_command_on_a_video_file(tmp_path, capsys):
+    video = write_video(tmp_path / "clip.mp4")
+    out = str(tmp_path / "out")
+    arguments = ["--inputs", str(video), "--out", out, "--size", "64", "--frames", "8"]
+    code = main(["analyze", "--model", "nl1_c2d_resnet50", *arguments, "--no-complexity"])
+    assert code == 0 and "report:" in capsys.readouterr().out
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["inputs"] == ["clip.mp4"]
+
+
+def chromium():
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None and os.environ.get("NLGC_REQUIRE_CHROMIUM"):
+        pytest.fail("chromium is required (NLGC_REQUIRE_CHROMIUM is set) but not installed")
+    if path is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    return path
+
+
+def test_report_opens_in_headless_chromium(tmp_path):
+    browser = chromium()
+    inputs = write_images(tmp_path / "images")
+    out = tmp_path / "report"
+    assert main(["analyze", "--model", "gc_resnet50", "--inputs", str(inputs), "--out", str(out),
+                 "--size", "96", "--queries", "grid:2"]) == 0  # fmt: skip
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}"]  # fmt: skip
+    url = (out / "report.html").as_uri()
+    dom = subprocess.run([browser, *flags, "--virtual-time-budget=5000", "--dump-dom", url],
+                         capture_output=True, text=True, timeout=120).stdout  # fmt: skip
+    loaded = re.search(r'data-images-loaded="(\d+)/(\d+)"', dom)
+    assert loaded, "the page's load check did not run"
+    assert loaded.group(1) == loaded.group(2) and int(loaded.group(2)) >= 3
+    assert dom.count("<table") >= 3 and "Query independence" in dom
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "report_screenshot.png"
+    subprocess.run([browser, *flags, "--window-size=1200,1800", f"--screenshot={shot}", url],
+                   capture_output=True, timeout=120, check=True)  # fmt: skip
+    assert shot.stat().st_size > 10_000
