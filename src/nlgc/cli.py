@@ -1,4 +1,4 @@
-"""The ``nlgc`` command: ``nlgc analyze`` (and the training commands)."""
+"""The ``nlgc`` command: ``fit``, ``validate``, ``test``, ``demo``, ``analyze``, ``models``."""
 
 from __future__ import annotations
 
@@ -72,12 +72,70 @@ def run_analyze(args) -> None:
     print(f"report: {report}")
 
 
+def _train_parsers(sub) -> None:
+    for stage, text in (
+        ("fit", "train a model (checkpoints every epoch; --resume continues)"),
+        ("validate", "evaluate on the validation split (top-1, top-5)"),
+        ("test", "evaluate on the test split (top-1, top-5, confusion matrix)"),
+    ):
+        p = sub.add_parser(stage, help=text, description=text + ". " + CONFIG_HELP)
+        p.add_argument("--config", type=Path, required=True, help="YAML file, see configs/")
+        example = "e.g. trainer.max_epochs=5 optim.lr=0.01"
+        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"overrides, {example}")
+        if stage == "fit":
+            p.add_argument("--resume", action="store_true",
+                           help="continue from OUT/checkpoints/last.ckpt")  # fmt: skip
+        else:
+            p.add_argument("--checkpoint", help="weights to evaluate (default: the run's last)")
+        p.add_argument("--no-progress", action="store_true", help="no progress bars")
+        p.set_defaults(run=run_train, stage=stage)
+
+
+CONFIG_HELP = """Sections: seed, out, model {name, num_classes, overrides}, data {kind: images |
+videos | synthetic, root, size, batch_size, workers, skip_corrupt, clip_len, frame_interval},
+optim {optimizer, lr, momentum, weight_decay, augment}, trainer (lightning.Trainer arguments:
+max_epochs, accelerator, devices, num_nodes, strategy, precision, gradient_clip_val, ...)."""
+
+
+def run_train(args) -> None:
+    import json
+
+    from nlgc.train import run
+
+    config = run.load_config(args.config, args.overrides)
+    if args.stage == "fit":
+        metrics = run.fit(config, resume=args.resume, progress=not args.no_progress)
+    else:
+        progress = not args.no_progress
+        metrics = run.evaluate(config, args.stage, args.checkpoint, progress=progress)
+    print(json.dumps(metrics, indent=2))
+
+
+def _demo_parser(sub) -> None:
+    p = sub.add_parser("demo", help="the main job on built-in data (CPU, ≤ 10 min)",
+                       description="Train a tiny ResNet and its NL, SNL and GC variants on the "
+                       "built-in long-range task, test them, measure their cost, analyse the NL "
+                       "model and write one report.")  # fmt: skip
+    p.add_argument("--out", type=Path, default=Path("demo_output"))
+    p.add_argument("--quick", action="store_true", help="a smaller run (≤ 2 min)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=run_demo)
+
+
+def run_demo(args) -> None:
+    from nlgc.train.demo import run_demo as demo
+
+    demo(args.out, quick=args.quick, seed=args.seed)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nlgc", description="Non-local and GC networks.")
     sub = parser.add_subparsers(dest="command", required=True)
     models = sub.add_parser("models", help="list the registered model names")
     models.add_argument("pattern", nargs="?", default="*")
     models.set_defaults(run=run_models)
+    _demo_parser(sub)
+    _train_parsers(sub)
     _analyze_parser(sub)
     return parser
 

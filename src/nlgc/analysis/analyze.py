@@ -106,10 +106,13 @@ def analyze(
     settings: dict | None = None,
     complexity_rows: list[dict] | None = None,
     title: str = "nlgc analysis",
+    extra_tables: list[Table] = (),
+    extra_metrics: dict | None = None,
 ) -> Path:
     """Run ``model`` on every sample with all its blocks hooked, and write the report.
 
     Writes ``report.html``, ``metrics.json`` and the PNGs into ``out_dir``; returns the report.
+    ``extra_tables`` go first in the report, ``extra_metrics`` into metrics.json.
     """
     if not samples:
         raise ValueError("analyze needs at least one input")
@@ -125,7 +128,7 @@ def analyze(
         model.train(was_training)
     stats = query_independence(records)
     figures = draw(samples, records, stats, out_dir)
-    tables = [distance_table(stats)]
+    tables = [*extra_tables, distance_table(stats)]
     if complexity_rows:
         figures.append(
             (
@@ -139,5 +142,6 @@ def analyze(
         "inputs": [s.name for s in samples],
         "query_independence": [s.to_dict() for s in stats],
         "complexity": complexity_rows or [],
+        **(extra_metrics or {}),
     }
     return write_report(out_dir, title, settings, tables, figures, metrics)

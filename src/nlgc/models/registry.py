@@ -102,9 +102,10 @@ def create_model(name: str, num_classes: int | None = None, plan: Plan | None = 
     return spec.build(plan=plan, num_classes=num_classes, **model_kwargs)
 
 
-def _resnet(block, layers, groups=1, width_per_group=64):
+def _resnet(block, layers, groups=1, width_per_group=64, base_channels=64):
     def build(**kwargs):
-        return ResNet(block, layers, groups=groups, width_per_group=width_per_group, **kwargs)
+        return ResNet(block, layers, groups=groups, width_per_group=width_per_group,
+                      base_channels=base_channels, **kwargs)  # fmt: skip
 
     return build
 
@@ -153,6 +154,17 @@ for _arch in ("resnet50", "resnet101", "resnext101_32x4d"):
         _name = _variant.format(_arch) if "{}" in _variant else f"{_variant}_{_arch}"
         register(_name, _build, _plan, f"{_title} + {_text}")
 
+
+# A small ResNet (one BasicBlock per stage, 16–128 channels) for CPU demos and quick experiments;
+# the NL/SNL block goes after c3's only block (8×8 positions at 64×64 input).
+_TINY = _resnet(BasicBlock, (1, 1, 1, 1), base_channels=16)
+register("tiny_resnet", _TINY, Plan(), "tiny ResNet (1 BasicBlock per stage, 16–128 channels)")
+for _block, _text in (("nl", "an embedded-Gaussian NL block"), ("snl", "an SNL block")):
+    register(f"{_block}_tiny_resnet", _TINY, Plan((Insertion(_block, ("c3",), (0,)),)),
+             f"tiny ResNet + {_text} after c3")  # fmt: skip
+_GC_TINY = Plan((Insertion("gc", ("c3", "c4", "c5"), options={"ratio": 1 / 4}),))
+register("gc_tiny_resnet", _TINY, _GC_TINY,
+         "tiny ResNet + GC blocks (r=1/4) in every residual block of c3–c5")  # fmt: skip
 
 # Video (Non-local paper, Table 1): I3D inflates one kernel in every other residual block.
 _INFLATE = {

@@ -86,7 +86,9 @@ class ResNetBase(nn.Module):
     ``_finish(plan, dim)`` last.
     """
 
-    def _set_outputs(self, features_only: bool, out_indices: Sequence[int], expansion: int):
+    def _set_outputs(
+        self, features_only: bool, out_indices: Sequence[int], expansion: int, base: int = 64
+    ):
         out_indices = tuple(out_indices)
         if not out_indices or any(i not in range(4) for i in out_indices):
             raise ValueError(f"out_indices must be a subset of (0, 1, 2, 3), got {out_indices}")
@@ -95,7 +97,7 @@ class ResNetBase(nn.Module):
             {
                 "stage": stage,
                 "module": f"layer{i + 1}",
-                "channels": 64 * 2**i * expansion,
+                "channels": base * 2**i * expansion,
                 "stride": 4 * 2**i,
             }
             for i, stage in enumerate(STAGES)
@@ -148,6 +150,8 @@ class ResNet(ResNetBase):
             ``avgpool``/``fc`` (for an FPN in a detection framework).
         out_indices: which of c2…c5 (0…3, mmdetection's convention) ``features_only`` returns.
         in_channels: input image channels.
+        base_channels: width of the stem and of c2 (64 in every standard ResNet; smaller for
+            quick experiments, e.g. 16 in the demo's ``tiny_resnet``).
 
     Shape:
         - Input: (B, in_channels, H, W).
@@ -166,24 +170,25 @@ class ResNet(ResNetBase):
         features_only: bool = False,
         out_indices: Sequence[int] = (0, 1, 2, 3),
         in_channels: int = 3,
+        base_channels: int = 64,
     ):
         super().__init__()
         if len(layers) != 4:
             raise ValueError(f"layers must give 4 stage depths, got {layers!r}")
-        self._set_outputs(features_only, out_indices, block.expansion)
+        self._set_outputs(features_only, out_indices, block.expansion, base_channels)
         self.groups, self.base_width = groups, width_per_group
-        self.inplanes = 64
-        self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.inplanes = base = base_channels
+        self.conv1 = nn.Conv2d(in_channels, base, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(base)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        self.layer1 = self._make_layer(block, 64, layers[0])
-        self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
-        self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
-        self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
+        self.layer1 = self._make_layer(block, base, layers[0])
+        self.layer2 = self._make_layer(block, base * 2, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, base * 4, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, base * 8, layers[3], stride=2)
         if not features_only:
             self.avgpool = nn.AdaptiveAvgPool2d(1)
-            self.fc = nn.Linear(512 * block.expansion, num_classes)
+            self.fc = nn.Linear(base * 8 * block.expansion, num_classes)
         self._finish(plan, dim=2)
 
     def _make_layer(self, block, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:

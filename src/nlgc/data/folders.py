@@ -1,0 +1,124 @@
+"""Class-per-folder datasets of images (Pillow) and videos (PyAV).
+
+    root/train/<class>/*.jpg        root/val/<class>/*.jpg         (images)
+    root/train/<class>/*.mp4        root/val/<class>/*.mp4         (videos)
+
+Classes come from the train split's folder names, sorted, so every split shares one mapping.
+A missing or empty folder or a class without files is an error naming the path. A file that
+cannot be decoded is an error naming it, or, with ``skip_corrupt=True``, is left out when the
+dataset is built and counted in ``skipped``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from nlgc.data.io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, read_image, read_video, resize_and_crop
+
+log = logging.getLogger(__name__)
+
+
+def list_classes(root: Path, split: str = "train") -> list[str]:
+    folder = Path(root) / split
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"data folder not found: {folder} (expected {root}/{split}/<class>/)"
+        )
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    if not classes:
+        raise ValueError(f"{folder} has no class folders (expected {folder}/<class>/<files>)")
+    return classes
+
+
+class MediaFolder(Dataset):
+    """Files of one split, labelled by their class folder. Subclasses decode one file."""
+
+    suffixes: frozenset[str] = frozenset()
+
+    def __init__(self, root, split: str, classes: list[str] | None = None, skip_corrupt=False):
+        self.root, self.split = Path(root), split
+        self.classes = classes or list_classes(self.root, "train")
+        self.samples: list[tuple[Path, int]] = []
+        for label, name in enumerate(self.classes):
+            folder = self.root / split / name
+            if not folder.is_dir():
+                raise FileNotFoundError(f"class folder missing in split {split!r}: {folder}")
+            files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in self.suffixes)
+            if not files:
+                raise ValueError(f"class {name!r} has no files in {folder} "
+                                 f"(looked for {sorted(self.suffixes)})")  # fmt: skip
+            self.samples += [(path, label) for path in files]
+        self.skipped: list[Path] = []
+        if skip_corrupt:
+            readable = []
+            for path, label in self.samples:
+                try:
+                    self.check(path)
+                    readable.append((path, label))
+                except ValueError as error:
+                    self.skipped.append(path)
+                    log.warning("skipping %s", error)
+            self.samples = readable
+            if self.skipped:
+                log.warning("%s/%s: skipped %d unreadable files", root, split, len(self.skipped))
+            if not self.samples:
+                raise ValueError(f"no readable files in {self.root / split}")
+
+    def check(self, path: Path) -> None:
+        """Raise ValueError if ``path`` cannot be decoded."""
+        self.load(path)
+
+    def load(self, path: Path) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        return self.load(path), label
+
+
+class ImageFolder(MediaFolder):
+    """Images resized (short side) and centre-cropped to ``size``: (3, size, size) in [0, 1]."""
+
+    suffixes = IMAGE_SUFFIXES
+
+    def __init__(self, root, split, size=224, classes=None, skip_corrupt=False):
+        self.size = size
+        super().__init__(root, split, classes, skip_corrupt)
+
+    def load(self, path: Path) -> torch.Tensor:
+        return resize_and_crop(read_image(path), self.size)
+
+
+class VideoFolder(MediaFolder):
+    """Clips of ``clip_len`` frames taken every ``frame_interval`` frames: (3, T, size, size).
+
+    ``random_start`` picks the clip anywhere in the video (training); otherwise the centre clip.
+    A video shorter than a clip is looped.
+    """
+
+    suffixes = VIDEO_SUFFIXES
+
+    def __init__(self, root, split, clip_len=8, frame_interval=8, size=224, random_start=False,
+                 classes=None, skip_corrupt=False):  # fmt: skip
+        self.clip_len, self.frame_interval, self.size = clip_len, frame_interval, size
+        self.random_start = random_start
+        super().__init__(root, split, classes, skip_corrupt)
+
+    def check(self, path: Path) -> None:
+        read_video(path, max_frames=1)
+
+    def load(self, path: Path) -> torch.Tensor:
+        span = self.clip_len * self.frame_interval
+        video = read_video(path, max_frames=None)  # (3, T, H, W) uint8
+        frames = video.shape[1]
+        last = max(frames - span, 0)
+        start = int(torch.randint(0, last + 1, ()).item()) if self.random_start else last // 2
+        index = torch.arange(start, start + span, self.frame_interval) % frames
+        return resize_and_crop(video[:, index], self.size)

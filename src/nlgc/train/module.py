@@ -1,0 +1,139 @@
+"""The LightningModule: a registered nlgc model, its loss, metrics and optimiser."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+import torchmetrics
+from kornia import augmentation as K
+
+from nlgc.data.io import IMAGENET_MEAN, IMAGENET_STD
+from nlgc.models import create_model, modality
+from nlgc.models.from_checkpoint import METADATA_KEY, model_metadata
+from nlgc.models.video_inference import fully_convolutional_scores
+
+AUGMENT = ("none", "flip", "standard")
+
+
+class Classifier(L.LightningModule):
+    """Image or video classification with any registered model.
+
+    Args:
+        model: registered name (``nlgc models``); ``num_classes`` and ``overrides`` as for
+            ``create_model``.
+        optimizer: ``"sgd"`` (momentum, the papers' choice) or ``"adamw"``; cosine schedule
+            over the trainer's epochs.
+        augment: on the batch, with kornia: ``"standard"`` (random resized crop + flip),
+            ``"flip"`` or ``"none"``; then ImageNet normalisation.
+        seed: re-seeds every epoch (seed + epoch), so a run resumed from a checkpoint draws the
+            same augmentations and dropout as an uninterrupted one.
+        test_clips, test_crops, clip_len, frame_interval, short_side: the video test protocol
+            (several clips × crops, scores averaged) used when test batches are whole videos.
+    """
+
+    def __init__(self, model: str, num_classes: int, overrides: dict | None = None,
+                 optimizer: str = "sgd", lr: float = 0.1, momentum: float = 0.9,
+                 weight_decay: float = 1e-4, label_smoothing: float = 0.0,
+                 augment: str = "standard", seed: int = 0, test_clips: int = 10,
+                 test_crops: int = 3, clip_len: int = 32, frame_interval: int = 2,
+                 short_side: int = 256):  # fmt: skip
+        super().__init__()
+        if optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
+        if augment not in AUGMENT:
+            raise ValueError(f"augment must be one of {AUGMENT}, got {augment!r}")
+        self.save_hyperparameters()
+        self.hparams[METADATA_KEY] = model_metadata(model, num_classes, overrides)
+        self.model = create_model(model, num_classes, **(overrides or {}))
+        self.video = modality(model) == "video"
+        top_k = min(5, num_classes)
+        metrics = {}
+        for split in ("val", "test"):
+            metrics[f"{split}_top1"] = torchmetrics.Accuracy("multiclass", num_classes=num_classes)
+            metrics[f"{split}_top5"] = torchmetrics.Accuracy(
+                "multiclass", num_classes=num_classes, top_k=top_k
+            )
+        self.metrics = torch.nn.ModuleDict(metrics)
+        self.confusion = torchmetrics.ConfusionMatrix("multiclass", num_classes=num_classes)
+        self.augmentation = self._augmentation(augment)
+
+    def _augmentation(self, augment: str):
+        layers = []
+        if augment == "standard":
+            layers.append(K.RandomResizedCrop((224, 224), scale=(0.25, 1.0)))  # size set per batch
+        if augment in ("standard", "flip"):
+            layers.append(K.RandomHorizontalFlip())
+        if not layers:
+            return None
+        if self.video:
+            return K.VideoSequential(*layers, data_format="BCTHW", same_on_frame=True)
+        return K.AugmentationSequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """uint8 or [0, 1] batches → augmented (training only) and normalised floats."""
+        x, y = batch
+        x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+        if self.trainer.training and self.augmentation is not None:
+            for layer in self.augmentation.modules():
+                if isinstance(layer, K.RandomResizedCrop):
+                    layer.size = tuple(x.shape[-2:])
+            x = self.augmentation(x)
+        shape = (1, 3) + (1,) * (x.dim() - 2)
+        mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(shape)
+        std = torch.tensor(IMAGENET_STD, device=x.device).view(shape)
+        return (x - mean) / std, y
+
+    def on_train_epoch_start(self) -> None:
+        torch.manual_seed(self.hparams.seed + 1000 * self.current_epoch + self.global_rank)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
+        accuracy = (logits.argmax(-1) == y).float().mean()
+        self.log_dict({"train/loss": loss, "train/top1": accuracy}, prog_bar=True, sync_dist=True)
+        return loss
+
+    def _evaluate(self, split: str, logits: torch.Tensor, y: torch.Tensor) -> None:
+        top1, top5 = self.metrics[f"{split}_top1"], self.metrics[f"{split}_top5"]
+        top1(logits, y)
+        top5(logits, y)
+        self.log(f"{split}/loss", F.cross_entropy(logits, y), sync_dist=True)
+        self.log_dict({f"{split}/top1": top1, f"{split}/top5": top5}, prog_bar=True)
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self._evaluate("val", self(x), y)
+
+    def test_step(self, batch, batch_idx):
+        x, y = batch
+        if self.video and x.shape[2] > self.hparams.clip_len:  # whole videos: the NL protocol
+            probabilities = torch.stack([
+                fully_convolutional_scores(self.model, video, self.hparams.clip_len,
+                                           self.hparams.frame_interval, self.hparams.test_clips,
+                                           self.hparams.test_crops, self.hparams.short_side)
+                for video in x
+            ])  # fmt: skip
+            logits = probabilities.clamp_min(1e-12).log()
+        else:
+            logits = self(x)
+        self.confusion.update(logits.argmax(-1), y)
+        self._evaluate("test", logits, y)
+
+    def on_test_epoch_start(self) -> None:
+        self.confusion.reset()
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        if hp.optimizer == "sgd":
+            optimizer = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum,
+                                        weight_decay=hp.weight_decay, nesterov=True)  # fmt: skip
+        else:
+            optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        epochs = max(1, self.trainer.max_epochs or 1)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+        return {"optimizer": optimizer, "lr_scheduler": schedule}

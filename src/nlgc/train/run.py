@@ -1,0 +1,140 @@
+"""`nlgc fit | validate | test`: a YAML config → Lightning Trainer, model and data.
+
+Config (every section optional but ``model.name``)::
+
+    seed: 0
+    out: runs/gc_resnet50                       # checkpoints/, logs (CSV, TensorBoard), eval
+    model: {name: gc_resnet50, num_classes: null, overrides: {ratio: 0.0625}}
+    data: {kind: images, root: /data/imagenet, size: 224, batch_size: 64, workers: 8}
+    optim: {optimizer: sgd, lr: 0.1, weight_decay: 1.0e-4, augment: standard}
+    trainer: {max_epochs: 100, accelerator: auto, devices: auto, num_nodes: 1, strategy: auto,
+              precision: 32-true, gradient_clip_val: null}
+
+``trainer`` is passed to ``lightning.Trainer`` (DDP: ``strategy: ddp``, ``devices: 8``,
+``num_nodes: 2``; launch with torchrun or SLURM's srun). Command-line overrides are dotted:
+``trainer.max_epochs=5 optim.lr=0.01 model.overrides.ratio=0.25``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from pathlib import Path
+
+import lightning as L
+import torch
+import yaml
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from nlgc.analysis.report import write_atomic
+from nlgc.train.checkpoint_io import AtomicCheckpointIO
+from nlgc.train.datamodule import DataModule
+from nlgc.train.module import Classifier
+
+SECTIONS = {"seed", "out", "model", "data", "optim", "trainer"}
+MODEL_KEYS = {"name", "num_classes", "overrides"}
+log = logging.getLogger(__name__)
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
+    """Read a YAML config safely and apply ``a.b=value`` overrides (values parsed as YAML)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    config = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} must hold a mapping of sections {sorted(SECTIONS)}")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {item!r} must look like section.key=value")
+        target = config
+        *parents, last = key.split(".")
+        for part in parents:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ValueError(f"override {item!r}: {part!r} is not a section")
+        target[last] = yaml.safe_load(value)
+    unknown = set(config) - SECTIONS
+    if unknown:
+        raise ValueError(f"unknown config sections {sorted(unknown)}; known: {sorted(SECTIONS)}")
+    if not isinstance(config.get("model"), dict) or "name" not in config["model"]:
+        raise ValueError("the config needs model.name (see `nlgc models`)")
+    unknown = set(config["model"]) - MODEL_KEYS
+    if unknown:
+        raise ValueError(f"unknown model keys {sorted(unknown)}; known: {sorted(MODEL_KEYS)}")
+    return config
+
+
+def build(config: dict, progress: bool = True):
+    """(Classifier, DataModule, Trainer, out folder) for a config."""
+    config = copy.deepcopy(config)
+    seed = int(config.get("seed", 0))
+    out = Path(config.get("out", "runs"))
+    L.seed_everything(seed, workers=True, verbose=False)
+    data = DataModule(**{"seed": seed, **config.get("data", {})})
+    model_config = config["model"]
+    num_classes = model_config.get("num_classes") or len(data.classes)
+    clips = {"clip_len": data.hparams.clip_len, "frame_interval": data.hparams.frame_interval}
+    module = Classifier(model_config["name"], num_classes, model_config.get("overrides") or {},
+                        seed=seed, **clips, **config.get("optim", {}))  # fmt: skip
+    trainer_options = {"max_epochs": 1, "deterministic": "warn", **config.get("trainer", {})}
+    checkpoints = ModelCheckpoint(
+        dirpath=out / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False,
+        every_n_epochs=1, save_top_k=-1, save_last=True,
+    )  # fmt: skip
+    trainer = L.Trainer(
+        default_root_dir=out,
+        logger=[CSVLogger(out, name="logs"), TensorBoardLogger(out, name="tensorboard")],
+        callbacks=[checkpoints],
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=progress,
+        **trainer_options,
+    )
+    return module, data, trainer, out
+
+
+def fit(config: dict, resume: bool = False, progress: bool = True) -> dict:
+    """Train; with ``resume`` continue from ``out/checkpoints/last.ckpt``. Returns metrics."""
+    module, data, trainer, out = build(config, progress)
+    last = out / "checkpoints" / "last.ckpt"
+    if resume and not last.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint to resume from at {last}")
+    trainer.fit(module, datamodule=data, ckpt_path=last if resume else None)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if trainer.is_global_zero:
+        write_atomic(out / "fit_metrics.json", json.dumps(metrics, indent=2))
+    return metrics
+
+
+def _weights(module: Classifier, out: Path, checkpoint: str | None) -> str | None:
+    path = Path(checkpoint) if checkpoint else out / "checkpoints" / "last.ckpt"
+    if checkpoint and not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    return str(path) if path.is_file() else None
+
+
+def evaluate(config: dict, stage: str, checkpoint: str | None = None, progress=True) -> dict:
+    """``validate`` or ``test`` with the run's last checkpoint (or ``checkpoint``); writes
+    ``out/{stage}_metrics.json`` with top-1, top-5 and (test) the confusion matrix."""
+    module, data, trainer, out = build(config, progress)
+    path = _weights(module, out, checkpoint)
+    if path is None:
+        log.warning("no checkpoint found: evaluating the freshly initialised model")
+    run = trainer.validate if stage == "validate" else trainer.test
+    results = run(module, datamodule=data, ckpt_path=path)[0]
+    metrics = {k: float(v) for k, v in results.items()}
+    if stage == "test":
+        matrix = module.confusion.compute().tolist()
+        metrics["confusion_matrix"] = {"classes": data.classes, "rows_true_cols_predicted": matrix}
+    if trainer.is_global_zero:
+        write_atomic(out / f"{stage}_metrics.json", json.dumps(metrics, indent=2))
+    return metrics
+
+
+def weights_only_state(checkpoint: str | Path) -> dict[str, torch.Tensor]:
+    """The model weights of a training checkpoint, read with ``weights_only=True``."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    return {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
