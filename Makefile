@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test bench lint format clean
+.PHONY: demo demo-quick tour test bench lint format clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,12 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
+	$(VENV)/bin/nlgc demo
+
+demo-quick: $(VENV)/.installed
+	$(VENV)/bin/nlgc demo --quick
+
+tour: $(VENV)/.installed
 	$(PY) examples/blocks_tour.py
 
 test: $(VENV)/.installed

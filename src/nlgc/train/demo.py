@@ -28,8 +28,8 @@ VARIANTS = {
     "GC": "gc_tiny_resnet",
 }
 SETTINGS = {  # quick: ≤ 2 minutes; default: ≤ 10 minutes on 2 CPU cores
-    "quick": {"count": 1500, "val_count": 400, "test_count": 400, "epochs": 3},
-    "default": {"count": 5000, "val_count": 1000, "test_count": 1000, "epochs": 8},
+    "quick": {"count": 2000, "val_count": 500, "test_count": 500, "epochs": 4},
+    "default": {"count": 6000, "val_count": 1000, "test_count": 2000, "epochs": 10},
 }
 SIZE = 96
 

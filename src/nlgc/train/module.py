@@ -26,8 +26,8 @@ class Classifier(L.LightningModule):
             over the trainer's epochs.
         augment: on the batch, with kornia: ``"standard"`` (random resized crop + flip),
             ``"flip"`` or ``"none"``; then ImageNet normalisation.
-        seed: re-seeds every epoch (seed + epoch), so a run resumed from a checkpoint draws the
-            same augmentations and dropout as an uninterrupted one.
+        seed: augmentation and every training step draw from seeds made of (seed, step, rank),
+            so a run resumed from a checkpoint repeats an uninterrupted one exactly.
         test_clips, test_crops, clip_len, frame_interval, short_side: the video test protocol
             (several clips × crops, scores averaged) used when test batches are whole videos.
     """
@@ -81,14 +81,21 @@ class Classifier(L.LightningModule):
             for layer in self.augmentation.modules():
                 if isinstance(layer, K.RandomResizedCrop):
                     layer.size = tuple(x.shape[-2:])
-            x = self.augmentation(x)
+            devices = [x.device] if x.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(self._step_seed())
+                x = self.augmentation(x)
         shape = (1, 3) + (1,) * (x.dim() - 2)
         mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(shape)
         std = torch.tensor(IMAGENET_STD, device=x.device).view(shape)
         return (x - mean) / std, y
 
-    def on_train_epoch_start(self) -> None:
-        torch.manual_seed(self.hparams.seed + 1000 * self.current_epoch + self.global_rank)
+    def _step_seed(self) -> int:
+        """A seed from (seed, optimizer step, rank), all restored when a run resumes."""
+        return (self.hparams.seed * 1_000_003 + self.global_step) * 64 + self.global_rank
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        torch.manual_seed(self._step_seed() + 1)  # dropout and any other randomness of a step
 
     def training_step(self, batch, batch_idx):
         x, y = batch

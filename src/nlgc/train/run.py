@@ -104,9 +104,22 @@ def fit(config: dict, resume: bool = False, progress: bool = True) -> dict:
         raise FileNotFoundError(f"--resume: no checkpoint to resume from at {last}")
     trainer.fit(module, datamodule=data, ckpt_path=last if resume else None)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    metrics["rank_checksums"] = rank_checksums(module, trainer)
+    if len({tuple(c) for c in metrics["rank_checksums"]}) > 1:
+        log.warning("the ranks' weights differ after training: %s", metrics["rank_checksums"])
     if trainer.is_global_zero:
         write_atomic(out / "fit_metrics.json", json.dumps(metrics, indent=2))
     return metrics
+
+
+def rank_checksums(module: Classifier, trainer: L.Trainer) -> list[list[float]]:
+    """Per rank, the sum and the sum of squares of all weights (float64): equal rows mean the
+    ranks of a distributed run ended with the same model."""
+    with torch.no_grad():
+        values = torch.cat([p.detach().double().flatten() for p in module.parameters()])
+        checksum = torch.stack([values.sum(), values.square().sum()])
+    gathered = trainer.strategy.all_gather(checksum)
+    return gathered.reshape(-1, 2).tolist()
 
 
 def _weights(module: Classifier, out: Path, checkpoint: str | None) -> str | None:

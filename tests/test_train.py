@@ -1,0 +1,261 @@
+"""Training: data, the fit/validate/test commands, checkpoints, resume after SIGKILL, DDP."""
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from nlgc.cli import main
+from nlgc.data.folders import ImageFolder, VideoFolder
+from nlgc.data.synthetic import PairsDataset
+from nlgc.models.from_checkpoint import load_model
+from nlgc.train import run
+
+pytestmark = pytest.mark.slow
+
+
+def test_built_in_task_is_deterministic_and_long_range():
+    a, b = PairsDataset(200, seed=3), PairsDataset(200, seed=3)
+    assert torch.equal(a.pixels, b.pixels) and (a.labels == b.labels).all()
+    assert not torch.equal(a.pixels, PairsDataset(200, seed=4).pixels)
+    assert 0.4 < a.labels.mean() < 0.6
+    image, _ = a[0]
+    assert image.shape == (3, 64, 64) and image.dtype == torch.uint8
+    pixels = a.pixels.float()
+    assert pixels[:, :32, :32].sum() > 0 and pixels[:, 32:, 32:].sum() > 0  # opposite corners
+    assert pixels[:, :28, 36:].sum() == 0 and pixels[:, 36:, :28].sum() == 0  # nothing else
+    shapes = PairsDataset(50, seed=0, source="shapes", frames=6)
+    assert shapes.source == "shapes" and shapes[0][0].shape == (3, 6, 64, 64)
+    clip = shapes.pixels[0].float()
+    assert clip[:3, 36:, 36:].sum() == 0 and clip[3:, :28, :28].sum() == 0  # one object per half
+
+
+def write_image_folders(root: Path, per_class=4, size=40):
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(0)
+    for split in ("train", "val"):
+        for label, name in enumerate(("cat", "dog")):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                pixels = torch.randint(0, 255, (size, size + 8, 3), generator=generator) // (
+                    label + 1
+                )
+                Image.fromarray(pixels.byte().numpy()).save(folder / f"{i}.png")
+    return root
+
+
+def test_image_folders_and_their_errors(tmp_path, caplog):
+    root = write_image_folders(tmp_path / "data")
+    data = ImageFolder(root, "train", size=32)
+    assert data.classes == ["cat", "dog"] and len(data) == 8
+    image, label = data[5]
+    assert image.shape == (3, 32, 32) and label == 1 and image.min() >= 0 and image.max() <= 1
+    with pytest.raises(FileNotFoundError, match="nowhere/train"):
+        ImageFolder(tmp_path / "nowhere", "train")
+    (root / "train" / "empty").mkdir()
+    (root / "val" / "empty").mkdir()
+    with pytest.raises(ValueError, match="class 'empty' has no files"):
+        ImageFolder(root, "train")
+    (root / "train" / "empty").rmdir()
+    (root / "val" / "empty").rmdir()
+    broken = root / "train" / "dog" / "broken.png"
+    broken.write_bytes(b"\x89PNG but not really")
+    with pytest.raises(ValueError, match=r"broken\.png"):
+        ImageFolder(root, "train", size=32)[len(data)]
+    with caplog.at_level(logging.WARNING):
+        skipping = ImageFolder(root, "train", size=32, skip_corrupt=True)
+    assert skipping.skipped == [broken] and len(skipping) == 8
+    assert "skipped 1 unreadable files" in caplog.text
+
+
+def write_video_folders(root: Path, per_class=2, frames=20):
+    import av
+
+    for split in ("train", "val"):
+        for label, name in enumerate(("up", "down")):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                with av.open(str(folder / f"{i}.mp4"), "w") as container:
+                    stream = container.add_stream("mpeg4", rate=10)
+                    stream.width, stream.height, stream.pix_fmt = 48, 40, "yuv420p"
+                    for t in range(frames):
+                        value = 10 * t if label == 0 else 250 - 10 * t
+                        array = torch.full((40, 48, 3), value + i, dtype=torch.uint8).numpy()
+                        frame = av.VideoFrame.from_ndarray(array, format="rgb24")
+                        for packet in stream.encode(frame):
+                            container.mux(packet)
+                    for packet in stream.encode():
+                        container.mux(packet)
+    return root
+
+
+def test_video_folders(tmp_path):
+    root = write_video_folders(tmp_path / "videos")
+    clips = VideoFolder(root, "train", clip_len=4, frame_interval=3, size=32)
+    clip, label = clips[0]
+    assert clip.shape == (3, 4, 32, 32) and label == 0  # "down" sorts before "up"
+    (root / "train" / "up" / "bad.mp4").write_bytes(b"nope")
+    with pytest.raises(ValueError, match=r"bad\.mp4"):
+        VideoFolder(root, "train", clip_len=4)[len(clips)]
+    assert len(VideoFolder(root, "train", clip_len=4, skip_corrupt=True).skipped) == 1
+
+
+def synthetic_config(out: Path, **changes) -> dict:
+    config = {
+        "seed": 0,
+        "out": str(out),
+        "model": {"name": "gc_tiny_resnet"},
+        "data": {"kind": "synthetic", "size": 64, "batch_size": 32, "count": 256,
+                 "val_count": 64, "test_count": 96},
+        "optim": {"optimizer": "adamw", "lr": 0.003, "weight_decay": 0.05, "augment": "flip"},
+        "trainer": {"max_epochs": 2, "accelerator": "cpu", "devices": 1,
+                    "enable_model_summary": False, "log_every_n_steps": 2},
+    }  # fmt: skip
+    for key, value in changes.items():
+        section, name = key.split("__")
+        config[section][name] = value
+    return config
+
+
+def write_config(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_fit_validate_test_commands(tmp_path, capsys):
+    config = write_config(tmp_path / "run.yaml", synthetic_config(tmp_path / "run"))
+    assert main(["fit", "--config", str(config), "--no-progress"]) == 0
+    out = tmp_path / "run"
+    checkpoints = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert checkpoints == ["epoch000.ckpt", "epoch001.ckpt", "last.ckpt"]
+    checkpoint = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["hyper_parameters"]["nlgc_model"]["name"] == "gc_tiny_resnet"
+    assert list((out / "logs").rglob("metrics.csv")) and list(
+        (out / "tensorboard").rglob("events*")
+    )
+    assert main(["validate", "--config", str(config), "--no-progress"]) == 0
+    assert main(["test", "--config", str(config), "--no-progress"]) == 0
+    metrics = json.loads((out / "test_metrics.json").read_text())
+    assert {"test/top1", "test/top5", "test/loss"} <= set(metrics)
+    matrix = torch.tensor(metrics["confusion_matrix"]["rows_true_cols_predicted"])
+    assert matrix.shape == (2, 2) and int(matrix.sum()) == 96
+    assert metrics["test/top1"] == pytest.approx(float(matrix.trace() / matrix.sum()))
+    model, name = load_model(out / "checkpoints" / "last.ckpt")
+    assert name == "gc_tiny_resnet" and model.fc.out_features == 2
+    assert '"test/top1"' in capsys.readouterr().out  # the command prints its metrics
+
+
+def test_mixed_precision_and_gradient_clipping(tmp_path):
+    config = synthetic_config(tmp_path / "bf16", trainer__precision="bf16-mixed",
+                              trainer__gradient_clip_val=1.0, trainer__max_epochs=1,
+                              model__name="nl_tiny_resnet")  # fmt: skip
+    metrics = run.fit(config, progress=False)
+    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+
+
+def test_config_errors_are_explained(tmp_path, capsys):
+    bad = write_config(tmp_path / "bad.yaml", {"model": {"name": "tiny_resnet"}, "dataset": {}})
+    assert main(["fit", "--config", str(bad)]) == 2
+    assert "unknown config sections ['dataset']" in capsys.readouterr().err
+    good = write_config(tmp_path / "good.yaml", synthetic_config(tmp_path / "x"))
+    assert main(["fit", "--config", str(good), "trainer.max_epochs"]) == 2
+    assert "section.key=value" in capsys.readouterr().err
+    assert main(["fit", "--config", str(tmp_path / "none.yaml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+    no_data = {"kind": "images", "root": str(tmp_path / "no_data")}
+    missing = write_config(
+        tmp_path / "f.yaml", {**synthetic_config(tmp_path / "y"), "data": no_data}
+    )
+    assert main(["fit", "--config", str(missing)]) == 2
+    assert "no_data/train" in capsys.readouterr().err
+
+
+def command(config: Path, *extra) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "nlgc.cli",
+        "fit",
+        "--config",
+        str(config),
+        "--no-progress",
+        *extra,
+    ]
+
+
+def final_state(out: Path) -> dict:
+    return run.weights_only_state(out / "checkpoints" / "last.ckpt")
+
+
+def test_resume_after_sigkill_gives_the_same_run(tmp_path):
+    base = synthetic_config(tmp_path / "x", data__count=2400, trainer__max_epochs=3,
+                            model__name="nl_tiny_resnet")  # fmt: skip
+    straight = write_config(tmp_path / "straight.yaml", {**base, "out": str(tmp_path / "straight")})
+    killed = write_config(tmp_path / "killed.yaml", {**base, "out": str(tmp_path / "killed")})
+    subprocess.run(command(straight), check=True, capture_output=True)
+    process = subprocess.Popen(
+        command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    first = tmp_path / "killed" / "checkpoints" / "epoch000.ckpt"
+    deadline = time.time() + 300
+    while not first.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.5)  # into the second epoch
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    saved = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["epoch"] < 2  # killed before the end
+    subprocess.run(command(killed, "--resume"), check=True, capture_output=True)
+    a, b = final_state(tmp_path / "straight"), final_state(tmp_path / "killed")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    metrics = [
+        json.loads((tmp_path / n / "fit_metrics.json").read_text()) for n in ("straight", "killed")
+    ]
+    assert metrics[0] == metrics[1]
+
+
+def test_ddp_on_two_cpu_processes_keeps_ranks_in_step(tmp_path):
+    ddp = synthetic_config(tmp_path / "ddp", trainer__strategy="ddp", trainer__devices=2,
+                           trainer__max_epochs=1)  # fmt: skip
+    config = write_config(tmp_path / "ddp.yaml", ddp)
+    done = subprocess.run(command(config), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((tmp_path / "ddp" / "fit_metrics.json").read_text())
+    checksums = metrics["rank_checksums"]
+    assert len(checksums) == 2 and checksums[0] == checksums[1]
+
+
+def test_video_training_and_the_multi_clip_test(tmp_path):
+    root = write_video_folders(tmp_path / "videos")
+    config = synthetic_config(tmp_path / "video", model__name="nl1_c2d_resnet50",
+                              trainer__max_epochs=1, optim__augment="standard")  # fmt: skip
+    config["data"] = {"kind": "videos", "root": str(root), "size": 32, "batch_size": 2,
+                      "clip_len": 4, "frame_interval": 2}  # fmt: skip
+    run.fit(config, progress=False)
+    metrics = run.evaluate(config, "test", progress=False)
+    assert metrics["confusion_matrix"]["classes"] == ["down", "up"]
+    assert int(torch.tensor(metrics["confusion_matrix"]["rows_true_cols_predicted"]).sum()) == 4
+
+
+def test_demo_quick_writes_the_report(tmp_path, capsys):
+    assert main(["demo", "--quick", "--out", str(tmp_path / "demo")]) == 0
+    printed = capsys.readouterr().out
+    assert "report:" in printed and all(v in printed for v in ("baseline", "NL", "SNL", "GC"))
+    metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    assert set(metrics["variants"]) == {"baseline", "NL", "SNL", "GC"}
+    assert all(0 <= v["test/top1"] <= 1 for v in metrics["variants"].values())
+    assert metrics["query_independence"][0]["block"] == "layer2.0.non_local_block"
+    page = (tmp_path / "demo" / "report.html").read_text()
+    assert "Summary: built-in long-range task" in page and page.count("<img") >= 4
