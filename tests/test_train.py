@@ -259,3 +259,14 @@ def test_demo_quick_writes_the_report(tmp_path, capsys):
     assert metrics["query_independence"][0]["block"] == "layer2.0.non_local_block"
     page = (tmp_path / "demo" / "report.html").read_text()
     assert "Summary: built-in long-range task" in page and page.count("<img") >= 4
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parent.parent.glob("configs/*.yaml")))
+def test_every_shipped_config_builds(path, tmp_path):
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# ") and len(first) > 20  # documented in one line
+    on_cpu = ["trainer.accelerator=cpu", "trainer.devices=1", "trainer.strategy=auto"]
+    config = run.load_config(path, [f"out={tmp_path}", *on_cpu, "trainer.precision=32-true"])
+    module, data, trainer, _ = run.build(config, progress=False)
+    assert module.model.fc.out_features == config["model"].get("num_classes", 2)
+    assert trainer.max_epochs == config["trainer"]["max_epochs"]
