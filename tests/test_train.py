@@ -267,6 +267,6 @@ def test_every_shipped_config_builds(path, tmp_path):
     assert first.startswith("# ") and len(first) > 20  # documented in one line
     on_cpu = ["trainer.accelerator=cpu", "trainer.devices=1", "trainer.strategy=auto"]
     config = run.load_config(path, [f"out={tmp_path}", *on_cpu, "trainer.precision=32-true"])
-    module, data, trainer, _ = run.build(config, progress=False)
+    module, _, trainer, _ = run.build(config, progress=False)
     assert module.model.fc.out_features == config["model"].get("num_classes", 2)
     assert trainer.max_epochs == config["trainer"]["max_epochs"]
