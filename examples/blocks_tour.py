@@ -1,6 +1,6 @@
 """A short tour of the nlgc blocks: sizes, identity at init, exact fast paths, attention maps.
 
-Run with ``make demo`` (creates the virtual environment on first use) or
+Run with ``make tour`` (creates the virtual environment on first use) or
 ``python examples/blocks_tour.py``. Takes a few seconds on a laptop CPU.
 """
 
