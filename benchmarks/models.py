@@ -7,30 +7,16 @@ python benchmarks/models.py --models gc_resnet50 nl_resnet50 --repeats 10
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
 import nlgc
+from nlgc.analysis.complexity import latency_ms
 
 DEFAULT = [
     "resnet50", "gc_resnet50", "gc_resnet50_r4", "nl_resnet50", "snl_resnet50", "se_resnet50",
     "resnet101", "gc_resnet101", "resnext101_32x4d", "gc_resnext101_32x4d",
 ]  # fmt: skip
-
-
-def latency_ms(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> float:
-    """Median forward time in inference mode, after two warm-up passes."""
-    with torch.inference_mode():
-        for _ in range(2):
-            model(x)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
 
 
 def main() -> None:
@@ -42,10 +28,9 @@ def main() -> None:
     args = parser.parse_args()
 
     shape = (1, 3, args.size, args.size)
-    x = torch.randn(shape)
     baseline = nlgc.create_model(args.baseline).eval()
     base = nlgc.complexity(baseline, shape)
-    base_ms = latency_ms(baseline, x, args.repeats)
+    base_ms = latency_ms(baseline, shape, args.repeats)
     print(f"batch 1, {args.size}×{args.size}, CPU, {torch.get_num_threads()} threads, "
           f"median of {args.repeats}; overheads relative to {args.baseline}\n")  # fmt: skip
     print("| model | params (M) | GMACs | CPU ms | Δ params | Δ FLOPs | Δ latency |")
@@ -53,7 +38,7 @@ def main() -> None:
     for name in args.models:
         model = nlgc.create_model(name).eval()
         result = nlgc.complexity(model, shape)
-        ms = base_ms if name == args.baseline else latency_ms(model, x, args.repeats)
+        ms = base_ms if name == args.baseline else latency_ms(model, shape, args.repeats)
         print(
             f"| {name} | {result.params / 1e6:.2f} | {result.gmacs:.2f} | {ms:.0f} "
             f"| {100 * (result.params / base.params - 1):+.1f}% "

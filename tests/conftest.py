@@ -43,6 +43,15 @@ def _seed_and_fresh_compiler():
     torch._dynamo.reset()
 
 
+def assert_autocast_close(block: nn.Module, x: torch.Tensor, dtype: torch.dtype) -> None:
+    """Under CPU autocast to ``dtype`` the block stays finite and within 3% of float32."""
+    expected = block(x)
+    with torch.autocast("cpu", dtype=dtype):
+        y = block(x)
+    assert torch.isfinite(y).all()
+    assert relative_error(y.float(), expected) < 3e-2
+
+
 def assert_grads_close(grads, expected_grads, tol: float) -> None:
     """Each gradient within ``tol`` relative error; gradients that are zero in exact arithmetic
     (e.g. φ's bias under a softmax) are measured against 1e-3 of the total gradient norm."""

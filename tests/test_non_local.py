@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_grads_close, randomize, relative_error
+from conftest import assert_autocast_close, assert_grads_close, randomize, relative_error
 from test_pairwise import LargestTensor
 
 from nlgc import NonLocalBlock
@@ -218,12 +218,7 @@ def test_gaussian_is_finite_for_large_inputs(impl):
 @pytest.mark.parametrize("impl", ["fast", "reference"])
 def test_autocast_is_finite_and_close_to_float32(pw, dtype, impl):
     block = randomize(NonLocalBlock(16, 2, pw, sub_sample=True, impl=impl), std=0.2)
-    x = torch.randn(2, 16, 12, 12)
-    expected = block(x)
-    with torch.autocast("cpu", dtype=dtype):
-        y = block(x)
-    assert torch.isfinite(y).all()
-    assert relative_error(y.float(), expected) < 3e-2
+    assert_autocast_close(block, torch.randn(2, 16, 12, 12), dtype)
 
 
 @pytest.mark.parametrize(
