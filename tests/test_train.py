@@ -181,6 +181,19 @@ def test_config_errors_are_explained(tmp_path, capsys):
     assert "no_data/train" in capsys.readouterr().err
 
 
+def test_skip_corrupt_flag(tmp_path, caplog):
+    root = write_image_folders(tmp_path / "data", per_class=3)
+    (root / "val" / "cat" / "broken.png").write_bytes(b"garbage")
+    config = synthetic_config(tmp_path / "run", trainer__max_epochs=1, model__name="tiny_resnet")
+    config["data"] = {"kind": "images", "root": str(root), "size": 32, "batch_size": 2}
+    path = write_config(tmp_path / "images.yaml", config)
+    with caplog.at_level(logging.WARNING):
+        assert main(["validate", "--config", str(path), "--no-progress", "--skip-corrupt"]) == 0
+    assert "skipped 1 unreadable files" in caplog.text
+    metrics = json.loads((tmp_path / "run" / "validate_metrics.json").read_text())
+    assert 0 <= metrics["val/top1"] <= 1
+
+
 def command(config: Path, *extra) -> list[str]:
     return [
         sys.executable,

@@ -87,6 +87,8 @@ def _train_parsers(sub) -> None:
                            help="continue from OUT/checkpoints/last.ckpt")  # fmt: skip
         else:
             p.add_argument("--checkpoint", help="weights to evaluate (default: the run's last)")
+        p.add_argument("--skip-corrupt", action="store_true",
+                       help="leave unreadable images/videos out (counted in the log)")  # fmt: skip
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
         p.set_defaults(run=run_train, stage=stage)
 
@@ -102,7 +104,8 @@ def run_train(args) -> None:
 
     from nlgc.train import run
 
-    config = run.load_config(args.config, args.overrides)
+    overrides = [*args.overrides, *(["data.skip_corrupt=true"] if args.skip_corrupt else [])]
+    config = run.load_config(args.config, overrides)
     if args.stage == "fit":
         metrics = run.fit(config, resume=args.resume, progress=not args.no_progress)
     else:

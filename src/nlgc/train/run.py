@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -34,6 +35,9 @@ from nlgc.train.datamodule import DataModule
 from nlgc.train.module import Classifier
 
 SECTIONS = {"seed", "out", "model", "data", "optim", "trainer"}
+# Augmentation lives in the LightningModule's on_after_batch_transfer on purpose (it runs on the
+# device, after transfer); Lightning warns about that whenever a DataModule is used too.
+warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
 MODEL_KEYS = {"name", "num_classes", "overrides"}
 log = logging.getLogger(__name__)
 
