@@ -60,6 +60,7 @@ def plain_twin(model):
         num_classes=model.fc.out_features,
         groups=model.groups,
         width_per_group=model.base_width,
+        base_channels=model.conv1.out_channels,
     )
     twin.load_state_dict(
         {k: v for k, v in model.state_dict().items() if k in twin.state_dict()}, strict=True
