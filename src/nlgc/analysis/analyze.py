@@ -46,7 +46,7 @@ def distance_table(stats: list[QueryIndependence]) -> Table:
     )  # fmt: skip
 
 
-def complexity_table_rows(rows: list[dict]) -> Table:
+def complexity_report_table(rows: list[dict]) -> Table:
     return Table(
         "Complexity",
         ["model", "parameters (M)", "GMACs", "latency (ms)"],
@@ -136,7 +136,7 @@ def analyze(
                 plots.plot_complexity(complexity_rows, out_dir / "complexity.png"),
             )
         )
-        tables.append(complexity_table_rows(complexity_rows))
+        tables.append(complexity_report_table(complexity_rows))
     settings = {"queries": describe(queries), "inputs": len(samples), **(settings or {})}
     metrics = {
         "inputs": [s.name for s in samples],
