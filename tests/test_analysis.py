@@ -164,6 +164,9 @@ def test_analyze_video_and_gc_masks(tmp_path):
     assert (out / "context_masks.png").exists()
     stats = json.loads((out / "metrics.json").read_text())["query_independence"]
     assert len(stats) == 13 and all(s["attention_distance"] < 1e-12 for s in stats)
+    video_gc = nlgc.create_model("gc_c2d_resnet50", num_classes=3).eval()
+    analyze(video_gc, [Sample("clip", normalize(clip), clip)], QueryGrid(2), tmp_path / "video_gc")
+    assert (tmp_path / "video_gc" / "context_masks.png").stat().st_size > 1000
 
 
 def write_images(folder: Path, count=3):

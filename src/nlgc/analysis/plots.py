@@ -113,7 +113,8 @@ def plot_video_query_attention(
 def plot_context_masks(
     images: Sequence[torch.Tensor], records: dict[str, BlockRecord], path: Path
 ) -> Path:
-    """SNL/GC context masks overlaid on each image: rows are images, columns are blocks."""
+    """SNL/GC context masks overlaid on each image (for clips: the middle frame, the mask summed
+    over time): rows are inputs, columns are blocks."""
     names = list(records)
     fig = Figure(figsize=(3.0 * len(names), 2.9 * len(images) + 0.4), layout="constrained")
     axes = fig.subplots(len(images), len(names), squeeze=False)
@@ -122,6 +123,8 @@ def plot_context_masks(
         for col, name in enumerate(names):
             record = records[name]
             mask = record.attention[row]
+            if len(record.spatial) == 3:  # video: the mask summed over time, on the middle frame
+                mask = mask.reshape(record.spatial[0], -1).sum(0)
             ax = axes[row, col]
             _show(ax, image)
             ax.imshow(_upsample(mask, record.spatial, size).numpy(), cmap=HEATMAP, alpha=0.55)
