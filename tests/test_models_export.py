@@ -1,5 +1,7 @@
 """Every named image model under torch.compile, channels_last and torch.export."""
 
+import warnings
+
 import pytest
 import torch
 from conftest import randomize_network
@@ -55,3 +57,20 @@ def test_torch_export(name):
     program = torch.export.export(model, (x,))
     with torch.no_grad():
         torch.testing.assert_close(program.module()(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["nl_resnet50", "gc_resnet50"])
+def test_onnx_export_of_a_backbone_runs_at_two_sizes(name, tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    model, x = model_and_input(name)
+    path = tmp_path / f"{name}.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dynamic = ({d: torch.export.Dim.AUTO for d in (0, 2, 3)},)
+        torch.onnx.export(model, (x,), path, dynamic_shapes=dynamic, verbose=False)
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for shape in [(2, 3, 64, 64), (1, 3, 96, 128)]:
+        image = torch.randn(shape)
+        (y,) = session.run(None, {session.get_inputs()[0].name: image.numpy()})
+        with torch.no_grad():
+            torch.testing.assert_close(torch.from_numpy(y), model(image), rtol=1e-4, atol=1e-4)
