@@ -11,15 +11,16 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from nlgc.analysis.analyze import Sample, analyze
 from nlgc.analysis.complexity import complexity_table
 from nlgc.analysis.queries import QueryGrid
 from nlgc.analysis.report import Table
-from nlgc.data.io import IMAGENET_MEAN, IMAGENET_STD
+from nlgc.data.io import normalize
+from nlgc.models.from_checkpoint import load_model
 from nlgc.train import run
+from nlgc.train.datamodule import DataModule
 
 VARIANTS = {
     "baseline": "tiny_resnet",
@@ -68,13 +69,8 @@ def run_demo(out: str | Path = "demo_output", quick: bool = False, seed: int = 0
         config = demo_config(name, out / label, seed, **settings)
         run.fit(config, progress=True)
         test = run.evaluate(config, "test", progress=False)
-        module, data, _, _ = run.build(config, progress=False)
-        module.model.load_state_dict(
-            run.weights_only_state(out / label / "checkpoints" / "last.ckpt")
-        )
-        models[label] = module.model.eval()
+        models[label] = load_model(out / label / "checkpoints" / "last.ckpt")[0].eval()
         results[label] = {"model": name, **test}
-        data_source = data
     rows = complexity_table(models, (1, 3, SIZE, SIZE), repeats=5)
     summary = [
         [label, VARIANTS[label], results[label]["test/top1"], row["params"] / 1e6,
@@ -86,15 +82,14 @@ def run_demo(out: str | Path = "demo_output", quick: bool = False, seed: int = 0
                   for v in row)]
         for label in VARIANTS
     ]  # fmt: skip
-    data_source.setup("test")
+    data = DataModule(**{"seed": seed, **config["data"]})
+    data.setup("test")
+    test_set = data.datasets["test"]
     samples = []
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
     for index in range(6):
-        pixels, label = data_source.datasets["test"][index]
+        pixels, label = test_set[index]
         display = pixels.float() / 255
-        name = f"test {index} ({data_source.classes[label]})"
-        samples.append(Sample(name, (display - mean) / std, display))
+        samples.append(Sample(f"test {index} ({data.classes[label]})", normalize(display), display))
     tables = [
         Table("Summary: built-in long-range task (same class in opposite corners?)",
               ["variant", "model", "test top-1", "parameters (M)", "MMACs", "CPU ms"], summary),
@@ -106,7 +101,7 @@ def run_demo(out: str | Path = "demo_output", quick: bool = False, seed: int = 0
     report = analyze(
         models["NL"], samples, QueryGrid(3), out,
         settings={"seed": seed, "quick": quick, "image size": SIZE, **settings,
-                  "data": data_source.datasets["test"].source},
+                  "data": test_set.source},
         complexity_rows=rows, title="nlgc demo: NL, SNL and GC on a long-range task",
         extra_tables=tables, extra_metrics={"variants": results},
     )  # fmt: skip
