@@ -43,27 +43,20 @@ class LoadReport:
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Tensors of a checkpoint file, unwrapped from ``{"state_dict": ...}`` and ``module.``."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
     if path.endswith(".safetensors"):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"checkpoint file not found: {path}")
         try:
             from safetensors.torch import load_file
         except ImportError as error:
             raise ImportError("reading .safetensors needs: pip install safetensors") from error
         state = load_file(path)
     else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:
-            raise ValueError(
-                f"cannot read {path} as a weights-only PyTorch file: {error}"
-            ) from error
+        state = read_checkpoint(path)
     for wrapper in _WRAPPERS:
-        if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
+        if isinstance(state.get(wrapper), Mapping):
             state = state[wrapper]
             break
-    if not isinstance(state, Mapping):
-        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
     tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
     if tensors and all(k.startswith("module.") for k in tensors):
         tensors = {k.removeprefix("module."): v for k, v in tensors.items()}
