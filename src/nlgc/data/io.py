@@ -84,11 +84,13 @@ def resize_and_crop(pixels: torch.Tensor, size: int) -> torch.Tensor:
     return frames.transpose(0, 1) if video else frames[0]
 
 
-def normalize(pixels: torch.Tensor) -> torch.Tensor:
-    """ImageNet mean/std normalisation of a (3, ...) tensor in [0, 1]."""
-    shape = (3,) + (1,) * (pixels.dim() - 1)
-    mean = torch.tensor(IMAGENET_MEAN).view(shape)
-    std = torch.tensor(IMAGENET_STD).view(shape)
+def normalize(pixels: torch.Tensor, channel_dim: int = 0) -> torch.Tensor:
+    """ImageNet mean/std normalisation of a tensor in [0, 1] with 3 channels at ``channel_dim``
+    (0 for one image or clip, 1 for a batch)."""
+    shape = [1] * pixels.dim()
+    shape[channel_dim] = 3
+    mean = torch.tensor(IMAGENET_MEAN, device=pixels.device).view(shape)
+    std = torch.tensor(IMAGENET_STD, device=pixels.device).view(shape)
     return (pixels - mean) / std
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from nlgc.blocks import GlobalContextBlock, NonLocalBlock, SimplifiedNonLocal, SqueezeExcitation
+from nlgc.blocks.checks import check_choice
 
 STAGES = ("c2", "c3", "c4", "c5")
 POSITIONS = ("after_conv1", "after_conv2", "after_conv3", "after_add", "after_block")
@@ -55,11 +56,6 @@ BLOCK_TYPES = {
 }
 
 
-def _check_choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
-
-
 @dataclass
 class Insertion:
     """One kind of block placed in some residual blocks of some stages.
@@ -82,14 +78,14 @@ class Insertion:
     options: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        _check_choice("block", self.block, BLOCK_TYPES)
+        check_choice("block", self.block, BLOCK_TYPES)
         if isinstance(self.stages, str):
             self.stages = (self.stages,)
         self.stages = tuple(self.stages)
         for stage in self.stages:
-            _check_choice("stages", stage, STAGES)
+            check_choice("stages", stage, STAGES)
         if isinstance(self.indices, str):
-            _check_choice("indices", self.indices, INDEX_RULES)
+            check_choice("indices", self.indices, INDEX_RULES)
         else:
             self.indices = tuple(self.indices)
             if not all(isinstance(i, int) and not isinstance(i, bool) for i in self.indices):
@@ -98,7 +94,7 @@ class Insertion:
                 )
         if self.position is None:
             self.position = BLOCK_TYPES[self.block].default_position
-        _check_choice("position", self.position, POSITIONS)
+        check_choice("position", self.position, POSITIONS)
         if not isinstance(self.options, Mapping):
             raise TypeError(f"options must be a mapping, got {type(self.options).__name__}")
         self.options = dict(self.options)
@@ -140,13 +136,14 @@ class Plan:
                 f"this model has no context blocks, so {sorted(overrides)} cannot apply"
             )
         fields = {"stages", "indices", "position"}
-        changed = []
-        for insertion in self.insertions:
-            options = {**insertion.options}
-            options.update({k: v for k, v in overrides.items() if k not in fields})
-            updates = {k: v for k, v in overrides.items() if k in fields}
-            changed.append(dataclasses.replace(insertion, options=options, **updates))
-        return Plan(tuple(changed))
+        updates = {k: v for k, v in overrides.items() if k in fields}
+        options = {k: v for k, v in overrides.items() if k not in fields}
+        return Plan(
+            tuple(
+                dataclasses.replace(i, options={**i.options, **options}, **updates)
+                for i in self.insertions
+            )
+        )
 
     def to_dict(self) -> dict:
         """Plain lists, strings and numbers (YAML/JSON-safe)."""
@@ -210,7 +207,7 @@ class InsertionPoints:
         raise NotImplementedError
 
     def insert(self, position: str, name: str, module: nn.Module) -> None:
-        _check_choice(f"position for {type(self).__name__}", position, self.positions)
+        check_choice(f"position for {type(self).__name__}", position, self.positions)
         if hasattr(self, name):
             raise ValueError(f"{type(self).__name__} already has a submodule named {name!r}")
         self.add_module(name, module)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from nlgc.data.folders import ImageFolder, VideoFolder, list_classes
+from nlgc.data.io import read_video
 from nlgc.data.synthetic import DEFAULT_KINDS, PairsDataset
 
 KINDS = ("images", "videos", "synthetic")
@@ -39,8 +42,6 @@ class FullVideos(Dataset):
         return len(self.folder)
 
     def __getitem__(self, index: int):
-        from nlgc.data.io import read_video
-
         path, label = self.folder.samples[index]
         return read_video(path, self.max_frames).float() / 255, label
 
@@ -101,8 +102,6 @@ class DataModule(L.LightningDataModule):
                 "test": make(hp.test_count, hp.seed + 2, "test"),
             }
             return
-        from pathlib import Path
-
         test_split = "test" if (Path(hp.root) / "test").is_dir() else "val"
         self.datasets = {
             "train": self._folder("train", True) if stage in (None, "fit") else None,

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import torchmetrics
 from kornia import augmentation as K
 
-from nlgc.data.io import IMAGENET_MEAN, IMAGENET_STD
+from nlgc.data.io import normalize
 from nlgc.models import create_model, modality
 from nlgc.models.from_checkpoint import METADATA_KEY, model_metadata
 from nlgc.models.video_inference import fully_convolutional_scores
@@ -85,10 +85,7 @@ class Classifier(L.LightningModule):
             with torch.random.fork_rng(devices=devices):
                 torch.manual_seed(self._step_seed())
                 x = self.augmentation(x)
-        shape = (1, 3) + (1,) * (x.dim() - 2)
-        mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(shape)
-        std = torch.tensor(IMAGENET_STD, device=x.device).view(shape)
-        return (x - mean) / std, y
+        return normalize(x, channel_dim=1), y
 
     def _step_seed(self) -> int:
         """A seed from (seed, optimizer step, rank), all restored when a run resumes."""

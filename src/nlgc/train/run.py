@@ -126,7 +126,7 @@ def rank_checksums(module: Classifier, trainer: L.Trainer) -> list[list[float]]:
     return gathered.reshape(-1, 2).tolist()
 
 
-def _weights(module: Classifier, out: Path, checkpoint: str | None) -> str | None:
+def _weights(out: Path, checkpoint: str | None) -> str | None:
     path = Path(checkpoint) if checkpoint else out / "checkpoints" / "last.ckpt"
     if checkpoint and not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
@@ -137,7 +137,7 @@ def evaluate(config: dict, stage: str, checkpoint: str | None = None, progress=T
     """``validate`` or ``test`` with the run's last checkpoint (or ``checkpoint``); writes
     ``out/{stage}_metrics.json`` with top-1, top-5 and (test) the confusion matrix."""
     module, data, trainer, out = build(config, progress)
-    path = _weights(module, out, checkpoint)
+    path = _weights(out, checkpoint)
     if path is None:
         log.warning("no checkpoint found: evaluating the freshly initialised model")
     run = trainer.validate if stage == "validate" else trainer.test
@@ -149,9 +149,3 @@ def evaluate(config: dict, stage: str, checkpoint: str | None = None, progress=T
     if trainer.is_global_zero:
         write_atomic(out / f"{stage}_metrics.json", json.dumps(metrics, indent=2))
     return metrics
-
-
-def weights_only_state(checkpoint: str | Path) -> dict[str, torch.Tensor]:
-    """The model weights of a training checkpoint, read with ``weights_only=True``."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-    return {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
