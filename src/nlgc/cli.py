@@ -34,15 +34,9 @@ def run_analyze(args) -> None:
     from nlgc.analysis.analyze import Sample, analyze
     from nlgc.analysis.complexity import complexity_table
     from nlgc.analysis.queries import parse_queries
-    from nlgc.data.io import (
-        find_media,
-        is_video,
-        normalize,
-        read_image,
-        read_video,
-        resize_and_crop,
-        sample_frames,
-    )
+    from nlgc.clips import uniform_indices
+    from nlgc.data.io import find_media, is_video, normalize, read_image, resize_and_crop
+    from nlgc.data.video import probe_video, read_frames
     from nlgc.models import Plan, create_model, modality
     from nlgc.models.from_checkpoint import load_model
 
@@ -51,7 +45,8 @@ def run_analyze(args) -> None:
     samples = []
     for path in files:
         if is_video(path):
-            clip = sample_frames(read_video(path, max_frames=512), args.frames)
+            frames = uniform_indices(probe_video(path).num_frames, args.frames)
+            clip = read_frames(path, frames)
             display = resize_and_crop(clip, args.size)
         else:
             display = resize_and_crop(read_image(path), args.size)

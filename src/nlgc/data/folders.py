@@ -17,7 +17,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from nlgc.data.io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, read_image, read_video, resize_and_crop
+from nlgc.clips import clip_indices, clip_starts, random_clip_start, resize_short_side
+from nlgc.data.io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, read_image, resize_and_crop
+from nlgc.data.video import probe_video, read_frames
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +51,10 @@ class MediaFolder(Dataset):
                 raise FileNotFoundError(f"class folder missing in split {split!r}: {folder}")
             files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in self.suffixes)
             if not files:
-                raise ValueError(f"class {name!r} has no files in {folder} "
-                                 f"(looked for {sorted(self.suffixes)})")  # fmt: skip
+                raise ValueError(
+                    f"class {name!r} has no files in {folder} "
+                    f"(looked for {sorted(self.suffixes)})"
+                )
             self.samples += [(path, label) for path in files]
         self.skipped: list[Path] = []
         if skip_corrupt:
@@ -100,25 +104,69 @@ class VideoFolder(MediaFolder):
     """Clips of ``clip_len`` frames taken every ``frame_interval`` frames: (3, T, size, size).
 
     ``random_start`` picks the clip anywhere in the video (training); otherwise the centre clip.
-    A video shorter than a clip is looped.
+    A video shorter than a clip is looped. Only the clip's frames are decoded
+    (:func:`nlgc.data.video.read_frames`); frame counts come from the container, once per file.
     """
 
     suffixes = VIDEO_SUFFIXES
 
-    def __init__(self, root, split, clip_len=8, frame_interval=8, size=224, random_start=False,
-                 classes=None, skip_corrupt=False):  # fmt: skip
+    def __init__(
+        self,
+        root,
+        split,
+        clip_len=8,
+        frame_interval=8,
+        size=224,
+        random_start=False,
+        classes=None,
+        skip_corrupt=False,
+        threads=0,
+    ):
         self.clip_len, self.frame_interval, self.size = clip_len, frame_interval, size
-        self.random_start = random_start
+        self.random_start, self.threads = random_start, threads
         super().__init__(root, split, classes, skip_corrupt)
 
     def check(self, path: Path) -> None:
-        read_video(path, max_frames=1)
+        read_frames(path, [0], threads=1)
 
     def load(self, path: Path) -> torch.Tensor:
+        num_frames = probe_video(path).num_frames
         span = self.clip_len * self.frame_interval
-        video = read_video(path, max_frames=None)  # (3, T, H, W) uint8
-        frames = video.shape[1]
-        last = max(frames - span, 0)
-        start = int(torch.randint(0, last + 1, ()).item()) if self.random_start else last // 2
-        index = torch.arange(start, start + span, self.frame_interval) % frames
-        return resize_and_crop(video[:, index], self.size)
+        if self.random_start:
+            start = random_clip_start(num_frames, span)
+        else:
+            start = clip_starts(num_frames, span, 1)[0]
+        index = clip_indices(start, self.clip_len, self.frame_interval, num_frames)
+        return resize_and_crop(read_frames(path, index, self.threads), self.size)
+
+
+class MultiClipVideos(Dataset):
+    """Whole videos for the Non-local paper's test: ``num_clips`` clips spread uniformly over
+    each video, read in one forward pass over the file, short side resized to ``short_side``.
+
+    Items are ((num_clips, 3, clip_len, H', W') uint8, label), min(H', W') = ``short_side``;
+    the spatial crops are taken by the model's test step.
+    """
+
+    def __init__(self, folder: VideoFolder, num_clips: int = 10, short_side: int = 256):
+        self.folder, self.num_clips, self.short_side = folder, num_clips, short_side
+
+    def __len__(self) -> int:
+        return len(self.folder)
+
+    def __getitem__(self, index: int):
+        path, label = self.folder.samples[index]
+        clip_len, interval = self.folder.clip_len, self.folder.frame_interval
+        num_frames = probe_video(path).num_frames
+        starts = clip_starts(num_frames, clip_len * interval, self.num_clips)
+        indices = [clip_indices(s, clip_len, interval, num_frames) for s in starts]
+        unique = sorted(set(sum(indices, [])))
+        frames = read_frames(path, unique, self.folder.threads).transpose(0, 1)  # (U, 3, H, W)
+        frames = torch.cat([  # resized a few frames at a time: no float copy of the whole video
+            resize_short_side(chunk.float(), self.short_side).round().clamp(0, 255).byte()
+            for chunk in frames.split(32)
+        ])
+        position = {frame: i for i, frame in enumerate(unique)}
+        gather = torch.tensor([[position[i] for i in clip] for clip in indices])
+        clips = frames[gather]  # (clips, T, 3, H', W')
+        return clips.transpose(1, 2), label  # (clips, 3, T, H', W')

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from nlgc.clips import resize_short_side
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"})
@@ -28,8 +30,10 @@ def find_media(paths: Iterable[str | Path]) -> list[Path]:
             found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in known)
         elif path.is_file():
             if path.suffix.lower() not in known:
-                raise ValueError(f"{path} is neither an image ({sorted(IMAGE_SUFFIXES)}) "
-                                 f"nor a video ({sorted(VIDEO_SUFFIXES)})")  # fmt: skip
+                raise ValueError(
+                    f"{path} is neither an image ({sorted(IMAGE_SUFFIXES)}) "
+                    f"nor a video ({sorted(VIDEO_SUFFIXES)})"
+                )
             found.append(path)
         else:
             raise FileNotFoundError(f"no such file or folder: {path}")
@@ -51,7 +55,11 @@ def read_image(path: str | Path) -> torch.Tensor:
 
 
 def read_video(path: str | Path, max_frames: int | None = None) -> torch.Tensor:
-    """A video file's frames as a (3, T, H, W) uint8 RGB tensor (the first ``max_frames``)."""
+    """A video file's frames as a (3, T, H, W) uint8 RGB tensor (the first ``max_frames``).
+
+    The plain full decode: the reference that :func:`nlgc.data.video.read_frames`, which
+    decodes only the frames a clip needs, is tested against. Use that one to load clips.
+    """
     import av
 
     frames = []
@@ -68,18 +76,50 @@ def read_video(path: str | Path, max_frames: int | None = None) -> torch.Tensor:
     return torch.from_numpy(np.stack(frames)).permute(3, 0, 1, 2)
 
 
+def write_video(
+    path: str | Path,
+    frames: np.ndarray,
+    fps: int | Fraction = 30,
+    gop: int = 250,
+    codec: str = "libx264",
+    pts: list[int] | None = None,
+) -> None:
+    """Encode (T, H, W, 3) uint8 RGB frames (H, W even) into a video file with PyAV.
+
+    Args:
+        fps: frame rate; the stream's time base is 1/fps unless ``pts`` is given.
+        gop: frames from one keyframe to the next (scene-cut keyframes are off for libx264).
+        codec: an FFmpeg encoder (``libx264`` with B-frames, ``mpeg4``, ``libvpx-vp9``, …).
+        pts: explicit presentation timestamps in units of 1/(1000·fps), e.g. for a variable
+            frame rate or a first timestamp that is not 0.
+    """
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.gop_size = gop
+        if codec in ("libx264", "h264"):
+            stream.options = {"x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0"}
+        if pts is not None:
+            stream.codec_context.time_base = Fraction(1, 1000 * Fraction(fps))
+        for t, array in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
+            if pts is not None:
+                frame.pts, frame.time_base = pts[t], stream.codec_context.time_base
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
 def resize_and_crop(pixels: torch.Tensor, size: int) -> torch.Tensor:
     """(3, [T,] H, W) uint8 → float in [0, 1], short side resized to ``size``, centre crop."""
     video = pixels.dim() == 4
     frames = pixels.transpose(0, 1) if video else pixels.unsqueeze(0)  # (T, 3, H, W)
-    frames = frames.float() / 255
-    h, w = frames.shape[-2:]
-    scale = size / min(h, w)
-    resized = (max(size, round(h * scale)), max(size, round(w * scale)))
-    frames = F.interpolate(
-        frames, size=resized, mode="bilinear", align_corners=False, antialias=True
-    )
-    top, left = (resized[0] - size) // 2, (resized[1] - size) // 2
+    frames = resize_short_side(frames.float() / 255, size)
+    top, left = (frames.shape[-2] - size) // 2, (frames.shape[-1] - size) // 2
     frames = frames[..., top : top + size, left : left + size].clamp(0, 1)
     return frames.transpose(0, 1) if video else frames[0]
 
@@ -92,9 +132,3 @@ def normalize(pixels: torch.Tensor, channel_dim: int = 0) -> torch.Tensor:
     mean = torch.tensor(IMAGENET_MEAN, device=pixels.device).view(shape)
     std = torch.tensor(IMAGENET_STD, device=pixels.device).view(shape)
     return (pixels - mean) / std
-
-
-def sample_frames(clip: torch.Tensor, count: int) -> torch.Tensor:
-    """``count`` frames spread uniformly over a (3, T, H, W) clip (repeating if T < count)."""
-    index = torch.linspace(0, clip.shape[1] - 1, count).round().long()
-    return clip[:, index]

@@ -8,8 +8,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from nlgc.data.folders import ImageFolder, VideoFolder, list_classes
-from nlgc.data.io import read_video
+from nlgc.data.folders import ImageFolder, MultiClipVideos, VideoFolder, list_classes
 from nlgc.data.synthetic import DEFAULT_KINDS, PairsDataset
 
 KINDS = ("images", "videos", "synthetic")
@@ -32,20 +31,6 @@ class EpochSeededSampler(Sampler[int]):
         return self.size
 
 
-class FullVideos(Dataset):
-    """Whole videos (3, T, H, W) in [0, 1] for the multi-clip, multi-crop test."""
-
-    def __init__(self, folder: VideoFolder, max_frames: int = 300):
-        self.folder, self.max_frames = folder, max_frames
-
-    def __len__(self) -> int:
-        return len(self.folder)
-
-    def __getitem__(self, index: int):
-        path, label = self.folder.samples[index]
-        return read_video(path, self.max_frames).float() / 255, label
-
-
 class DataModule(L.LightningDataModule):
     """Train/val/test data of one kind.
 
@@ -56,7 +41,9 @@ class DataModule(L.LightningDataModule):
         size: crop side; batch_size, workers: DataLoader settings.
         skip_corrupt: leave unreadable files out (counted in the log) instead of failing.
         clip_len, frame_interval: video clips (N frames, every M-th), e.g. 32×2 or 8×8.
-        full_video_test: test on whole videos with the multi-clip × 3-crop protocol.
+        full_video_test: test on whole videos with the multi-clip × crop protocol: ``test_clips``
+            clips spread over each video, short side resized to ``test_short_side`` (the crops
+            are the model's ``test_crops``).
         count, val_count, test_count, frames, source, kinds: the synthetic task's sizes
             (frames > 0 makes clips), object source and the Fashion-MNIST classes it draws from.
         seed: data generation and shuffling.
@@ -65,6 +52,7 @@ class DataModule(L.LightningDataModule):
     def __init__(self, kind: str = "synthetic", root: str | None = None, size: int = 224,
                  batch_size: int = 32, workers: int = 0, skip_corrupt: bool = False,
                  clip_len: int = 8, frame_interval: int = 8, full_video_test: bool = True,
+                 test_clips: int = 10, test_short_side: int = 256,
                  count: int = 4000, val_count: int = 1000, test_count: int = 1000, frames: int = 0,
                  source: str = "auto", kinds: tuple[int, ...] = DEFAULT_KINDS,
                  seed: int = 0):  # fmt: skip
@@ -86,9 +74,17 @@ class DataModule(L.LightningDataModule):
         hp = self.hparams
         if hp.kind == "images":
             return ImageFolder(hp.root, split, hp.size, self.classes, hp.skip_corrupt)
-        return VideoFolder(hp.root, split, hp.clip_len, hp.frame_interval, hp.size,
-                           random_start=train, classes=self.classes,
-                           skip_corrupt=hp.skip_corrupt)  # fmt: skip
+        return VideoFolder(
+            hp.root,
+            split,
+            hp.clip_len,
+            hp.frame_interval,
+            hp.size,
+            random_start=train,
+            classes=self.classes,
+            skip_corrupt=hp.skip_corrupt,
+            threads=1 if hp.workers > 0 else 0,
+        )
 
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
@@ -109,7 +105,9 @@ class DataModule(L.LightningDataModule):
             "test": self._folder(test_split, False) if stage in (None, "test") else None,
         }
         if hp.kind == "videos" and hp.full_video_test and self.datasets["test"] is not None:
-            self.datasets["test"] = FullVideos(self.datasets["test"])
+            self.datasets["test"] = MultiClipVideos(
+                self.datasets["test"], hp.test_clips, hp.test_short_side
+            )
 
     def _loader(self, split: str, sampler=None, batch_size=None) -> DataLoader:
         return DataLoader(
@@ -128,5 +126,5 @@ class DataModule(L.LightningDataModule):
         return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        full = isinstance(self.datasets["test"], FullVideos)
+        full = isinstance(self.datasets["test"], MultiClipVideos)
         return self._loader("test", batch_size=1 if full else None)

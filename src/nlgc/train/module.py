@@ -11,7 +11,7 @@ from kornia import augmentation as K
 from nlgc.data.io import normalize
 from nlgc.models import create_model, modality
 from nlgc.models.from_checkpoint import METADATA_KEY, model_metadata
-from nlgc.models.video_inference import fully_convolutional_scores
+from nlgc.models.video_inference import multi_view_scores
 
 AUGMENT = ("none", "flip", "standard")
 
@@ -28,19 +28,20 @@ class Classifier(L.LightningModule):
             ``"flip"`` or ``"none"``; then ImageNet normalisation.
         seed: augmentation and every training step draw from seeds made of (seed, step, rank),
             so a run resumed from a checkpoint repeats an uninterrupted one exactly.
-        test_clips, test_crops, clip_len, frame_interval, short_side: the video test protocol
-            (several clips × crops, scores averaged) used when test batches are whole videos.
+        test_crops: 1 or 3 square crops per clip in the multi-clip video test: test batches of
+            whole videos, (B, clips, C, T, H, W) from ``nlgc.data.MultiClipVideos``, are scored
+            over every clip × crop and the probabilities averaged (the Non-local paper's test).
     """
 
     def __init__(self, model: str, num_classes: int, overrides: dict | None = None,
                  optimizer: str = "sgd", lr: float = 0.1, momentum: float = 0.9,
                  weight_decay: float = 1e-4, label_smoothing: float = 0.0,
-                 augment: str = "standard", seed: int = 0, test_clips: int = 10,
-                 test_crops: int = 3, clip_len: int = 32, frame_interval: int = 2,
-                 short_side: int = 256):  # fmt: skip
+                 augment: str = "standard", seed: int = 0, test_crops: int = 3):  # fmt: skip
         super().__init__()
         if optimizer not in ("sgd", "adamw"):
             raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
+        if test_crops not in (1, 3):
+            raise ValueError(f"test_crops must be 1 or 3, got {test_crops!r}")
         if augment not in AUGMENT:
             raise ValueError(f"augment must be one of {AUGMENT}, got {augment!r}")
         self.save_hyperparameters()
@@ -74,7 +75,8 @@ class Classifier(L.LightningModule):
         return self.model(x)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        """uint8 or [0, 1] batches → augmented (training only) and normalised floats."""
+        """uint8 or [0, 1] batches → augmented (training only) and normalised floats. Batches of
+        multi-clip videos (B, clips, C, T, H, W) have their channels at dim 2."""
         x, y = batch
         x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
         if self.trainer.training and self.augmentation is not None:
@@ -85,7 +87,7 @@ class Classifier(L.LightningModule):
             with torch.random.fork_rng(devices=devices):
                 torch.manual_seed(self._step_seed())
                 x = self.augmentation(x)
-        return normalize(x, channel_dim=1), y
+        return normalize(x, channel_dim=2 if x.dim() == 6 else 1), y
 
     def _step_seed(self) -> int:
         """A seed from (seed, optimizer step, rank), all restored when a run resumes."""
@@ -115,13 +117,9 @@ class Classifier(L.LightningModule):
 
     def test_step(self, batch, batch_idx):
         x, y = batch
-        if self.video and x.shape[2] > self.hparams.clip_len:  # whole videos: the NL protocol
-            probabilities = torch.stack([
-                fully_convolutional_scores(self.model, video, self.hparams.clip_len,
-                                           self.hparams.frame_interval, self.hparams.test_clips,
-                                           self.hparams.test_crops, self.hparams.short_side)
-                for video in x
-            ])  # fmt: skip
+        if x.dim() == 6:  # whole videos as clips: the Non-local paper's multi-view test
+            crops = self.hparams.test_crops
+            probabilities = torch.stack([multi_view_scores(self.model, v, crops) for v in x])
             logits = probabilities.clamp_min(1e-12).log()
         else:
             logits = self(x)

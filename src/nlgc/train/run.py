@@ -81,9 +81,13 @@ def build(config: dict, progress: bool = True):
     data = DataModule(**{"seed": seed, **config.get("data", {})})
     model_config = config["model"]
     num_classes = model_config.get("num_classes") or len(data.classes)
-    clips = {"clip_len": data.hparams.clip_len, "frame_interval": data.hparams.frame_interval}
-    module = Classifier(model_config["name"], num_classes, model_config.get("overrides") or {},
-                        seed=seed, **clips, **config.get("optim", {}))  # fmt: skip
+    module = Classifier(
+        model_config["name"],
+        num_classes,
+        model_config.get("overrides") or {},
+        seed=seed,
+        **config.get("optim", {}),
+    )
     trainer_options = {"max_epochs": 1, "deterministic": "warn", **config.get("trainer", {})}
     checkpoints = ModelCheckpoint(
         dirpath=out / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False,

@@ -1,0 +1,51 @@
+"""Where clips and crops lie in a video, and the short-side resize: plain index and tensor
+arithmetic that data loading (``nlgc.data``) and the video test (``nlgc.models``) share.
+
+A clip of ``clip_len`` frames taken every ``frame_interval`` frames spans
+``clip_len * frame_interval`` frames; a video shorter than that is looped.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def clip_indices(start: int, clip_len: int, frame_interval: int, num_frames: int) -> list[int]:
+    """Frame indices ``start, start + interval, …`` (``clip_len`` of them), modulo the video's
+    ``num_frames`` so a short video loops."""
+    return [(start + i * frame_interval) % num_frames for i in range(clip_len)]
+
+
+def clip_starts(num_frames: int, span: int, num_clips: int) -> list[int]:
+    """First frames of ``num_clips`` clips of ``span`` frames spread uniformly over the video
+    (one clip: the centre one)."""
+    last = max(num_frames - span, 0)
+    if num_clips == 1:
+        return [last // 2]
+    return [round(i * last / (num_clips - 1)) for i in range(num_clips)]
+
+
+def random_clip_start(num_frames: int, span: int) -> int:
+    """A uniformly random first frame for a clip of ``span`` frames (training), drawn from
+    torch's global generator so seeded runs repeat."""
+    return int(torch.randint(0, max(num_frames - span, 0) + 1, ()).item())
+
+
+def uniform_indices(num_frames: int, count: int) -> list[int]:
+    """``count`` frame indices spread uniformly from the first to the last frame."""
+    return torch.linspace(0, num_frames - 1, count).round().long().tolist()
+
+
+def crop_offsets(long_side: int, crop: int, num_crops: int) -> list[int]:
+    """Offsets along the long side: centre (1 crop) or both ends and the centre (3 crops)."""
+    centre = (long_side - crop) // 2
+    return [centre] if num_crops == 1 else [0, centre, long_side - crop]
+
+
+def resize_short_side(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, C, H, W) float frames resized (bilinear, antialiased) so the short side is ``size``."""
+    h, w = frames.shape[-2:]
+    scale = size / min(h, w)
+    resized = (max(size, round(h * scale)), max(size, round(w * scale)))
+    return F.interpolate(frames, size=resized, mode="bilinear", align_corners=False, antialias=True)
