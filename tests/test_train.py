@@ -9,12 +9,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
 
 from nlgc.cli import main
 from nlgc.data.folders import ImageFolder, VideoFolder
+from nlgc.data.io import read_image, resize_and_crop, write_video
 from nlgc.data.synthetic import PairsDataset
 from nlgc.models.from_checkpoint import load_model
 from nlgc.train import run
@@ -59,7 +61,10 @@ def test_image_folders_and_their_errors(tmp_path, caplog):
     data = ImageFolder(root, "train", size=32)
     assert data.classes == ["cat", "dog"] and len(data) == 8
     image, label = data[5]
-    assert image.shape == (3, 32, 32) and label == 1 and image.min() >= 0 and image.max() <= 1
+    path = data.samples[5][0]
+    assert image.shape == (3, 32, 32) and image.dtype == torch.uint8 and label == 1
+    assert torch.equal(image, resize_and_crop(read_image(path), 32))
+    assert path.parent.name == "dog"
     with pytest.raises(FileNotFoundError, match="nowhere/train"):
         ImageFolder(tmp_path / "nowhere", "train")
     (root / "train" / "empty").mkdir()
@@ -79,24 +84,17 @@ def test_image_folders_and_their_errors(tmp_path, caplog):
 
 
 def write_video_folders(root: Path, per_class=2, frames=20):
-    import av
-
     for split in ("train", "val"):
         for label, name in enumerate(("up", "down")):
             folder = root / split / name
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(per_class):
-                with av.open(str(folder / f"{i}.mp4"), "w") as container:
-                    stream = container.add_stream("mpeg4", rate=10)
-                    stream.width, stream.height, stream.pix_fmt = 48, 40, "yuv420p"
-                    for t in range(frames):
-                        value = 10 * t if label == 0 else 250 - 10 * t
-                        array = torch.full((40, 48, 3), value + i, dtype=torch.uint8).numpy()
-                        frame = av.VideoFrame.from_ndarray(array, format="rgb24")
-                        for packet in stream.encode(frame):
-                            container.mux(packet)
-                    for packet in stream.encode():
-                        container.mux(packet)
+                values = [10 * t if label == 0 else 250 - 10 * t for t in range(frames)]
+                pixels = (
+                    np.full((frames, 40, 48, 3), i, np.uint8)
+                    + np.uint8(values)[:, None, None, None]
+                )
+                write_video(folder / f"{i}.mp4", pixels, fps=10, gop=12, codec="mpeg4")
     return root
 
 

@@ -47,9 +47,10 @@ def run_analyze(args) -> None:
         if is_video(path):
             frames = uniform_indices(probe_video(path).num_frames, args.frames)
             clip = read_frames(path, frames)
-            display = resize_and_crop(clip, args.size)
+            pixels = resize_and_crop(clip, args.size)
         else:
-            display = resize_and_crop(read_image(path), args.size)
+            pixels = resize_and_crop(read_image(path), args.size)
+        display = pixels.float() / 255
         samples.append(Sample(path.name, normalize(display), display))
     video = modality(name) == "video"
     if any(s.is_video != video for s in samples):

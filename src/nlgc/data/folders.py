@@ -52,8 +52,7 @@ class MediaFolder(Dataset):
             files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in self.suffixes)
             if not files:
                 raise ValueError(
-                    f"class {name!r} has no files in {folder} "
-                    f"(looked for {sorted(self.suffixes)})"
+                    f"class {name!r} has no files in {folder} (looked for {sorted(self.suffixes)})"
                 )
             self.samples += [(path, label) for path in files]
         self.skipped: list[Path] = []
@@ -88,7 +87,7 @@ class MediaFolder(Dataset):
 
 
 class ImageFolder(MediaFolder):
-    """Images resized (short side) and centre-cropped to ``size``: (3, size, size) in [0, 1]."""
+    """Images resized (short side) and centre-cropped to ``size``: (3, size, size) uint8."""
 
     suffixes = IMAGE_SUFFIXES
 
@@ -101,7 +100,8 @@ class ImageFolder(MediaFolder):
 
 
 class VideoFolder(MediaFolder):
-    """Clips of ``clip_len`` frames taken every ``frame_interval`` frames: (3, T, size, size).
+    """Clips of ``clip_len`` frames taken every ``frame_interval`` frames: (3, T, size, size)
+    uint8 (the training module converts to float on the device).
 
     ``random_start`` picks the clip anywhere in the video (training); otherwise the centre clip.
     A video shorter than a clip is looped. Only the clip's frames are decoded
@@ -160,12 +160,9 @@ class MultiClipVideos(Dataset):
         num_frames = probe_video(path).num_frames
         starts = clip_starts(num_frames, clip_len * interval, self.num_clips)
         indices = [clip_indices(s, clip_len, interval, num_frames) for s in starts]
-        unique = sorted(set(sum(indices, [])))
+        unique = sorted({i for clip in indices for i in clip})
         frames = read_frames(path, unique, self.folder.threads).transpose(0, 1)  # (U, 3, H, W)
-        frames = torch.cat([  # resized a few frames at a time: no float copy of the whole video
-            resize_short_side(chunk.float(), self.short_side).round().clamp(0, 255).byte()
-            for chunk in frames.split(32)
-        ])
+        frames = resize_short_side(frames, self.short_side)  # uint8
         position = {frame: i for i, frame in enumerate(unique)}
         gather = torch.tensor([[position[i] for i in clip] for clip in indices])
         clips = frames[gather]  # (clips, T, 3, H', W')

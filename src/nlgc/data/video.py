@@ -6,10 +6,11 @@ a full decode is the frame with the ``i``-th smallest pts. This holds for variab
 B-frames (decode order ≠ display order) and streams whose first pts is not 0.
 
 :func:`read_frames` then sweeps forward once through the file: for each wanted frame it seeks
-to the keyframe at or before it (unless the decoder is already past that keyframe), decodes up to
-the frame, converts only the wanted frames to RGB and stops after the last one. Streams without
-timestamps are decoded sequentially from the start (still converting only the wanted frames);
-if a seek ever lands past a wanted frame, the read starts again sequentially, so the result is
+to the keyframe at or before it (unless the decoder is already past that keyframe or nearly at
+it), decodes up to the frame, converts only the wanted frames to RGB and stops after the last
+one. Unwanted frames that no other frame refers to are not even decoded. A seek that lands past
+the wanted frame is repeated from the keyframe before. Streams without usable timestamps are
+decoded sequentially from the start (still converting only the wanted frames), so the result is
 always that of a full decode (:func:`nlgc.data.io.read_video`) at the same indices.
 """
 
@@ -26,6 +27,8 @@ import numpy as np
 import torch
 
 READ_ERRORS = (OSError, ValueError, IndexError)
+# A seek restarts the decoder and its thread pipeline: worth it only when it skips more frames.
+SEEK_AHEAD = 8
 
 
 class _SeekMissed(Exception):
@@ -40,8 +43,6 @@ class VideoIndex:
         num_frames: frames a full decode gives.
         pts: sorted presentation timestamps, one per frame (``None`` if the stream has none).
         keyframes: pts of the keyframes, sorted (seek targets).
-        seek_to: per keyframe, the timestamp to seek to (its dts when known: containers that
-            index by dts land exactly on it, those that index by pts land at or before it).
         time_base: seconds per pts unit.
         duration: seconds from the first frame to the end of the last one.
     """
@@ -49,7 +50,6 @@ class VideoIndex:
     num_frames: int
     pts: tuple[int, ...] | None
     keyframes: tuple[int, ...]
-    seek_to: tuple[int, ...]
     time_base: Fraction
     duration: float
 
@@ -73,13 +73,13 @@ def probe_video(path: str | Path) -> VideoIndex:
 def _probe(path: str, size: int, mtime_ns: int) -> VideoIndex:
     import av
 
-    packets = []  # (pts, dts, duration, keyframe) of every frame, in decode order
+    packets = []  # (pts, duration, keyframe) of every frame, in decode order
     try:
         with av.open(path) as container:
             stream = _video_stream(container, path)
             for packet in container.demux(stream):
                 if packet.size and not packet.is_discard:
-                    packets.append((packet.pts, packet.dts, packet.duration, packet.is_keyframe))
+                    packets.append((packet.pts, packet.duration, packet.is_keyframe))
             time_base = Fraction(stream.time_base or 0)
             rate = stream.average_rate or stream.guessed_rate
             pts = [p[0] for p in packets]
@@ -93,16 +93,14 @@ def _probe(path: str, size: int, mtime_ns: int) -> VideoIndex:
         raise ValueError(f"cannot read video {path}: it has no video frames")
     if not timed:
         duration = float(len(packets) / rate) if rate else 0.0
-        return VideoIndex(len(packets), None, (), (), Fraction(0), duration)
+        return VideoIndex(len(packets), None, (), Fraction(0), duration)
     pts.sort()
-    keys = sorted((p[0], p[0] if p[1] is None else p[1]) for p in packets if p[3])
     last = max(packets, key=lambda p: p[0])
-    step = last[2] or (pts[-1] - pts[0]) / max(len(pts) - 1, 1)
+    step = last[1] or (pts[-1] - pts[0]) / max(len(pts) - 1, 1)
     return VideoIndex(
         num_frames=len(pts),
         pts=tuple(pts),
-        keyframes=tuple(k[0] for k in keys),
-        seek_to=tuple(k[1] for k in keys),
+        keyframes=tuple(sorted(p[0] for p in packets if p[2])),
         time_base=time_base,
         duration=float((pts[-1] - pts[0] + step) * time_base),
     )
@@ -156,31 +154,39 @@ def read_frames(path: str | Path, indices: Sequence[int], threads: int = 0) -> t
 
 
 def _read_by_seeking(container, stream, index: VideoIndex, wanted: list[int]) -> dict:
+    """One forward sweep: seek to the keyframe at or before each wanted frame unless the decoder
+    is already past it or at most SEEK_AHEAD frames before it; where a seek lands after the
+    frame, seek to the keyframe before."""
     frame_of = {pts: i for i, pts in enumerate(index.pts)}
     wanted_set, frames = set(wanted), {}
-    decoded = None  # pts of the last decoded frame
-    decoder = None
+    wanted_pts = frozenset(index.pts[i] for i in wanted)
+    decoder, decoded = None, None  # decoded: pts of the last frame the decoder gave
     for target in wanted:
         if target in frames:
             continue
-        target_pts = index.pts[target]
-        key = bisect.bisect_right(index.keyframes, target_pts) - 1
-        if key < 0:  # no keyframe before it (an open start): only decoding from 0 is exact
-            raise _SeekMissed
-        if decoder is None or index.keyframes[key] > decoded:
-            container.seek(index.seek_to[key], stream=stream, backward=True, any_frame=False)
-            decoder = _decode(container, stream)
-        for frame in decoder:
-            i = frame_of.get(frame.pts)
-            if i is None:
-                raise _SeekMissed
-            decoded = frame.pts
-            if i in wanted_set and i not in frames:
-                frames[i] = _to_rgb(frame)
-            if i >= target:
-                break
-        if target not in frames:
-            raise _SeekMissed
+        key = bisect.bisect_right(index.keyframes, index.pts[target]) - 1
+        ahead = frame_of[index.keyframes[max(key, 0)]] - frame_of[decoded] if decoder else 0
+        if ahead > SEEK_AHEAD:
+            decoder = None  # seeking skips the frames up to the target's keyframe
+        while target not in frames:
+            if decoder is None:
+                if key < 0:  # no keyframe before it: only decoding from the start is exact
+                    raise _SeekMissed
+                container.seek(index.keyframes[key], stream=stream, any_frame=False)
+                decoder, decoded = _decode(container, stream, wanted_pts), None
+            for frame in decoder:
+                i = frame_of.get(frame.pts)
+                if i is None:
+                    raise _SeekMissed
+                if decoded is None and i > target:
+                    break  # the seek landed past the target
+                decoded = frame.pts
+                if i in wanted_set and i not in frames:
+                    frames[i] = _to_rgb(frame)
+                if i >= target:
+                    break
+            if target not in frames:
+                decoder, key = None, key - 1
     return frames
 
 
@@ -194,9 +200,15 @@ def _read_sequentially(container, stream, wanted: list[int]) -> dict:
     return frames
 
 
-def _decode(container, stream):
-    """The decoded frames from the container's position on (one place to observe decoding)."""
-    return container.decode(stream)
+def _decode(container, stream, wanted_pts: frozenset = frozenset()):
+    """The decoded frames from the container's position on. Given the pts of the wanted frames,
+    the decoder skips every other frame that no frame refers to (FFmpeg's ``skip_frame`` =
+    NONREF, set per packet): exact, since nothing depends on a non-reference frame."""
+    context = stream.codec_context
+    for packet in container.demux(stream):
+        keep = not wanted_pts or packet.pts is None or packet.pts in wanted_pts
+        context.skip_frame = "DEFAULT" if keep else "NONREF"
+        yield from packet.decode()
 
 
 def _to_rgb(frame) -> np.ndarray:
