@@ -173,3 +173,54 @@ def test_bad_inputs_say_what_was_expected(block):
         block(torch.zeros(1, 8, 4, 4, dtype=torch.int32))
     with pytest.raises(ValueError, match="queries"):
         block.attention_map(torch.randn(1, 8, 4, 4), torch.tensor([99]))
+
+
+FAST_VS_REFERENCE = {
+    "snl": lambda dim: SimplifiedNonLocal(8, dim),
+    "gc": lambda dim: GlobalContextBlock(8, 1 / 4, dim=dim),
+    "gc-mul-add-avg": lambda dim: GlobalContextBlock(8, 1 / 4, "avg", ("mul", "add"), dim=dim),
+    "gc-mul-no-ln": lambda dim: GlobalContextBlock(
+        8, 1 / 4, fusion="mul", layer_norm=False, dim=dim
+    ),
+    "se": lambda dim: SqueezeExcitation(8, 1 / 4, dim),
+}
+ODD_SHAPES = {  # tiny, odd and larger maps per dim
+    1: [(1, 8, 1), (3, 8, 13), (2, 8, 200)],
+    2: [(1, 8, 1, 1), (3, 8, 5, 7), (2, 8, 33, 29)],
+    3: [(1, 8, 1, 1, 1), (2, 8, 3, 5, 7), (1, 8, 4, 16, 15)],
+}
+
+
+def outputs_and_grads(block, x, residual, impl):
+    """z (or z + residual) and the gradients of a random projection of it."""
+    block.impl = impl
+    inputs = [t.detach().clone().requires_grad_() for t in (x, residual) if t is not None]
+    z = block.forward_residual(*inputs)
+    weights = torch.randn(z.shape, dtype=z.dtype, generator=torch.Generator().manual_seed(1))
+    grads = torch.autograd.grad((z * weights).sum(), [*inputs, *block.parameters()])
+    return [z, *grads]
+
+
+@pytest.mark.parametrize("name", FAST_VS_REFERENCE)
+@pytest.mark.parametrize("dim", [1, 2, 3])
+@pytest.mark.parametrize("fused", [False, True], ids=["alone", "fused-residual"])
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_fast_path_equals_reference_float64_with_gradients(name, dim, fused, train):
+    block = randomize(FAST_VS_REFERENCE[name](dim), std=0.5).double().train(train)
+    for shape in ODD_SHAPES[dim]:
+        x = torch.randn(shape, dtype=torch.float64)
+        residual = torch.randn(shape, dtype=torch.float64) if fused else None
+        fast = outputs_and_grads(block, x, residual, "fast")
+        reference = outputs_and_grads(block, x, residual, "reference")
+        for a, b in zip(fast, reference, strict=True):  # (the mask bias's gradient is 0:
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)  # softmax ignores shifts)
+    if fused:  # the fused form is the block's output plus the residual
+        torch.testing.assert_close(block.forward_residual(x, residual), block(x) + residual)
+
+
+def test_fused_residual_checks_its_shape():
+    block = GlobalContextBlock(8, 1 / 4)
+    with pytest.raises(ValueError, match="residual must have the shape of x"):
+        block.forward_residual(torch.randn(1, 8, 4, 4), torch.randn(1, 8, 4, 5))
+    with pytest.raises(ValueError, match="impl must be one of"):
+        GlobalContextBlock(8, impl="quick")

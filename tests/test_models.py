@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import randomize
+from conftest import randomize, randomize_network
 from torch import nn
 
 import nlgc
@@ -242,3 +242,56 @@ def test_complexity_of_resnet50_and_overheads():
     assert 1.09 < result.params_ratio < 1.1
     with pytest.raises(ValueError, match="input_shape"):
         nlgc.complexity(base, (1, 3, 224)) if False else nlgc.complexity(base, "224")
+
+
+def outputs_and_input_grads(model, x):
+    x = x.detach().clone().requires_grad_()
+    logits = model(x)
+    weights = torch.randn(
+        logits.shape, dtype=logits.dtype, generator=torch.Generator().manual_seed(0)
+    )
+    params = [p for p in model.parameters()]
+    return [logits, *torch.autograd.grad((logits * weights).sum(), [x, *params])]
+
+
+FUSED_MODELS = {  # Bottleneck and BasicBlock, every fusion
+    "gc_resnet50": lambda: nlgc.create_model("gc_resnet50", num_classes=5),
+    "se_resnet50": lambda: nlgc.create_model("se_resnet50", num_classes=5),
+    "snl_resnet50": lambda: nlgc.create_model("snl_resnet50", num_classes=5),
+    "gc_tiny_resnet": lambda: nlgc.create_model("gc_tiny_resnet", num_classes=5),
+    "gc_tiny_resnet-mul-add": lambda: nlgc.create_model(
+        "gc_tiny_resnet", num_classes=5, fusion=("mul", "add")
+    ),
+    "se_resnet18": lambda: nlgc.create_model(
+        "resnet18", num_classes=5, plan=Plan((Insertion("se", ("c2", "c3", "c4", "c5")),))
+    ),
+}
+
+
+@pytest.mark.parametrize("name", FUSED_MODELS)
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_fused_residual_blocks_compute_the_reference_network(name, train):
+    """The fast blocks with the residual addition folded in give the network of the reference
+    blocks (separate fusion, then the addition): logits and every gradient, float64."""
+    model = randomize_network(FUSED_MODELS[name]()).double().train(train)
+    x = torch.randn(2, 3, 48, 40, dtype=torch.float64)
+    fast = outputs_and_input_grads(nlgc.set_impl(model, "fast"), x)
+    reference = outputs_and_input_grads(nlgc.set_impl(model, "reference"), x)
+    for a, b in zip(fast, reference, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+
+
+def test_hooks_see_the_blocks_own_output_not_the_fused_sum():
+    """With a hook on a block, the residual block runs it on its own, so analysis hooks record
+    z, not z + identity."""
+    model = randomize_network(nlgc.create_model("gc_resnet50", num_classes=5)).double()
+    block = model.layer3[0].context_block
+    seen = []
+    handle = block.register_forward_hook(lambda m, args, out: seen.append((args[0], out)))
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        hooked = model(x)
+        handle.remove()
+        torch.testing.assert_close(model(x), hooked, rtol=1e-12, atol=1e-12)
+    ((block_input, block_output),) = seen
+    torch.testing.assert_close(block_output, block(block_input), rtol=1e-12, atol=1e-12)

@@ -12,11 +12,19 @@ SE          average pooling                FC → ReLU → FC → sigmoid       
 ==========  =============================  ========================================  ============
 
 The context is one vector per sample, (B, C, 1, …), broadcast back over every position.
+
+Each block has two implementations of one function (``impl``): ``"reference"`` applies the
+paper's 1×1 convolutions to the feature map and to the (B, C, 1, …) context, as written;
+``"fast"`` (default) computes the attention logits and the pooled context as two matrix products
+over the flattened map, runs the transform as linear layers on (B, C) vectors (the same
+parameters, viewed as matrices) and fuses the result back in one pass (``torch.addcmul``). Inside
+a residual block, :meth:`forward_residual` also folds the residual addition into that pass.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from nlgc.blocks.checks import (
@@ -29,6 +37,7 @@ from nlgc.blocks.checks import (
 from nlgc.blocks.nd import conv_nd
 
 FUSIONS = ("mul", "add")  # the order they apply in: multiply first, then add
+IMPLS = ("fast", "reference")
 
 
 def attention_weights(mask_logits: torch.Tensor) -> torch.Tensor:
@@ -45,13 +54,86 @@ def pool_context(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return context.view(*x.shape[:2], *([1] * (x.dim() - 2)))
 
 
+def attention_pool(x: torch.Tensor, mask: nn.Module) -> torch.Tensor:
+    """Σ_j softmax_j(W_k x_j + b) x_j as two matrix products: x (B, C, *S) -> (B, C).
+
+    ``mask`` is the C→1 1×1 convolution W_k; its weight is used as a (1, C) matrix.
+    """
+    flat = x.flatten(2)  # (B, C, N)
+    logits = mask.weight.view(1, -1) @ flat  # (B, 1, N)
+    if mask.bias is not None:
+        logits = logits + mask.bias.view(1, 1, 1)
+    weights = attention_weights(logits)  # (B, N)
+    return (flat @ weights.unsqueeze(-1)).squeeze(-1)  # (B, C)
+
+
+def linear_1x1(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A 1×1 convolution applied to (B, C) vectors as the linear layer it is: (B, C_out)."""
+    return F.linear(x, conv.weight.flatten(1), conv.bias)
+
+
+def fuse(
+    x: torch.Tensor,
+    scale: torch.Tensor | None = None,
+    shift: torch.Tensor | None = None,
+    residual: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """x · scale + shift (+ residual) with (B, C) ``scale``/``shift`` broadcast over positions,
+    in as few passes over the map as eager PyTorch allows (one with a scale: ``addcmul``)."""
+    shape = (*x.shape[:2], *([1] * (x.dim() - 2)))  # (B, C, 1, …)
+    if scale is not None and residual is not None:
+        out = torch.addcmul(residual, x, scale.view(shape))
+    elif scale is not None:
+        out = x * scale.view(shape)
+    elif residual is not None:
+        out = x + residual
+    else:
+        return x if shift is None else x + shift.view(shape)
+    return out if shift is None else out.add_(shift.view(shape))  # out is new: safe in place
+
+
 def _uniform_weights(x: torch.Tensor) -> torch.Tensor:
     """Average pooling as a context mask: 1/N at every position, (B, N)."""
     n = x[0, 0].numel()
     return x.new_full((x.shape[0], n), 1.0 / n)
 
 
-class SimplifiedNonLocal(nn.Module):
+class BroadcastContextBlock(nn.Module):
+    """What SNL, GC and SE share: one context per sample, transformed into a (B, C) scale
+    and/or shift that is broadcast over every position: z = x · scale + shift.
+
+    Subclasses give ``_terms(x) -> (scale, shift)`` (each (B, C) or None; the fast path) and
+    ``_reference(x) -> z`` (the paper's formula with convolutions).
+    """
+
+    impl: str = "fast"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_residual(x)
+
+    def forward_residual(
+        self, x: torch.Tensor, residual: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """z (+ ``residual``): inside a residual block, the residual addition folded into the
+        fusion pass (one pass over the map instead of two)."""
+        check_input(x, self.dim, self.in_channels)
+        if residual is not None and residual.shape != x.shape:
+            raise ValueError(
+                f"residual must have the shape of x {tuple(x.shape)}, got {tuple(residual.shape)}"
+            )
+        if check_choice("impl", self.impl, IMPLS) == "reference":
+            z = self._reference(x)
+            return z if residual is None else z + residual
+        return fuse(x, *self._terms(x), residual=residual)
+
+    def _terms(self, x: torch.Tensor):
+        raise NotImplementedError
+
+    def _reference(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class SimplifiedNonLocal(BroadcastContextBlock):
     """GCNet's simplified non-local block (SNL): z_i = x_i + W_v Σ_j softmax_j(W_k x_j) x_j.
 
     The attention map is the same for every query, so it costs O(N·C) instead of O(N²·C).
@@ -60,6 +142,7 @@ class SimplifiedNonLocal(nn.Module):
         in_channels: C.
         dim: 1, 2 or 3 for (B, C, L), (B, C, H, W), (B, C, T, H, W).
         zero_init: zero W_v so the block starts as an exact identity.
+        impl: ``"fast"`` (matrix products, linear transform, fused add) or ``"reference"``.
 
     Submodules: ``conv_mask`` (W_k, C→1 with bias), ``transform`` (W_v, C→C with bias).
 
@@ -67,11 +150,12 @@ class SimplifiedNonLocal(nn.Module):
         Input and output: (B, C, *S).
     """
 
-    def __init__(self, in_channels: int, dim: int = 2, zero_init: bool = True):
+    def __init__(self, in_channels: int, dim: int = 2, zero_init: bool = True, impl: str = "fast"):
         super().__init__()
         self.in_channels = check_positive_int("in_channels", in_channels)
         self.dim = check_choice("dim", dim, (1, 2, 3))
         self.zero_init = bool(zero_init)
+        self.impl = check_choice("impl", impl, IMPLS)
         conv = conv_nd(dim)
         self.conv_mask = conv(in_channels, 1, 1)
         self.transform = conv(in_channels, in_channels, 1)
@@ -90,13 +174,16 @@ class SimplifiedNonLocal(nn.Module):
         check_queries(queries, x[0, 0].numel())
         return attention_weights(self.conv_mask(x))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.dim, self.in_channels)
+    def _terms(self, x: torch.Tensor):
+        context = attention_pool(x, self.conv_mask)  # (B, C)
+        return None, linear_1x1(self.transform, context)  # shift (B, C)
+
+    def _reference(self, x: torch.Tensor) -> torch.Tensor:
         context = pool_context(x, attention_weights(self.conv_mask(x)))  # (B, C, 1, …)
         return x + self.transform(context)  # broadcast add
 
 
-class GlobalContextBlock(nn.Module):
+class GlobalContextBlock(BroadcastContextBlock):
     """Global Context (GC) block of GCNet: pooled context → bottleneck transform → fusion.
 
     ``context = Σ_j softmax_j(W_k x_j) x_j`` (or the mean with ``pooling="avg"``), then
@@ -112,6 +199,7 @@ class GlobalContextBlock(nn.Module):
             accepted too.
         layer_norm: LayerNorm over [C', 1, …] in the transform (the paper); False drops it.
         dim: 1, 2 or 3 for (B, C, L), (B, C, H, W), (B, C, T, H, W).
+        impl: ``"fast"`` (matrix products, linear transform, fused fusion) or ``"reference"``.
 
     The state-dict keys are those of the official GCNet / mmcv ``ContextBlock``: ``conv_mask``,
     ``channel_add_conv.0/.1/.3``, ``channel_mul_conv.0/.1/.3`` (``.1`` is the LayerNorm; without it
@@ -135,6 +223,7 @@ class GlobalContextBlock(nn.Module):
         fusion: tuple[str, ...] | str = ("add",),
         layer_norm: bool = True,
         dim: int = 2,
+        impl: str = "fast",
     ):
         super().__init__()
         self.in_channels = check_positive_int("in_channels", in_channels)
@@ -149,6 +238,7 @@ class GlobalContextBlock(nn.Module):
         self.fusion = tuple(name for name in FUSIONS if name in fusion)
         self.layer_norm = bool(layer_norm)
         self.dim = check_choice("dim", dim, (1, 2, 3))
+        self.impl = check_choice("impl", impl, IMPLS)
 
         if pooling == "att":
             self.conv_mask = conv_nd(dim)(in_channels, 1, 1)
@@ -188,8 +278,28 @@ class GlobalContextBlock(nn.Module):
             return _uniform_weights(x)
         return attention_weights(self.conv_mask(x))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.dim, self.in_channels)
+    def _terms(self, x: torch.Tensor):
+        if self.pooling == "att":
+            context = attention_pool(x, self.conv_mask)  # (B, C)
+        else:
+            context = x.flatten(2).mean(-1)  # (B, C)
+        scale = shift = None
+        if "mul" in self.fusion:
+            scale = torch.sigmoid(self._transform_vector(self.channel_mul_conv, context))
+        if "add" in self.fusion:
+            shift = self._transform_vector(self.channel_add_conv, context)
+        return scale, shift
+
+    def _transform_vector(self, transform: nn.Sequential, context: torch.Tensor) -> torch.Tensor:
+        """W_v2 ReLU(LN(W_v1 c)) on (B, C) vectors with the Sequential's own parameters."""
+        hidden = linear_1x1(transform[0], context)  # (B, C')
+        norm = transform[1]
+        if isinstance(norm, nn.LayerNorm):  # over [C', 1, …]: the same as over C'
+            weight, bias = norm.weight.flatten(), norm.bias.flatten()
+            hidden = F.layer_norm(hidden, hidden.shape[-1:], weight, bias, norm.eps)
+        return linear_1x1(transform[3], torch.relu(hidden))  # (B, C)
+
+    def _reference(self, x: torch.Tensor) -> torch.Tensor:
         if self.pooling == "att":
             context = pool_context(x, attention_weights(self.conv_mask(x)))  # (B, C, 1, …)
         else:
@@ -204,17 +314,19 @@ class GlobalContextBlock(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"{self.in_channels}, ratio={self.ratio:g}, pooling={self.pooling!r}, "
-            f"fusion={self.fusion}, layer_norm={self.layer_norm}, dim={self.dim}"
+            f"fusion={self.fusion}, layer_norm={self.layer_norm}, dim={self.dim}, "
+            f"impl={self.impl!r}"
         )
 
 
-class SqueezeExcitation(nn.Module):
+class SqueezeExcitation(BroadcastContextBlock):
     """Squeeze-and-Excitation: x · sigmoid(FC(ReLU(FC(mean x)))), FCs as 1×1 convs.
 
     Args:
         in_channels: C.
         ratio: the hidden layer has int(C·ratio) (at least 1) channels; default 1/16.
         dim: 1, 2 or 3 for (B, C, L), (B, C, H, W), (B, C, T, H, W).
+        impl: ``"fast"`` (linear layers on (B, C), fused multiply) or ``"reference"``.
 
     Submodules: ``fc1`` (C→C·r), ``fc2`` (C·r→C), both with bias (timm's SE layout).
 
@@ -222,11 +334,12 @@ class SqueezeExcitation(nn.Module):
         Input and output: (B, C, *S).
     """
 
-    def __init__(self, in_channels: int, ratio: float = 1 / 16, dim: int = 2):
+    def __init__(self, in_channels: int, ratio: float = 1 / 16, dim: int = 2, impl: str = "fast"):
         super().__init__()
         self.in_channels = check_positive_int("in_channels", in_channels)
         check_ratio("ratio", ratio)
         self.dim = check_choice("dim", dim, (1, 2, 3))
+        self.impl = check_choice("impl", impl, IMPLS)
         hidden = max(1, int(in_channels * ratio))
         conv = conv_nd(dim)
         self.fc1 = conv(in_channels, hidden, 1)
@@ -238,7 +351,11 @@ class SqueezeExcitation(nn.Module):
         check_queries(queries, x[0, 0].numel())
         return _uniform_weights(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.dim, self.in_channels)
+    def _terms(self, x: torch.Tensor):
+        context = x.flatten(2).mean(-1)  # (B, C)
+        hidden = torch.relu(linear_1x1(self.fc1, context))
+        return torch.sigmoid(linear_1x1(self.fc2, hidden)), None  # scale (B, C)
+
+    def _reference(self, x: torch.Tensor) -> torch.Tensor:
         context = x.mean(dim=tuple(range(2, x.dim())), keepdim=True)  # (B, C, 1, …)
         return x * torch.sigmoid(self.fc2(torch.relu(self.fc1(context))))

@@ -29,7 +29,13 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from nlgc.blocks import GlobalContextBlock, NonLocalBlock, SimplifiedNonLocal, SqueezeExcitation
+from nlgc.blocks import (
+    BroadcastContextBlock,
+    GlobalContextBlock,
+    NonLocalBlock,
+    SimplifiedNonLocal,
+    SqueezeExcitation,
+)
 from nlgc.blocks.checks import check_choice
 
 STAGES = ("c2", "c3", "c4", "c5")
@@ -217,6 +223,31 @@ class InsertionPoints:
         for name in self.inserted[position]:
             x = getattr(self, name)(x)
         return x
+
+    def _run_then_add(self, position: str, x, identity):
+        """The blocks at ``position``, then ``+ identity``. A last block that broadcasts its
+        context (SNL, GC, SE) folds the addition into its own fusion pass, unless hooks
+        observe it (they must see the block's own output)."""
+        names = self.inserted[position]
+        last = getattr(self, names[-1]) if names else None
+        if not isinstance(last, BroadcastContextBlock) or _observed(last):
+            return self._run(position, x) + identity
+        for name in names[:-1]:
+            x = getattr(self, name)(x)
+        return last.forward_residual(x, identity)
+
+
+def _observed(module: nn.Module) -> bool:
+    """Whether forward hooks (the module's own or global ones) would see the module's output.
+    PyTorch has no public query for this; these are the dictionaries ``Module.__call__`` reads."""
+    from torch.nn.modules import module as module_globals
+
+    return bool(
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or module_globals._global_forward_hooks
+        or module_globals._global_forward_pre_hooks
+    )
 
 
 def apply_plan(stages: Mapping[str, Iterable[nn.Module]], plan: Plan, dim: int = 2) -> None:

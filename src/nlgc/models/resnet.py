@@ -40,8 +40,8 @@ class BasicBlock(InsertionPoints, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self._run("after_conv1", self.relu(self.bn1(self.conv1(x))))
-        out = self._run("after_conv3", self.bn2(self.conv2(out)))  # the last conv's BN
-        out = self._run("after_add", out + identity)
+        out = self._run_then_add("after_conv3", self.bn2(self.conv2(out)), identity)  # last BN
+        out = self._run("after_add", out)
         return self._run("after_block", self.relu(out))
 
 
@@ -73,8 +73,8 @@ class Bottleneck(InsertionPoints, nn.Module):
         identity = x if self.downsample is None else self.downsample(x)
         out = self._run("after_conv1", self.relu(self.bn1(self.conv1(x))))
         out = self._run("after_conv2", self.relu(self.bn2(self.conv2(out))))
-        out = self._run("after_conv3", self.bn3(self.conv3(out)))
-        out = self._run("after_add", out + identity)
+        out = self._run_then_add("after_conv3", self.bn3(self.conv3(out)), identity)
+        out = self._run("after_add", out)
         return self._run("after_block", self.relu(out))
 
 
