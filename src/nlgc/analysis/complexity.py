@@ -100,8 +100,20 @@ def complexity(
     return result
 
 
+def _timed(call, device: torch.device) -> float:
+    """Seconds one call takes, waiting for the device's queued work before and after."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    call()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
 def latency_ms(model: nn.Module, input_shape: tuple[int, ...], repeats: int = 3) -> float:
-    """Median forward time in milliseconds (inference mode, after one warm-up pass)."""
+    """Median forward time in milliseconds (inference mode, after one warm-up pass), on the
+    model's device (CUDA is synchronised around each pass)."""
     parameter = next(model.parameters())
     x = torch.randn(input_shape, dtype=parameter.dtype, device=parameter.device)
     was_training = model.training
@@ -109,14 +121,34 @@ def latency_ms(model: nn.Module, input_shape: tuple[int, ...], repeats: int = 3)
     try:
         with torch.inference_mode():
             model(x)
-            times = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                model(x)
-                times.append(time.perf_counter() - start)
+            times = [_timed(lambda: model(x), x.device) for _ in range(repeats)]
     finally:
         model.train(was_training)
     return 1e3 * statistics.median(times)
+
+
+def paired_ms(baseline, candidate, pairs: int = 30, device="cpu", warmup: int = 3):
+    """Median times of two calls and the median of their per-pair ratio, timed alternately
+    (ABBA order) so that drifts of a shared machine hit both alike.
+
+    Returns:
+        (baseline ms, candidate ms, median of candidate/baseline over the pairs).
+    """
+    device = torch.device(device)
+    for _ in range(warmup):
+        baseline()
+        candidate()
+    times_a, times_b = [], []
+    for i in range(pairs):
+        if i % 2:
+            times_b.append(_timed(candidate, device))
+            times_a.append(_timed(baseline, device))
+        else:
+            times_a.append(_timed(baseline, device))
+            times_b.append(_timed(candidate, device))
+    ratios = [b / a for a, b in zip(times_a, times_b, strict=True)]
+    median = statistics.median
+    return 1e3 * median(times_a), 1e3 * median(times_b), median(ratios)
 
 
 def complexity_table(

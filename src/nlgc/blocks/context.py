@@ -55,16 +55,13 @@ def pool_context(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
 
 def attention_pool(x: torch.Tensor, mask: nn.Module) -> torch.Tensor:
-    """Σ_j softmax_j(W_k x_j + b) x_j as two matrix products: x (B, C, *S) -> (B, C).
-
-    ``mask`` is the C→1 1×1 convolution W_k; its weight is used as a (1, C) matrix.
-    """
+    """Σ_j softmax_j(W_k x_j + b) x_j as two batched matrix-vector products: x (B, C, *S) ->
+    (B, C). ``mask`` is the C→1 1×1 convolution (W_k, b)."""
     flat = x.flatten(2)  # (B, C, N)
-    logits = mask.weight.view(1, -1) @ flat  # (B, 1, N)
-    if mask.bias is not None:
-        logits = logits + mask.bias.view(1, 1, 1)
-    weights = attention_weights(logits)  # (B, N)
-    return (flat @ weights.unsqueeze(-1)).squeeze(-1)  # (B, C)
+    query = mask.weight.view(1, 1, -1).expand(x.shape[0], 1, -1).to(x.dtype)  # (B, 1, C)
+    bias = mask.bias.view(1, 1, 1).to(x.dtype)  # shifts every logit alike: kept for its grad
+    weights = attention_weights(torch.baddbmm(bias, query, flat))  # (B, N)
+    return torch.bmm(weights.unsqueeze(1), flat.mT).squeeze(1)  # (B, C)
 
 
 def linear_1x1(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
