@@ -8,7 +8,10 @@ python benchmarks/models.py --device cuda             # bf16 autocast, channels_
 Overheads are paired: the plain network and the variant run alternately (ABBA), and the overhead
 is the median of the per-pair time ratios, so the drifts of a shared machine cancel.
 Columns: eager inference latency at each batch size, ``torch.compile`` (inductor) latency at the
-first batch size, and one training step (forward + backward, batch ``--train-batch``).
+first batch size, one training step (forward + backward, batch ``--train-batch``), and the
+memory floor: the MB that the context blocks' extra passes over feature maps move at the largest
+batch, and the time they take at this machine's ``a + b`` bandwidth, as a share of the plain
+network's latency (what no eager implementation of the blocks gets under).
 """
 
 from __future__ import annotations
@@ -16,12 +19,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import platform
+import time
 from pathlib import Path
 
 import torch
 
 import nlgc
 from nlgc.analysis.complexity import paired_ms
+from nlgc.blocks import BroadcastContextBlock
+from nlgc.models.plan import InsertionPoints
 
 DEFAULT = ["gc_resnet50", "se_resnet50", "snl_resnet50", "nl_resnet50", "gc_resnet50_r4"]
 RESULTS = Path(__file__).parent / "results"
@@ -45,6 +51,56 @@ def training_step(model, x, precision):
         model.zero_grad(set_to_none=True)
 
     return call
+
+
+def extra_map_passes(block: BroadcastContextBlock, fused: bool) -> int:
+    """Full passes over its input map that a block's fast path adds to the plain network:
+    reads for the context (2 for attention pooling, 1 for a mean) and a read + write for each
+    broadcast term that is not folded into the residual addition (a scale folds, ``addcmul``)."""
+    reads = 1 if getattr(block, "pooling", "att") == "avg" or not hasattr(block, "conv_mask") else 2
+    probe = torch.zeros(1, block.in_channels, *[1] * block.dim, device=block_device(block))
+    with torch.inference_mode():
+        scale, shift = block._terms(probe)
+    return reads + 2 * (shift is not None) + 2 * (scale is not None and not fused)
+
+
+def block_device(block: torch.nn.Module) -> torch.device:
+    return next(block.parameters()).device
+
+
+def memory_floor(model: torch.nn.Module, x: torch.Tensor) -> tuple[float, float]:
+    """(MB the context blocks' extra passes move, ms those bytes take at the copy bandwidth
+    measured here): the time no eager implementation of these blocks gets under."""
+    fused = set()
+    for module in model.modules():
+        if isinstance(module, InsertionPoints) and module.inserted.get("after_conv3"):
+            fused.add(getattr(module, module.inserted["after_conv3"][-1]))
+    sizes = {}
+    hooks = [
+        m.register_forward_hook(lambda m, args, out: sizes.__setitem__(m, args[0].nbytes))
+        for m in model.modules()
+        if isinstance(m, BroadcastContextBlock)
+    ]
+    with torch.inference_mode():
+        model(x)
+    for hook in hooks:
+        hook.remove()
+    moved = sum(extra_map_passes(m, m in fused) * size for m, size in sizes.items())
+    return moved / 1e6, 1e3 * moved / copy_bandwidth(x.device)
+
+
+def copy_bandwidth(device) -> float:
+    """Bytes per second of ``c = a + b`` on 64 MB tensors (two reads and one write)."""
+    a, b = (torch.randn(16 * 2**20, device=device) for _ in range(2))
+    c = torch.empty_like(a)
+    seconds = []
+    for _ in range(10):
+        start = time.perf_counter()
+        torch.add(a, b, out=c)
+        if c.is_cuda:
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - start)
+    return 3 * a.nbytes / sorted(seconds)[len(seconds) // 2]
 
 
 def main() -> None:
@@ -92,9 +148,9 @@ def main() -> None:
         "| model | params M | Δ params | GMACs | Δ FLOPs | "
         + " | ".join(f"eager b{b} ms | Δ" for b in batches)
         + ("" if args.no_compile else f" | compiled b{batches[0]} ms | Δ")
-        + f" | train step b{train_batch} ms | Δ |",
+        + f" | train step b{train_batch} ms | Δ | extra map MB b{batches[-1]} | floor |",
     ]
-    columns = 5 + 2 * len(batches) + (0 if args.no_compile else 2) + 2
+    columns = 5 + 2 * len(batches) + (0 if args.no_compile else 2) + 4
     header.append("|" + "---|" * columns)
     print("\n".join(header), flush=True)
     rows = []
@@ -115,6 +171,7 @@ def main() -> None:
                 args.device,
             )  # fmt: skip
             cells += [f"{b:.1f} (base {a:.1f})", f"{100 * (ratio - 1):+.1f}%"]
+            base_ms = a  # of the last (largest) batch, for the memory floor
         if not args.no_compile:
             x = batch(batches[0])
             a, b, ratio = paired_ms(
@@ -133,6 +190,8 @@ def main() -> None:
         )  # fmt: skip
         baseline.eval()
         cells += [f"{b:.0f} (base {a:.0f})", f"{100 * (ratio - 1):+.1f}%"]
+        moved, floor_ms = memory_floor(model, batch(batches[-1]))
+        cells += [f"{moved:.0f}", f"+{100 * floor_ms / base_ms:.1f}%"]
         rows.append("| " + " | ".join(cells) + " |")
         print(rows[-1], flush=True)
     out = RESULTS / f"models_{args.device}.md"
