@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,13 @@ from torch import nn
 import nlgc
 from nlgc.analysis.analyze import Sample, analyze
 from nlgc.analysis.capture import capture
+from nlgc.analysis.complexity import complexity_table
 from nlgc.analysis.queries import QueryGrid, QueryPoints, RandomQueries, parse_queries, resolve
 from nlgc.analysis.statistics import mean_pairwise_cosine_distance, query_independence
+from nlgc.blocks import CONTEXT_BLOCKS
 from nlgc.cli import main
 from nlgc.data.io import normalize
+from nlgc.models import without_blocks
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 
@@ -222,6 +226,48 @@ def test_analyze_command_explains_bad_input(tmp_path, capsys, setup, words):
     code = main(["analyze", *setup(tmp_path), "--out", str(tmp_path / "out"), "--size", "64"])
     error = capsys.readouterr().err
     assert code == 2 and words in error and "Traceback" not in error
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "words"),
+    [
+        ("--size", "-3", "argument --size: must be >= 1, got -3"),
+        ("--frames", "0", "argument --frames: must be >= 1, got 0"),
+        ("--max-inputs", "two", "argument --max-inputs: must be a whole number"),
+        ("--queries", "grid:0", "a query grid needs n >= 1, got 0"),
+        ("--queries", "random:-2", "random queries need a count >= 1, got -2"),
+        ("--queries", "ring:3", "queries must look like"),
+    ],
+)
+def test_analyze_numbers_are_checked_before_anything_runs(tmp_path, capsys, option, value, words):
+    arguments = ["analyze", "--model", "gc_resnet50", "--inputs", str(tmp_path)]
+    with pytest.raises(SystemExit) as stop:
+        main([*arguments, "--out", str(tmp_path / "out"), option, value])
+    error = capsys.readouterr().err
+    assert stop.value.code == 2 and words in error and "Traceback" not in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_python_dash_m_runs_the_command():
+    done = subprocess.run(
+        [sys.executable, "-m", "nlgc", "models", "gc_resnet5*"], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and done.stdout.split()[0] == "gc_resnet50"
+
+
+def test_analyze_compares_with_the_checkpoints_own_network_without_blocks(tmp_path):
+    """The "without blocks" twin keeps the model's own options (here: no classifier head)."""
+    model = nlgc.create_model("gc_resnet50", features_only=True, out_indices=(3,))
+    plain = without_blocks(model)
+    assert not [m for m in plain.modules() if isinstance(m, CONTEXT_BLOCKS)]
+    reference = nlgc.create_model("resnet50", features_only=True, out_indices=(3,))
+    assert plain.state_dict().keys() == reference.state_dict().keys()
+    assert len(model.state_dict()) > len(plain.state_dict())  # the original keeps its blocks
+    rows = complexity_table({"gc": model, "plain": plain}, (1, 3, 64, 64), repeats=1)
+    assert rows[0]["params"] - rows[1]["params"] == sum(
+        p.numel() for m in model.modules() if isinstance(m, nlgc.GlobalContextBlock)
+        for p in m.parameters()
+    )  # fmt: skip
 
 
 def test_analyze_command_on_a_video_file(tmp_path, capsys):

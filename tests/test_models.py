@@ -75,12 +75,31 @@ def test_every_named_model_starts_as_its_plain_backbone(name):
     twin = plain_twin(model)
     x = torch.randn(2, 3, 64, 64)
     if any(isinstance(m, SqueezeExcitation) for m in model.modules()):
-        # x·sigmoid(·) cannot be the identity; without the SE modules the networks agree.
-        for module in model.modules():
-            if hasattr(module, "se"):
-                module.se = nn.Identity()
+        # x·sigmoid(·) cannot be the identity: the twin gets each SE gate, computed from the SE
+        # module's own weights by the formula, on the output of its residual block's last BN.
+        pairs = zip(residual_blocks(model), residual_blocks(twin), strict=True)
+        for (_, block), (_, twin_block) in pairs:
+            twin_block.bn3.register_forward_hook(se_gate(block.se))
+        with torch.no_grad():
+            torch.testing.assert_close(model(x), twin(x), rtol=1e-5, atol=1e-5)
+        return
     with torch.no_grad():
         assert torch.equal(model(x), twin(x))
+
+
+def residual_blocks(model):
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, Bottleneck)]
+
+
+def se_gate(se: SqueezeExcitation):
+    """A forward hook that multiplies a BN's output by the SE gate written out."""
+
+    def hook(module, args, y):
+        context = y.mean((2, 3))  # (B, C)
+        hidden = torch.relu(context @ se.fc1.weight.flatten(1).T + se.fc1.bias)
+        return y * torch.sigmoid(hidden @ se.fc2.weight.flatten(1).T + se.fc2.bias)[..., None, None]
+
+    return hook
 
 
 def test_named_configurations_place_their_blocks():
@@ -240,8 +259,10 @@ def test_complexity_of_resnet50_and_overheads():
     assert 4.0 < result.baseline_flops / 2e9 < 4.2  # ResNet-50: 4.1 GMACs at 224×224
     assert 1.0 < result.flops_ratio < 1.01  # GCNet: GC adds ~0.3% FLOPs
     assert 1.09 < result.params_ratio < 1.1
-    with pytest.raises(ValueError, match="input_shape"):
-        nlgc.complexity(base, (1, 3, 224)) if False else nlgc.complexity(base, "224")
+    with pytest.raises(ValueError, match="input_shape must be a tuple"):
+        nlgc.complexity(base, "224")
+    with pytest.raises(ValueError, match=r"input_shape \(1, 3, 224\) does not fit the model"):
+        nlgc.complexity(base, (1, 3, 224))
 
 
 def outputs_and_input_grads(model, x):

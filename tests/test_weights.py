@@ -7,6 +7,7 @@ import torch
 from conftest import randomize
 
 import nlgc
+from nlgc.models.from_checkpoint import load_model
 from nlgc.models.weights import read_state_dict
 
 
@@ -108,3 +109,16 @@ def test_unsafe_and_missing_files_are_refused(tmp_path):
         read_state_dict(path)
     with pytest.raises(FileNotFoundError, match=r"nope\.pth"):
         read_state_dict(tmp_path / "nope.pth")
+
+
+def test_a_file_with_model_metadata_outside_a_lightning_checkpoint_is_not_trusted(tmp_path):
+    """Only Lightning checkpoints (hyper_parameters) name their model; a top-level entry of that
+    name is not a model description nlgc writes, and the file is treated as a plain state dict."""
+    state = nlgc.create_model("tiny_resnet", num_classes=3).state_dict()
+    path = tmp_path / "odd.pt"
+    meta = {"name": "tiny_resnet", "num_classes": 3, "overrides": {}}
+    torch.save({"nlgc_model": meta, "state_dict": state}, path)
+    with pytest.raises(ValueError, match="does not say which model it holds"):
+        load_model(path)
+    model, name = load_model(path, "tiny_resnet")
+    assert name == "tiny_resnet" and model.fc.out_features == 3

@@ -11,6 +11,30 @@ videos, measure how query-independent it is (GCNet's study), and write DIR/repor
 DIR/metrics.json and the pictures."""
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (argparse turns the ValueError into a usage error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def query_text(text: str) -> str:
+    """argparse type: a --queries value whose form and counts are valid (pixel coordinates
+    are checked against the input size later)."""
+    from nlgc.analysis.queries import parse_queries
+
+    if not text.startswith("pixels:"):
+        try:
+            parse_queries(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
 def _analyze_parser(sub) -> None:
     p = sub.add_parser("analyze", help="attention heatmaps and query-independence report",
                        description=ANALYZE_HELP)  # fmt: skip
@@ -19,13 +43,13 @@ def _analyze_parser(sub) -> None:
     source.add_argument("--checkpoint", type=Path, help="an nlgc checkpoint or a state dict")
     p.add_argument("--inputs", nargs="+", required=True, metavar="PATH",
                    help="image/video files or folders (searched recursively)")  # fmt: skip
-    p.add_argument("--queries", default="grid:3",
+    p.add_argument("--queries", default="grid:3", type=query_text,
                    help="grid:N | random:N[:SEED] | points:y,x;y,x (fractions) | "
                         "pixels:y,x;y,x (pixels of the --size input)")  # fmt: skip
     p.add_argument("--out", type=Path, required=True, metavar="DIR")
-    p.add_argument("--size", type=int, default=224, help="input side after resize + crop")
-    p.add_argument("--frames", type=int, default=8, help="frames sampled from each video")
-    p.add_argument("--max-inputs", type=int, default=16)
+    p.add_argument("--size", type=positive_int, default=224, help="input side after resize + crop")
+    p.add_argument("--frames", type=positive_int, default=8, help="frames sampled from each video")
+    p.add_argument("--max-inputs", type=positive_int, default=16)
     p.add_argument("--no-complexity", action="store_true", help="skip the complexity chart")
     p.set_defaults(run=run_analyze)
 
@@ -35,9 +59,9 @@ def run_analyze(args) -> None:
     from nlgc.analysis.complexity import complexity_table
     from nlgc.analysis.queries import parse_queries
     from nlgc.clips import uniform_indices
-    from nlgc.data.io import find_media, is_video, normalize, read_image, resize_and_crop
+    from nlgc.data.io import find_media, is_video, read_image, resize_and_crop
     from nlgc.data.video import probe_video, read_frames
-    from nlgc.models import Plan, create_model, modality
+    from nlgc.models import modality, without_blocks
     from nlgc.models.from_checkpoint import load_model
 
     model, name = load_model(args.checkpoint, args.model)
@@ -50,8 +74,7 @@ def run_analyze(args) -> None:
             pixels = resize_and_crop(clip, args.size)
         else:
             pixels = resize_and_crop(read_image(path), args.size)
-        display = pixels.float() / 255
-        samples.append(Sample(path.name, normalize(display), display))
+        samples.append(Sample.from_pixels(path.name, pixels))
     video = modality(name) == "video"
     if any(s.is_video != video for s in samples):
         raise ValueError(f"{name} is a{' video' if video else 'n image'} model, but the inputs "
@@ -61,7 +84,7 @@ def run_analyze(args) -> None:
     rows = None
     if not args.no_complexity:
         shape = (1, *samples[0].tensor.shape)
-        plain = create_model(name, num_classes=model.fc.out_features, plan=Plan())
+        plain = without_blocks(model)  # the checkpoint's own network, minus its blocks
         rows = complexity_table({name: model, f"{name} without blocks": plain}, shape)
     settings = {"model": name, "checkpoint": str(args.checkpoint or "-"), "size": args.size}
     report = analyze(model, samples, queries, args.out, settings, rows, f"nlgc analysis: {name}")

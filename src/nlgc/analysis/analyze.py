@@ -13,6 +13,8 @@ from nlgc.analysis.capture import BlockRecord, capture
 from nlgc.analysis.queries import QuerySpec, describe
 from nlgc.analysis.report import Table, write_report
 from nlgc.analysis.statistics import QueryIndependence, query_independence, stage_of
+from nlgc.common import eval_mode
+from nlgc.data.io import normalize
 
 MOST_NL_FIGURES = 6  # NL blocks drawn on the first input
 MOST_INPUT_FIGURES = 3  # inputs drawn for the first NL block and in the context-mask figure
@@ -32,6 +34,12 @@ class Sample:
     @property
     def is_video(self) -> bool:
         return self.tensor.dim() == 4
+
+    @classmethod
+    def from_pixels(cls, name: str, pixels: torch.Tensor) -> Sample:
+        """A sample from (3, [T,] H, W) uint8 pixels: ImageNet-normalised for the model."""
+        display = pixels.float() / 255
+        return cls(name, normalize(display), display)
 
 
 def distance_table(stats: list[QueryIndependence]) -> Table:
@@ -118,14 +126,9 @@ def analyze(
         raise ValueError("analyze needs at least one input")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    was_training = model.training
-    model.eval()
-    try:
-        with capture(model, queries) as records, torch.no_grad():
-            for sample in samples:
-                model(sample.tensor.unsqueeze(0))
-    finally:
-        model.train(was_training)
+    with eval_mode(model), capture(model, queries) as records, torch.no_grad():
+        for sample in samples:
+            model(sample.tensor.unsqueeze(0))
     stats = query_independence(records)
     figures = draw(samples, records, stats, out_dir)
     tables = [*extra_tables, distance_table(stats)]

@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from nlgc.common import eval_mode
+
 aten = torch.ops.aten
 
 
@@ -67,16 +69,15 @@ class Complexity:
 
 def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Forward FLOPs of ``model`` on a zero input of ``input_shape`` (eval mode, no grad)."""
-    was_training = model.training
     parameter = next(model.parameters())
     x = torch.zeros(input_shape, dtype=parameter.dtype, device=parameter.device)
     counter = FlopCounterMode(display=False, custom_mapping=EXTRA_FORMULAS)
-    try:
-        model.eval()
-        with torch.no_grad(), counter:
+    with eval_mode(model), torch.no_grad(), counter:
+        try:
             model(x)
-    finally:
-        model.train(was_training)
+        except RuntimeError as error:  # e.g. a convolution that gets the wrong number of dims
+            first = str(error).splitlines()[0]
+            raise ValueError(f"input_shape {input_shape} does not fit the model: {first}") from None
     return counter.get_total_flops()
 
 
@@ -116,14 +117,9 @@ def latency_ms(model: nn.Module, input_shape: tuple[int, ...], repeats: int = 3)
     model's device (CUDA is synchronised around each pass)."""
     parameter = next(model.parameters())
     x = torch.randn(input_shape, dtype=parameter.dtype, device=parameter.device)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            model(x)
-            times = [_timed(lambda: model(x), x.device) for _ in range(repeats)]
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.inference_mode():
+        model(x)
+        times = [_timed(lambda: model(x), x.device) for _ in range(repeats)]
     return 1e3 * statistics.median(times)
 
 
@@ -154,7 +150,8 @@ def paired_ms(baseline, candidate, pairs: int = 30, device="cpu", warmup: int = 
 def complexity_table(
     models: dict[str, nn.Module], input_shape: tuple[int, ...], repeats: int = 3
 ) -> list[dict]:
-    """One row per model: name, params, gmacs, ms (CPU/GPU latency where the model lives)."""
+    """One row per model: name, params, gmacs, ms (latency where the model lives) and device
+    (``"cpu"``, ``"cuda"``)."""
     rows = []
     for name, model in models.items():
         result = complexity(model, input_shape)
@@ -164,6 +161,7 @@ def complexity_table(
                 "params": result.params,
                 "gmacs": result.gmacs,
                 "ms": latency_ms(model, input_shape, repeats),
+                "device": next(model.parameters()).device.type,
             }
         )
     return rows

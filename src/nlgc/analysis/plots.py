@@ -158,13 +158,18 @@ def plot_distances(stats: Sequence[QueryIndependence], path: Path) -> Path:
 
 
 def plot_complexity(rows: Sequence[dict], path: Path) -> Path:
-    """Parameters, FLOPs and latency of model variants: dicts with name, params, gmacs, ms."""
+    """Parameters, FLOPs and latency of model variants: dicts with name, params, gmacs, ms and
+    device (the latency axis names it)."""
     fig = Figure(figsize=(11, 0.5 * len(rows) + 1.8), layout="constrained")
     axes = fig.subplots(1, 3, sharey=True)
     names = [r["name"] for r in rows]
     for ax, (key, label) in zip(
         axes,
-        [("params", "parameters (M)"), ("gmacs", "GMACs"), ("ms", "CPU latency (ms)")],
+        [
+            ("params", "parameters (M)"),
+            ("gmacs", "GMACs"),
+            ("ms", f"{rows[0].get('device', 'cpu').upper()} latency (ms)"),
+        ],
         strict=True,
     ):
         values = [r[key] / 1e6 if key == "params" else r[key] for r in rows]

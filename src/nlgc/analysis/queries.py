@@ -19,6 +19,10 @@ class QueryGrid:
 
     n: int = 3
 
+    def __post_init__(self):
+        if self.n < 1:
+            raise ValueError(f"a query grid needs n >= 1, got {self.n}")
+
     def points(self) -> list[tuple[float, ...]]:
         centres = [(i + 0.5) / self.n for i in range(self.n)]
         return [(0.5, y, x) for y in centres for x in centres]
@@ -30,6 +34,10 @@ class RandomQueries:
 
     count: int = 8
     seed: int = 0
+
+    def __post_init__(self):
+        if self.count < 1:
+            raise ValueError(f"random queries need a count >= 1, got {self.count}")
 
     def points(self) -> list[tuple[float, ...]]:
         generator = torch.Generator().manual_seed(self.seed)

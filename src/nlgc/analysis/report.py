@@ -5,11 +5,11 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from nlgc.common import write_text_atomic
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -59,14 +59,6 @@ def _figure(title: str, path: Path) -> str:
     )
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file in the same folder and rename: never a half-written file."""
-    path = Path(path)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, encoding="utf-8") as f:
-        f.write(text)
-    os.replace(f.name, path)
-
-
 def write_report(
     out_dir: Path,
     title: str,
@@ -90,6 +82,8 @@ def write_report(
         "</body></html>",
     ]
     report = out_dir / "report.html"
-    write_atomic(report, "\n".join(parts))
-    write_atomic(out_dir / "metrics.json", json.dumps({"settings": settings, **metrics}, indent=2))
+    write_text_atomic(report, "\n".join(parts))
+    write_text_atomic(
+        out_dir / "metrics.json", json.dumps({"settings": settings, **metrics}, indent=2)
+    )
     return report

@@ -35,6 +35,7 @@ from nlgc.blocks.checks import (
     check_ratio,
 )
 from nlgc.blocks.nd import conv_nd
+from nlgc.common import softmax
 
 FUSIONS = ("mul", "add")  # the order they apply in: multiply first, then add
 IMPLS = ("fast", "reference")
@@ -42,10 +43,7 @@ IMPLS = ("fast", "reference")
 
 def attention_weights(mask_logits: torch.Tensor) -> torch.Tensor:
     """Softmax over positions of a (B, 1, *S) logit map -> (B, N), in float32 for half inputs."""
-    logits = mask_logits.flatten(1)
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        return logits.softmax(-1, dtype=torch.float32).to(logits.dtype)
-    return logits.softmax(-1)
+    return softmax(mask_logits.flatten(1))
 
 
 def pool_context(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

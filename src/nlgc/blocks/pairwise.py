@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-_HALF = (torch.float16, torch.bfloat16)
+from nlgc.common import HALF, softmax
 
 
 def _normalise_by_count(f: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
@@ -47,9 +47,7 @@ def softmax_weights(
     logits = (q @ k.mT) * scale
     if key_mask is not None:
         logits = logits.masked_fill(~key_mask, float("-inf"))
-    if logits.dtype in _HALF:
-        return logits.softmax(-1, dtype=torch.float32).to(logits.dtype)
-    return logits.softmax(-1)
+    return softmax(logits)
 
 
 def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float):
@@ -134,7 +132,7 @@ def concatenation_attention(a: torch.Tensor, b: torch.Tensor, v: torch.Tensor) -
     a: (..., Nq), b: (..., Nk), v: (..., Nk, C) -> (..., Nq, C).
     """
     out_dtype, lead = v.dtype, a.shape[:-1]
-    if out_dtype in _HALF:
+    if out_dtype in HALF:
         a, b, v = a.float(), b.float(), v.float()
     # one batch dimension: inductor's dynamic shapes trip over sort outputs with size-1 dims
     a, b, v = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1]), v.reshape(-1, *v.shape[-2:])

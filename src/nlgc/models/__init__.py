@@ -1,6 +1,14 @@
 """Networks with context blocks: ResNet/ResNeXt backbones, plans, named configurations."""
 
-from nlgc.models.plan import BLOCK_TYPES, POSITIONS, STAGES, Insertion, Plan, apply_plan
+from nlgc.models.plan import (
+    BLOCK_TYPES,
+    POSITIONS,
+    STAGES,
+    Insertion,
+    Plan,
+    apply_plan,
+    without_blocks,
+)
 from nlgc.models.registry import (
     create_model,
     default_plan,
@@ -36,4 +44,5 @@ __all__ = [
     "load_weights",
     "modality",
     "register",
+    "without_blocks",
 ]

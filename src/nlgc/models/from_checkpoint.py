@@ -31,13 +31,13 @@ def load_model(
             raise ValueError("give a model name (--model) or a checkpoint (--checkpoint)")
         return create_model(name, **kwargs), name
     data = read_checkpoint(checkpoint)
-    meta = data.get(METADATA_KEY) or (data.get("hyper_parameters") or {}).get(METADATA_KEY)
+    meta = (data.get("hyper_parameters") or {}).get(METADATA_KEY)  # a Lightning checkpoint
     if meta:
         model = create_model(meta["name"], meta["num_classes"], **meta["overrides"])
-        state = data.get("state_dict", data)
+        prefix = "model."  # the Classifier's submodule
         state = {
-            k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")
-        } or state
+            k.removeprefix(prefix): v for k, v in data["state_dict"].items() if k.startswith(prefix)
+        }
         load_weights(model, state)
         return model, meta["name"]
     if name is None:

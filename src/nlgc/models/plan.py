@@ -23,6 +23,7 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -248,6 +249,21 @@ def _observed(module: nn.Module) -> bool:
         or module_globals._global_forward_hooks
         or module_globals._global_forward_pre_hooks
     )
+
+
+def without_blocks(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with every block a plan inserted taken out: the same network, with
+    its own options, weights and head, as it would be with ``Plan()``."""
+    plain = copy.deepcopy(model)
+    for module in plain.modules():
+        if isinstance(module, InsertionPoints):
+            for names in module.inserted.values():
+                for name in names:
+                    delattr(module, name)
+                names.clear()
+    if isinstance(getattr(plain, "plan", None), Plan):
+        plain.plan = Plan()
+    return plain
 
 
 def apply_plan(stages: Mapping[str, Iterable[nn.Module]], plan: Plan, dim: int = 2) -> None:

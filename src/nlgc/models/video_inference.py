@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from nlgc.clips import clip_indices, clip_starts, crop_offsets, resize_short_side
+from nlgc.common import eval_mode
 
 
 def multi_view_scores(
@@ -38,13 +39,8 @@ def multi_view_scores(
         else:
             views.append(clips[..., offset : offset + crop])
     views = torch.stack(views, 1).flatten(0, 1)  # (K·crops, C, T, S, S), clip-major
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            probabilities = [model(chunk).softmax(-1) for chunk in views.split(batch_size)]
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        probabilities = [model(chunk).softmax(-1) for chunk in views.split(batch_size)]
     return torch.cat(probabilities).mean(0)
 
 

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from nlgc.common import write_atomic
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Save to ``<name>.tmp`` in the same folder, then rename: a crash never leaves a truncated
-    checkpoint. Load with ``torch.load(weights_only=True)``."""
+    """Save to a temporary file in the same folder, then rename: a crash never leaves a
+    truncated checkpoint. Load with ``torch.load(weights_only=True)``."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".tmp")
-        torch.save(checkpoint, temporary)
-        os.replace(temporary, path)
+        write_atomic(path, lambda temporary: torch.save(checkpoint, temporary))
 
     def load_checkpoint(self, path, map_location=None, weights_only=None):
         if not Path(path).is_file():

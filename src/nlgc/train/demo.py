@@ -17,7 +17,6 @@ from nlgc.analysis.analyze import Sample, analyze
 from nlgc.analysis.complexity import complexity_table
 from nlgc.analysis.queries import QueryGrid
 from nlgc.analysis.report import Table
-from nlgc.data.io import normalize
 from nlgc.models.from_checkpoint import load_model
 from nlgc.train import run
 from nlgc.train.datamodule import DataModule
@@ -85,11 +84,10 @@ def run_demo(out: str | Path = "demo_output", quick: bool = False, seed: int = 0
     data = DataModule(**{"seed": seed, **config["data"]})
     data.setup("test")
     test_set = data.datasets["test"]
-    samples = []
-    for index in range(6):
-        pixels, label = test_set[index]
-        display = pixels.float() / 255
-        samples.append(Sample(f"test {index} ({data.classes[label]})", normalize(display), display))
+    samples = [
+        Sample.from_pixels(f"test {i} ({data.classes[test_set[i][1]]})", test_set[i][0])
+        for i in range(6)
+    ]
     tables = [
         Table("Summary: built-in long-range task (same class in opposite corners?)",
               ["variant", "model", "test top-1", "parameters (M)", "MMACs", "CPU ms"], summary),

@@ -17,6 +17,7 @@ Config (every section optional but ``model.name``)::
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -29,17 +30,36 @@ import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from nlgc.analysis.report import write_atomic
+from nlgc.common import write_text_atomic
 from nlgc.train.checkpoint_io import AtomicCheckpointIO
 from nlgc.train.datamodule import DataModule
 from nlgc.train.module import Classifier
 
 SECTIONS = {"seed", "out", "model", "data", "optim", "trainer"}
-# Augmentation lives in the LightningModule's on_after_batch_transfer on purpose (it runs on the
-# device, after transfer); Lightning warns about that whenever a DataModule is used too.
-warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
 MODEL_KEYS = {"name", "num_classes", "overrides"}
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _lightning_warnings_we_mean():
+    """Augmentation lives in the LightningModule's on_after_batch_transfer on purpose (it runs
+    on the device, after transfer); Lightning warns about that whenever a DataModule is used
+    too. Silenced for the duration of a run, not for the process."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
+        yield
+
+
+def read_yaml(text: str, source: str):
+    """``yaml.safe_load`` whose errors are one line naming the source and the position: invalid
+    YAML, or a tag such as ``!!python/object`` that safe loading refuses to construct."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ValueError(f"{source}{where}: not valid YAML for a config: {problem}") from None
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
@@ -47,7 +67,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    config = yaml.safe_load(path.read_text()) or {}
+    config = read_yaml(path.read_text(), str(path)) or {}
     if not isinstance(config, dict):
         raise ValueError(f"{path} must hold a mapping of sections {sorted(SECTIONS)}")
     for item in overrides:
@@ -60,7 +80,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
             target = target.setdefault(part, {})
             if not isinstance(target, dict):
                 raise ValueError(f"override {item!r}: {part!r} is not a section")
-        target[last] = yaml.safe_load(value)
+        target[last] = read_yaml(value, f"override {item!r}")
     unknown = set(config) - SECTIONS
     if unknown:
         raise ValueError(f"unknown config sections {sorted(unknown)}; known: {sorted(SECTIONS)}")
@@ -110,13 +130,14 @@ def fit(config: dict, resume: bool = False, progress: bool = True) -> dict:
     last = out / "checkpoints" / "last.ckpt"
     if resume and not last.is_file():
         raise FileNotFoundError(f"--resume: no checkpoint to resume from at {last}")
-    trainer.fit(module, datamodule=data, ckpt_path=last if resume else None)
+    with _lightning_warnings_we_mean():
+        trainer.fit(module, datamodule=data, ckpt_path=last if resume else None)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     metrics["rank_checksums"] = rank_checksums(module, trainer)
     if len({tuple(c) for c in metrics["rank_checksums"]}) > 1:
         log.warning("the ranks' weights differ after training: %s", metrics["rank_checksums"])
     if trainer.is_global_zero:
-        write_atomic(out / "fit_metrics.json", json.dumps(metrics, indent=2))
+        write_text_atomic(out / "fit_metrics.json", json.dumps(metrics, indent=2))
     return metrics
 
 
@@ -145,11 +166,12 @@ def evaluate(config: dict, stage: str, checkpoint: str | None = None, progress=T
     if path is None:
         log.warning("no checkpoint found: evaluating the freshly initialised model")
     run = trainer.validate if stage == "validate" else trainer.test
-    results = run(module, datamodule=data, ckpt_path=path)[0]
+    with _lightning_warnings_we_mean():
+        results = run(module, datamodule=data, ckpt_path=path)[0]
     metrics = {k: float(v) for k, v in results.items()}
     if stage == "test":
         matrix = module.confusion.compute().tolist()
         metrics["confusion_matrix"] = {"classes": data.classes, "rows_true_cols_predicted": matrix}
     if trainer.is_global_zero:
-        write_atomic(out / f"{stage}_metrics.json", json.dumps(metrics, indent=2))
+        write_text_atomic(out / f"{stage}_metrics.json", json.dumps(metrics, indent=2))
     return metrics
