@@ -2,11 +2,9 @@
 
 import json
 import logging
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -236,33 +234,46 @@ def final_state(out: Path) -> dict:
     return load_model(out / "checkpoints" / "last.ckpt")[0].state_dict()
 
 
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    """A 3-epoch run (8 steps an epoch) that nothing interrupts: (its config, final weights,
+    fit metrics)."""
+    tmp = tmp_path_factory.mktemp("straight")
+    config = synthetic_config(tmp / "run", data__count=256, trainer__max_epochs=3,
+                              model__name="nl_tiny_resnet")  # fmt: skip
+    subprocess.run(command(write_config(tmp / "run.yaml", config)), check=True)
+    return config, final_state(tmp / "run"), json.loads((tmp / "run/fit_metrics.json").read_text())
+
+
+# Where the SIGKILL lands (tests/kill_run.py): point, how many times it is reached first. Epoch
+# e writes epoch{e}.ckpt, then last.ckpt, each through a temporary file and a rename.
+KILL_POINTS = [
+    ("train_batch", 3),  # before any checkpoint exists
+    ("validation_batch", 2),  # in the first validation
+    ("save_checkpoint", 1),  # while the first checkpoint is being built
+    ("checkpoint_written", 1),  # epoch000.ckpt written, not yet renamed
+    ("after_checkpoint", 1),  # epoch000.ckpt in place, last.ckpt not yet
+    ("train_batch", 12),  # in the middle of the second epoch
+    ("checkpoint_written", 4),  # last.ckpt of epoch 1 written, not renamed
+    ("after_checkpoint", 5),  # the final epoch002.ckpt in place, last.ckpt not yet
+    ("after_checkpoint", 6),  # everything saved, before fit_metrics.json
+]
+
+
 @pytest.mark.slow
-def test_resume_after_sigkill_gives_the_same_run(tmp_path):
-    base = synthetic_config(tmp_path / "x", data__count=2400, trainer__max_epochs=3,
-                            model__name="nl_tiny_resnet")  # fmt: skip
-    straight = write_config(tmp_path / "straight.yaml", {**base, "out": str(tmp_path / "straight")})
-    killed = write_config(tmp_path / "killed.yaml", {**base, "out": str(tmp_path / "killed")})
-    subprocess.run(command(straight), check=True, capture_output=True)
-    process = subprocess.Popen(
-        command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    first = tmp_path / "killed" / "checkpoints" / "epoch000.ckpt"
-    deadline = time.time() + 300
-    while not first.exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.5)  # into the second epoch
-    assert process.poll() is None, "the run ended before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    saved = torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=True)
-    assert saved["epoch"] < 2  # killed before the end
-    subprocess.run(command(killed, "--resume"), check=True, capture_output=True)
-    a, b = final_state(tmp_path / "straight"), final_state(tmp_path / "killed")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    metrics = [
-        json.loads((tmp_path / n / "fit_metrics.json").read_text()) for n in ("straight", "killed")
-    ]
-    assert metrics[0] == metrics[1]
+@pytest.mark.parametrize(("point", "count"), KILL_POINTS, ids=[f"{p}-{n}" for p, n in KILL_POINTS])
+def test_resume_after_sigkill_gives_the_same_run(tmp_path, straight_run, point, count):
+    config, weights, metrics = straight_run
+    path = write_config(tmp_path / "killed.yaml", {**config, "out": str(tmp_path / "killed")})
+    killer = Path(__file__).parent / "kill_run.py"
+    killed = subprocess.run([sys.executable, str(killer), str(path), point, str(count)])
+    assert killed.returncode == -signal.SIGKILL, "the run ended before the kill point"
+    subprocess.run(command(path, "--resume"), check=True, capture_output=True)
+    resumed = final_state(tmp_path / "killed")
+    assert resumed.keys() == weights.keys()
+    assert all(torch.equal(resumed[k], weights[k]) for k in weights)
+    assert json.loads((tmp_path / "killed" / "fit_metrics.json").read_text()) == metrics
+    assert not list((tmp_path / "killed" / "checkpoints").glob(".*.tmp"))  # no debris
 
 
 @pytest.mark.slow

@@ -103,7 +103,7 @@ def _train_parsers(sub) -> None:
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"overrides, {example}")
         if stage == "fit":
             p.add_argument("--resume", action="store_true",
-                           help="continue from OUT/checkpoints/last.ckpt")  # fmt: skip
+                           help="continue from the newest checkpoint in OUT/checkpoints")  # fmt: skip
         else:
             p.add_argument("--checkpoint", help="weights to evaluate (default: the run's last)")
         p.add_argument("--skip-corrupt", action="store_true",

@@ -14,6 +14,7 @@ from nlgc.models.from_checkpoint import METADATA_KEY, model_metadata
 from nlgc.models.video_inference import multi_view_scores
 
 AUGMENT = ("none", "flip", "standard")
+METRICS_KEY = "nlgc_metrics"  # in checkpoints: the trainer's callback metrics when it was saved
 
 
 class Classifier(L.LightningModule):
@@ -125,6 +126,12 @@ class Classifier(L.LightningModule):
             logits = self(x)
         self.confusion.update(logits.argmax(-1), y)
         self._evaluate("test", logits, y)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """The metrics so far go with the weights: a run resumed from its final checkpoint
+        (nothing left to train) still reports what the uninterrupted run reported."""
+        metrics = self.trainer.callback_metrics.items()
+        checkpoint[METRICS_KEY] = {k: float(v) for k, v in metrics}
 
     def on_test_epoch_start(self) -> None:
         self.confusion.reset()

@@ -21,6 +21,7 @@ import contextlib
 import copy
 import json
 import logging
+import shutil
 import warnings
 from pathlib import Path
 
@@ -30,10 +31,10 @@ import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from nlgc.common import write_text_atomic
+from nlgc.common import write_atomic, write_text_atomic
 from nlgc.train.checkpoint_io import AtomicCheckpointIO
 from nlgc.train.datamodule import DataModule
-from nlgc.train.module import Classifier
+from nlgc.train.module import METRICS_KEY, Classifier
 
 SECTIONS = {"seed", "out", "model", "data", "optim", "trainer"}
 MODEL_KEYS = {"name", "num_classes", "overrides"}
@@ -125,20 +126,42 @@ def build(config: dict, progress: bool = True):
 
 
 def fit(config: dict, resume: bool = False, progress: bool = True) -> dict:
-    """Train; with ``resume`` continue from ``out/checkpoints/last.ckpt``. Returns metrics."""
+    """Train; with ``resume`` continue from the newest complete checkpoint in
+    ``out/checkpoints`` (from the start if a kill came before the first). Returns metrics."""
     module, data, trainer, out = build(config, progress)
-    last = out / "checkpoints" / "last.ckpt"
-    if resume and not last.is_file():
-        raise FileNotFoundError(f"--resume: no checkpoint to resume from at {last}")
+    folder = out / "checkpoints"
+    for stale in folder.glob(".*.tmp"):  # a write that a kill interrupted
+        stale.unlink(missing_ok=True)
+    start = latest_checkpoint(folder) if resume else None
+    if resume and start is None:
+        log.warning("--resume: no complete checkpoint in %s yet: training from the start", folder)
     with _lightning_warnings_we_mean():
-        trainer.fit(module, datamodule=data, ckpt_path=last if resume else None)
+        trainer.fit(module, datamodule=data, ckpt_path=start)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    newest = latest_checkpoint(folder)
+    if trainer.is_global_zero and newest is not None and newest.name != "last.ckpt":
+        # resumed from an epoch checkpoint that a kill kept from becoming last.ckpt, with
+        # nothing left to train: last.ckpt must still hold the final state
+        write_atomic(folder / "last.ckpt", lambda temporary: shutil.copyfile(newest, temporary))
+    if not metrics and start is not None:  # nothing trained: the run's metrics as saved
+        metrics = dict(torch.load(start, weights_only=True, mmap=True).get(METRICS_KEY, {}))
     metrics["rank_checksums"] = rank_checksums(module, trainer)
     if len({tuple(c) for c in metrics["rank_checksums"]}) > 1:
         log.warning("the ranks' weights differ after training: %s", metrics["rank_checksums"])
     if trainer.is_global_zero:
         write_text_atomic(out / "fit_metrics.json", json.dumps(metrics, indent=2))
     return metrics
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The checkpoint in ``folder`` with the most optimizer steps: ``last.ckpt`` normally, an
+    ``epochNNN.ckpt`` if a kill came between writing it and updating ``last.ckpt``. Only the
+    step counts are read (memory-mapped)."""
+    steps = {}
+    for path in sorted(Path(folder).glob("*.ckpt")):
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        steps[path] = (checkpoint.get("global_step", -1), path.name == "last.ckpt")
+    return max(steps, key=steps.get) if steps else None
 
 
 def rank_checksums(module: Classifier, trainer: L.Trainer) -> list[list[float]]:
