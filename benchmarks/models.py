@@ -29,7 +29,7 @@ from nlgc.analysis.complexity import paired_ms
 from nlgc.blocks import BroadcastContextBlock
 from nlgc.models.plan import InsertionPoints
 
-DEFAULT = ["gc_resnet50", "se_resnet50", "snl_resnet50", "nl_resnet50", "gc_resnet50_r4"]
+DEFAULT = ["gc_resnet50", "se_resnet50", "snl_resnet50", "nl_resnet50", "gc_r4_resnet50"]
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -167,9 +167,11 @@ def main() -> None:
         for size in batches:
             x = batch(size)
             a, b, ratio = paired_ms(
-                inference(baseline, x, precision), inference(model, x, precision), args.pairs,
+                inference(baseline, x, precision),
+                inference(model, x, precision),
+                args.pairs,
                 args.device,
-            )  # fmt: skip
+            )
             cells += [f"{b:.1f} (base {a:.1f})", f"{100 * (ratio - 1):+.1f}%"]
             base_ms = a  # of the last (largest) batch, for the memory floor
         if not args.no_compile:
@@ -185,9 +187,12 @@ def main() -> None:
         baseline.train()
         model.train()
         a, b, ratio = paired_ms(
-            training_step(baseline, x, precision), training_step(model, x, precision),
-            args.train_pairs, args.device, warmup=1,
-        )  # fmt: skip
+            training_step(baseline, x, precision),
+            training_step(model, x, precision),
+            args.train_pairs,
+            args.device,
+            warmup=1,
+        )
         baseline.eval()
         cells += [f"{b:.0f} (base {a:.0f})", f"{100 * (ratio - 1):+.1f}%"]
         moved, floor_ms = memory_floor(model, batch(batches[-1]))

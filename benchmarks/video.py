@@ -62,8 +62,10 @@ def main() -> None:
                 peaks.append(peak_memory_bytes(lambda b=block, i=block_input: b(i), args.device))
         queries = block_input[0, 0].numel()
         keys = queries // 4 if block.sub_sample else queries
-        print(f"| {name} | {tuple(block_input.shape[1:])} | {queries}×{keys} "
-              f"| {peaks[0] / 2**20:.1f} | {peaks[1] / 2**20:.1f} |")  # fmt: skip
+        print(
+            f"| {name} | {tuple(block_input.shape[1:])} | {queries}×{keys} "
+            f"| {peaks[0] / 2**20:.1f} | {peaks[1] / 2**20:.1f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -265,9 +265,11 @@ def test_analyze_compares_with_the_checkpoints_own_network_without_blocks(tmp_pa
     assert len(model.state_dict()) > len(plain.state_dict())  # the original keeps its blocks
     rows = complexity_table({"gc": model, "plain": plain}, (1, 3, 64, 64), repeats=1)
     assert rows[0]["params"] - rows[1]["params"] == sum(
-        p.numel() for m in model.modules() if isinstance(m, nlgc.GlobalContextBlock)
+        p.numel()
+        for m in model.modules()
+        if isinstance(m, nlgc.GlobalContextBlock)
         for p in m.parameters()
-    )  # fmt: skip
+    )
 
 
 def test_analyze_command_on_a_video_file(tmp_path, capsys):
@@ -292,20 +294,52 @@ def test_report_opens_in_headless_chromium(tmp_path):
     browser = chromium()
     inputs = write_images(tmp_path / "images")
     out = tmp_path / "report"
-    assert main(["analyze", "--model", "gc_resnet50", "--inputs", str(inputs), "--out", str(out),
-                 "--size", "96", "--queries", "grid:2"]) == 0  # fmt: skip
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}"]  # fmt: skip
+    assert (
+        main(
+            [
+                "analyze",
+                "--model",
+                "gc_resnet50",
+                "--inputs",
+                str(inputs),
+                "--out",
+                str(out),
+                "--size",
+                "96",
+                "--queries",
+                "grid:2",
+            ]
+        )
+        == 0
+    )
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
     url = (out / "report.html").as_uri()
-    dom = subprocess.run([browser, *flags, "--virtual-time-budget=5000", "--dump-dom", url],
-                         capture_output=True, text=True, timeout=120).stdout  # fmt: skip
+    dom = subprocess.run(
+        [browser, *flags, "--virtual-time-budget=5000", "--dump-dom", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
     loaded = re.search(r'data-images-loaded="(\d+)/(\d+)"', dom)
     assert loaded, "the page's load check did not run"
     assert loaded.group(1) == loaded.group(2) and int(loaded.group(2)) >= 3
     assert dom.count("<table") >= 3 and "Query independence" in dom
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "report_screenshot.png"
-    subprocess.run([browser, *flags, "--window-size=1200,1800", f"--screenshot={shot}", url],
-                   capture_output=True, timeout=120, check=True)  # fmt: skip
+    subprocess.run(
+        [browser, *flags, "--window-size=1200,1800", f"--screenshot={shot}", url],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
     assert shot.stat().st_size > 10_000

@@ -119,7 +119,7 @@ def test_named_configurations_place_their_blocks():
         "layer3.4.simplified_non_local"
     ]
     assert len(blocks(nlgc.create_model("se_resnet50"), SqueezeExcitation)) == 16
-    r4 = nlgc.create_model("gc_resnet50_r4").layer4[0].context_block
+    r4 = nlgc.create_model("gc_r4_resnet50").layer4[0].context_block
     assert (
         r4.planes == 2048 // 4
         and nlgc.create_model("gc_resnet101").layer4[0].context_block.planes == 128
@@ -131,9 +131,15 @@ def test_named_configurations_place_their_blocks():
 
 def test_gcnet_ablation_overrides():
     model = nlgc.create_model(
-        "gc_resnet50", num_classes=7, pooling="avg", fusion=("mul",), ratio=1 / 4,
-        layer_norm=False, stages=("c4", "c5"), position="after_add",
-    )  # fmt: skip
+        "gc_resnet50",
+        num_classes=7,
+        pooling="avg",
+        fusion=("mul",),
+        ratio=1 / 4,
+        layer_norm=False,
+        stages=("c4", "c5"),
+        position="after_add",
+    )
     gcs = [m for m in model.modules() if isinstance(m, GlobalContextBlock)]
     assert len(gcs) == 6 + 3
     assert {(g.pooling, g.fusion, g.ratio, g.layer_norm) for g in gcs} == {
@@ -224,13 +230,19 @@ def test_features_only_for_detection():
     model = nlgc.create_model("gc_resnet50", features_only=True).eval()
     assert not hasattr(model, "fc")
     assert [(f["stage"], f["channels"], f["stride"]) for f in model.feature_info] == [
-        ("c2", 256, 4), ("c3", 512, 8), ("c4", 1024, 16), ("c5", 2048, 32),
-    ]  # fmt: skip
+        ("c2", 256, 4),
+        ("c3", 512, 8),
+        ("c4", 1024, 16),
+        ("c5", 2048, 32),
+    ]
     with torch.no_grad():
         features = model(torch.randn(1, 3, 224, 160))
     assert [tuple(f.shape) for f in features] == [
-        (1, 256, 56, 40), (1, 512, 28, 20), (1, 1024, 14, 10), (1, 2048, 7, 5),
-    ]  # fmt: skip
+        (1, 256, 56, 40),
+        (1, 512, 28, 20),
+        (1, 1024, 14, 10),
+        (1, 2048, 7, 5),
+    ]
     two = nlgc.create_model("resnet18", features_only=True, out_indices=(2, 3))
     assert [f["channels"] for f in two.feature_info] == [256, 512]
     assert len(two(torch.randn(1, 3, 64, 64))) == 2

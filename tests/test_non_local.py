@@ -29,9 +29,15 @@ def configurations():
 
 def make(pw, dim, sub_sample=False, position="after", attend="spacetime", **kwargs):
     block = NonLocalBlock(
-        6, dim, pw, inter_channels=3, sub_sample=sub_sample, pool_position=position,
-        attend=attend, **kwargs,
-    )  # fmt: skip
+        6,
+        dim,
+        pw,
+        inter_channels=3,
+        sub_sample=sub_sample,
+        pool_position=position,
+        attend=attend,
+        **kwargs,
+    )
     return randomize(block).double()
 
 

@@ -110,12 +110,23 @@ def synthetic_config(out: Path, **changes) -> dict:
         "seed": 0,
         "out": str(out),
         "model": {"name": "gc_tiny_resnet"},
-        "data": {"kind": "synthetic", "size": 64, "batch_size": 32, "count": 256,
-                 "val_count": 64, "test_count": 96},
+        "data": {
+            "kind": "synthetic",
+            "size": 64,
+            "batch_size": 32,
+            "count": 256,
+            "val_count": 64,
+            "test_count": 96,
+        },
         "optim": {"optimizer": "adamw", "lr": 0.003, "weight_decay": 0.05, "augment": "flip"},
-        "trainer": {"max_epochs": 2, "accelerator": "cpu", "devices": 1,
-                    "enable_model_summary": False, "log_every_n_steps": 2},
-    }  # fmt: skip
+        "trainer": {
+            "max_epochs": 2,
+            "accelerator": "cpu",
+            "devices": 1,
+            "enable_model_summary": False,
+            "log_every_n_steps": 2,
+        },
+    }
     for key, value in changes.items():
         section, name = key.split("__")
         config[section][name] = value
@@ -153,9 +164,13 @@ def test_fit_validate_test_commands(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_mixed_precision_and_gradient_clipping(tmp_path):
-    config = synthetic_config(tmp_path / "bf16", trainer__precision="bf16-mixed",
-                              trainer__gradient_clip_val=1.0, trainer__max_epochs=1,
-                              model__name="nl_tiny_resnet")  # fmt: skip
+    config = synthetic_config(
+        tmp_path / "bf16",
+        trainer__precision="bf16-mixed",
+        trainer__gradient_clip_val=1.0,
+        trainer__max_epochs=1,
+        model__name="nl_tiny_resnet",
+    )
     metrics = run.fit(config, progress=False)
     assert torch.isfinite(torch.tensor(metrics["train/loss"]))
 
@@ -181,10 +196,13 @@ def test_config_errors_are_explained(tmp_path, capsys):
     ("text", "position", "words"),
     [
         ("model: [unclosed\n", "line 2, column 1", "expected ',' or ']'"),
-        ("model: !!python/object/apply:os.system ['touch pwned']\n", "line 1, column 8",
-         "could not determine a constructor"),
+        (
+            "model: !!python/object/apply:os.system ['touch pwned']\n",
+            "line 1, column 8",
+            "could not determine a constructor",
+        ),
     ],
-)  # fmt: skip
+)
 def test_config_yaml_errors_are_one_line(tmp_path, capsys, monkeypatch, text, position, words):
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "broken.yaml"
@@ -212,8 +230,17 @@ def test_skip_corrupt_flag(tmp_path, caplog):
     metrics = json.loads((tmp_path / "run" / "validate_metrics.json").read_text())
     (root / "val" / "cat" / "broken.png").unlink()  # the same run on the clean folder
     clean = {**config, "out": str(tmp_path / "clean")}
-    assert main(["validate", "--config", str(write_config(tmp_path / "clean.yaml", clean)),
-                 "--no-progress"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "validate",
+                "--config",
+                str(write_config(tmp_path / "clean.yaml", clean)),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert metrics == json.loads((tmp_path / "clean" / "validate_metrics.json").read_text())
 
 
@@ -239,8 +266,9 @@ def straight_run(tmp_path_factory):
     """A 3-epoch run (8 steps an epoch) that nothing interrupts: (its config, final weights,
     fit metrics)."""
     tmp = tmp_path_factory.mktemp("straight")
-    config = synthetic_config(tmp / "run", data__count=256, trainer__max_epochs=3,
-                              model__name="nl_tiny_resnet")  # fmt: skip
+    config = synthetic_config(
+        tmp / "run", data__count=256, trainer__max_epochs=3, model__name="nl_tiny_resnet"
+    )
     subprocess.run(command(write_config(tmp / "run.yaml", config)), check=True)
     return config, final_state(tmp / "run"), json.loads((tmp / "run/fit_metrics.json").read_text())
 
@@ -278,8 +306,9 @@ def test_resume_after_sigkill_gives_the_same_run(tmp_path, straight_run, point, 
 
 @pytest.mark.slow
 def test_ddp_on_two_cpu_processes_keeps_ranks_in_step(tmp_path):
-    ddp = synthetic_config(tmp_path / "ddp", trainer__strategy="ddp", trainer__devices=2,
-                           trainer__max_epochs=1)  # fmt: skip
+    ddp = synthetic_config(
+        tmp_path / "ddp", trainer__strategy="ddp", trainer__devices=2, trainer__max_epochs=1
+    )
     config = write_config(tmp_path / "ddp.yaml", ddp)
     done = subprocess.run(command(config), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -291,10 +320,20 @@ def test_ddp_on_two_cpu_processes_keeps_ranks_in_step(tmp_path):
 @pytest.mark.slow
 def test_video_training_and_the_multi_clip_test(tmp_path):
     root = write_video_folders(tmp_path / "videos")
-    config = synthetic_config(tmp_path / "video", model__name="nl1_c2d_resnet50",
-                              trainer__max_epochs=1, optim__augment="standard")  # fmt: skip
-    config["data"] = {"kind": "videos", "root": str(root), "size": 32, "batch_size": 2,
-                      "clip_len": 4, "frame_interval": 2}  # fmt: skip
+    config = synthetic_config(
+        tmp_path / "video",
+        model__name="nl1_c2d_resnet50",
+        trainer__max_epochs=1,
+        optim__augment="standard",
+    )
+    config["data"] = {
+        "kind": "videos",
+        "root": str(root),
+        "size": 32,
+        "batch_size": 2,
+        "clip_len": 4,
+        "frame_interval": 2,
+    }
     run.fit(config, progress=False)
     metrics = run.evaluate(config, "test", progress=False)
     assert metrics["confusion_matrix"]["classes"] == ["down", "up"]

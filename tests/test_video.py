@@ -62,8 +62,9 @@ def test_non_local_placement():
             if isinstance(m, nlgc.NonLocalBlock)
         ]
 
-    assert where("nl_c2d_resnet50") == [f"layer{s}.{i}.non_local_block" for s, i in
-                                        [(2, 1), (2, 3), (3, 1), (3, 3), (3, 5)]]  # fmt: skip
+    assert where("nl_c2d_resnet50") == [
+        f"layer{s}.{i}.non_local_block" for s, i in [(2, 1), (2, 3), (3, 1), (3, 3), (3, 5)]
+    ]
     assert where("nl_i3d_resnet101")[2:] == [f"layer3.{i}.non_local_block" for i in (6, 13, 20)]
     assert where("nl1_c2d_resnet50") == ["layer3.4.non_local_block"]
     assert len(where("nl10_c2d_resnet50")) == 10
@@ -115,8 +116,9 @@ def test_table_2e_flops_within_5_percent():
 )
 def test_blocks_start_as_identities(name):
     model = nlgc.create_model(name).eval()
-    plain = VideoResNet((3, 4, 6, 3), model.inflate if any(map(any, model.inflate)) else None,
-                        model.inflate_style).eval()  # fmt: skip
+    plain = VideoResNet(
+        (3, 4, 6, 3), model.inflate if any(map(any, model.inflate)) else None, model.inflate_style
+    ).eval()
     plain.load_state_dict({k: v for k, v in model.state_dict().items() if k in plain.state_dict()})
     x = torch.randn(1, 3, 8, 32, 32)
     with torch.no_grad():
@@ -235,8 +237,9 @@ class MeanOfView(nn.Module):
 
 def test_fully_convolutional_scores_average_clips_and_crops():
     video = torch.arange(40, dtype=torch.float32).view(1, 40, 1, 1).expand(3, 40, 30, 40).clone()
-    scores = nlgc.fully_convolutional_scores(MeanOfView(), video, clip_len=8, frame_interval=2,
-                                             num_clips=3, num_crops=3, short_side=24)  # fmt: skip
+    scores = nlgc.fully_convolutional_scores(
+        MeanOfView(), video, clip_len=8, frame_interval=2, num_clips=3, num_crops=3, short_side=24
+    )
     # clips start at 0, 12, 24 (span 16 of 40 frames); every crop of a clip sees the same values
     expected = []
     for start in (0, 12, 24):
@@ -247,8 +250,9 @@ def test_fully_convolutional_scores_average_clips_and_crops():
     short = nlgc.fully_convolutional_scores(MeanOfView(), video[:, :5], clip_len=8, num_clips=2)
     assert torch.isfinite(short).all()  # a video shorter than a clip loops
     model = nlgc.create_model("nl_c2d_resnet50", num_classes=5)
-    probabilities = nlgc.fully_convolutional_scores(model, torch.randn(3, 20, 40, 60), clip_len=8,
-                                                    num_clips=2, short_side=32)  # fmt: skip
+    probabilities = nlgc.fully_convolutional_scores(
+        model, torch.randn(3, 20, 40, 60), clip_len=8, num_clips=2, short_side=32
+    )
     assert probabilities.shape == (5,) and abs(float(probabilities.sum()) - 1) < 1e-5
     with pytest.raises(ValueError, match=r"\(C, T, H, W\)"):
         nlgc.fully_convolutional_scores(model, torch.randn(20, 40, 60))

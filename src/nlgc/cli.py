@@ -36,16 +36,26 @@ def query_text(text: str) -> str:
 
 
 def _analyze_parser(sub) -> None:
-    p = sub.add_parser("analyze", help="attention heatmaps and query-independence report",
-                       description=ANALYZE_HELP)  # fmt: skip
+    p = sub.add_parser(
+        "analyze", help="attention heatmaps and query-independence report", description=ANALYZE_HELP
+    )
     source = p.add_argument_group("model (one of, or both for a foreign checkpoint)")
     source.add_argument("--model", help="a registered name (see `nlgc models`)")
     source.add_argument("--checkpoint", type=Path, help="an nlgc checkpoint or a state dict")
-    p.add_argument("--inputs", nargs="+", required=True, metavar="PATH",
-                   help="image/video files or folders (searched recursively)")  # fmt: skip
-    p.add_argument("--queries", default="grid:3", type=query_text,
-                   help="grid:N | random:N[:SEED] | points:y,x;y,x (fractions) | "
-                        "pixels:y,x;y,x (pixels of the --size input)")  # fmt: skip
+    p.add_argument(
+        "--inputs",
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="image/video files or folders (searched recursively)",
+    )
+    p.add_argument(
+        "--queries",
+        default="grid:3",
+        type=query_text,
+        help="grid:N | random:N[:SEED] | points:y,x;y,x (fractions) | "
+        "pixels:y,x;y,x (pixels of the --size input)",
+    )
     p.add_argument("--out", type=Path, required=True, metavar="DIR")
     p.add_argument("--size", type=positive_int, default=224, help="input side after resize + crop")
     p.add_argument("--frames", type=positive_int, default=8, help="frames sampled from each video")
@@ -77,8 +87,10 @@ def run_analyze(args) -> None:
         samples.append(Sample.from_pixels(path.name, pixels))
     video = modality(name) == "video"
     if any(s.is_video != video for s in samples):
-        raise ValueError(f"{name} is a{' video' if video else 'n image'} model, but the inputs "
-                         f"include {'images' if video else 'videos'}")  # fmt: skip
+        raise ValueError(
+            f"{name} is a{' video' if video else 'n image'} model, but the inputs "
+            f"include {'images' if video else 'videos'}"
+        )
     size = (args.frames, args.size, args.size) if video else (args.size, args.size)
     queries = parse_queries(args.queries, size)
     rows = None
@@ -102,12 +114,18 @@ def _train_parsers(sub) -> None:
         example = "e.g. trainer.max_epochs=5 optim.lr=0.01"
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"overrides, {example}")
         if stage == "fit":
-            p.add_argument("--resume", action="store_true",
-                           help="continue from the newest checkpoint in OUT/checkpoints")  # fmt: skip
+            p.add_argument(
+                "--resume",
+                action="store_true",
+                help="continue from the newest checkpoint in OUT/checkpoints",
+            )
         else:
             p.add_argument("--checkpoint", help="weights to evaluate (default: the run's last)")
-        p.add_argument("--skip-corrupt", action="store_true",
-                       help="leave unreadable images/videos out (counted in the log)")  # fmt: skip
+        p.add_argument(
+            "--skip-corrupt",
+            action="store_true",
+            help="leave unreadable images/videos out (counted in the log)",
+        )
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
         p.set_defaults(run=run_train, stage=stage)
 
@@ -134,10 +152,13 @@ def run_train(args) -> None:
 
 
 def _demo_parser(sub) -> None:
-    p = sub.add_parser("demo", help="the main job on built-in data (CPU, ≤ 10 min)",
-                       description="Train a tiny ResNet and its NL, SNL and GC variants on the "
-                       "built-in long-range task, test them, measure their cost, analyse the NL "
-                       "model and write one report.")  # fmt: skip
+    p = sub.add_parser(
+        "demo",
+        help="the main job on built-in data (CPU, ≤ 10 min)",
+        description="Train a tiny ResNet and its NL, SNL and GC variants on the "
+        "built-in long-range task, test them, measure their cost, analyse the NL "
+        "model and write one report.",
+    )
     p.add_argument("--out", type=Path, default=Path("demo_output"))
     p.add_argument("--quick", action="store_true", help="a smaller run (≤ 2 min)")
     p.add_argument("--seed", type=int, default=0)

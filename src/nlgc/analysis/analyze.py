@@ -47,11 +47,19 @@ def distance_table(stats: list[QueryIndependence]) -> Table:
         "Query independence: mean cosine distance between query positions",
         ["block", "stage", "kind", "queries", "samples", "inputs x", "attention", "outputs z−x"],
         [
-            [s.block, s.stage, s.kind, s.queries, s.samples, s.input_distance,
-             s.attention_distance, s.output_distance]
+            [
+                s.block,
+                s.stage,
+                s.kind,
+                s.queries,
+                s.samples,
+                s.input_distance,
+                s.attention_distance,
+                s.output_distance,
+            ]
             for s in stats
         ],
-    )  # fmt: skip
+    )
 
 
 def complexity_report_table(rows: list[dict]) -> Table:

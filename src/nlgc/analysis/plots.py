@@ -97,8 +97,11 @@ def plot_video_query_attention(
         _show(ax, frame)
         shown = ax.imshow(
             _upsample(maps[t], record.key_spatial, size).numpy(),
-            cmap=HEATMAP, alpha=0.55, vmin=0, vmax=vmax,
-        )  # fmt: skip
+            cmap=HEATMAP,
+            alpha=0.55,
+            vmin=0,
+            vmax=vmax,
+        )
         ax.set_title(f"frame {t + 1}" + (" (query)" if t == query_frame else ""), fontsize=9)
         if t == query_frame:
             x, y = _query_pixel(flat, record.spatial, size)
@@ -148,8 +151,13 @@ def plot_distances(stats: Sequence[QueryIndependence], path: Path) -> Path:
     for i, (label, values) in enumerate(series.items()):
         positions = [p + (i - 1) * width for p in range(len(stats))]
         ax.bar(positions, values, width, label=label)
-    ax.set_xticks(range(len(stats)), labels, rotation=45 if len(stats) > 6 else 0, fontsize=8,
-                  ha="right" if len(stats) > 6 else "center")  # fmt: skip
+    ax.set_xticks(
+        range(len(stats)),
+        labels,
+        rotation=45 if len(stats) > 6 else 0,
+        fontsize=8,
+        ha="right" if len(stats) > 6 else "center",
+    )
     ax.set_ylabel("mean cosine distance between queries")
     ax.set_ylim(0, max(1.0, max(max(v) for v in series.values()) * 1.1))
     ax.legend(fontsize=8)

@@ -81,16 +81,18 @@ class PairsDataset(Dataset):
 
     classes = CLASS_NAMES
 
-    def __init__(self, count, seed=0, size=64, frames=0, split="train", source="auto",
-                 kinds=DEFAULT_KINDS):  # fmt: skip
+    def __init__(
+        self, count, seed=0, size=64, frames=0, split="train", source="auto", kinds=DEFAULT_KINDS
+    ):
         if size < 64:
             raise ValueError(f"size must be at least 64 (two 28-pixel objects apart), got {size}")
         rng = np.random.default_rng(seed)
         kinds = tuple(sorted(kinds))
         items = None if source == "shapes" else fashion_mnist(split)
         if items is None and source == "fashion":
-            raise FileNotFoundError(f"Fashion-MNIST not found in {FASHION_MNIST}: "
-                                    "apt-get install dataset-fashion-mnist")  # fmt: skip
+            raise FileNotFoundError(
+                f"Fashion-MNIST not found in {FASHION_MNIST}: apt-get install dataset-fashion-mnist"
+            )
         if items is not None:
             keep = np.isin(items[1], kinds)
             pool, pool_labels = items[0][keep], np.searchsorted(kinds, items[1][keep])

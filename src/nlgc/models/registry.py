@@ -1,4 +1,8 @@
-"""Named model configurations: ``create_model(name, num_classes=..., **overrides)``."""
+"""Named model configurations: ``create_model(name, num_classes=..., **overrides)``.
+
+Every name is a row of :data:`MODELS`: (name, architecture, variant), where a name reads
+``<variant>_<architecture>`` (``gc_r4_resnet50``: GC blocks with r = 1/4 in ResNet-50).
+"""
 
 from __future__ import annotations
 
@@ -28,8 +32,12 @@ _REGISTRY: dict[str, ModelSpec] = {}
 
 # Insertion fields and the models' own keyword arguments; every other override is a block option.
 _MODEL_KWARGS = {
-    "features_only", "out_indices", "in_channels", "stem_temporal_stride", "dropout",
-}  # fmt: skip
+    "features_only",
+    "out_indices",
+    "in_channels",
+    "stem_temporal_stride",
+    "dropout",
+}
 
 
 def register(
@@ -102,69 +110,37 @@ def create_model(name: str, num_classes: int | None = None, plan: Plan | None = 
     return spec.build(plan=plan, num_classes=num_classes, **model_kwargs)
 
 
+@dataclass(frozen=True)
+class Architecture:
+    """A backbone without context blocks: ``build(plan=..., num_classes=..., **kwargs)``."""
+
+    build: Callable[..., nn.Module]
+    title: str
+    num_classes: int = 1000
+    modality: str = "image"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Which blocks go where, and one line saying so."""
+
+    plan: Plan
+    text: str
+
+
 def _resnet(block, layers, groups=1, width_per_group=64, base_channels=64):
     def build(**kwargs):
-        return ResNet(block, layers, groups=groups, width_per_group=width_per_group,
-                      base_channels=base_channels, **kwargs)  # fmt: skip
+        return ResNet(
+            block,
+            layers,
+            groups=groups,
+            width_per_group=width_per_group,
+            base_channels=base_channels,
+            **kwargs,
+        )
 
     return build
 
-
-_ARCHS = {
-    "resnet18": (_resnet(BasicBlock, (2, 2, 2, 2)), "ResNet-18"),
-    "resnet34": (_resnet(BasicBlock, (3, 4, 6, 3)), "ResNet-34"),
-    "resnet50": (_resnet(Bottleneck, (3, 4, 6, 3)), "ResNet-50"),
-    "resnet101": (_resnet(Bottleneck, (3, 4, 23, 3)), "ResNet-101"),
-    "resnet152": (_resnet(Bottleneck, (3, 8, 36, 3)), "ResNet-152"),
-    "resnext50_32x4d": (_resnet(Bottleneck, (3, 4, 6, 3), 32, 4), "ResNeXt-50 32×4d"),
-    "resnext101_32x4d": (_resnet(Bottleneck, (3, 4, 23, 3), 32, 4), "ResNeXt-101 32×4d"),
-}
-
-_C3_C5 = ("c3", "c4", "c5")
-_VARIANTS = {
-    "gc": (
-        Plan((Insertion("gc", _C3_C5, options={"ratio": 1 / 16}),)),
-        "GC blocks (r=1/16, att pooling, add fusion) after conv3 of every bottleneck of c3–c5 "
-        "(GCNet's default)",
-    ),
-    "gc_{}_r4": (
-        Plan((Insertion("gc", _C3_C5, options={"ratio": 1 / 4}),)),
-        "GC blocks with r=1/4 in every bottleneck of c3–c5 (GCNet)",
-    ),
-    "nl": (
-        Plan((Insertion("nl", ("c4",), "before_last"),)),
-        "one embedded-Gaussian non-local block in c4, right before its last residual block "
-        "(the Non-local paper's COCO setting)",
-    ),
-    "snl": (
-        Plan((Insertion("snl", ("c4",), "before_last"),)),
-        "one simplified non-local block at the NL position in c4 (GCNet)",
-    ),
-    "se": (
-        Plan((Insertion("se", STAGES, options={"ratio": 1 / 16}),)),
-        "SE (r=1/16) after conv3 of every residual block (SE-ResNet)",
-    ),
-}
-
-for _arch, (_build, _title) in _ARCHS.items():
-    register(_arch, _build, Plan(), f"{_title}, torchvision layout")
-for _arch in ("resnet50", "resnet101", "resnext101_32x4d"):
-    _build, _title = _ARCHS[_arch]
-    for _variant, (_plan, _text) in _VARIANTS.items():
-        _name = _variant.format(_arch) if "{}" in _variant else f"{_variant}_{_arch}"
-        register(_name, _build, _plan, f"{_title} + {_text}")
-
-
-# A small ResNet (one BasicBlock per stage, 16–128 channels) for CPU demos and quick experiments;
-# the NL/SNL block goes after c3's only block (8×8 positions at 64×64 input).
-_TINY = _resnet(BasicBlock, (1, 1, 1, 1), base_channels=16)
-register("tiny_resnet", _TINY, Plan(), "tiny ResNet (1 BasicBlock per stage, 16–128 channels)")
-for _block, _text in (("nl", "an embedded-Gaussian NL block"), ("snl", "an SNL block")):
-    register(f"{_block}_tiny_resnet", _TINY, Plan((Insertion(_block, ("c3",), (0,)),)),
-             f"tiny ResNet + {_text} after c3")  # fmt: skip
-_GC_TINY = Plan((Insertion("gc", ("c3", "c4", "c5"), options={"ratio": 1 / 4}),))
-register("gc_tiny_resnet", _TINY, _GC_TINY,
-         "tiny ResNet + GC blocks (r=1/4) in every residual block of c3–c5")  # fmt: skip
 
 # Video (Non-local paper, Table 1): I3D inflates one kernel in every other residual block.
 _INFLATE = {
@@ -172,9 +148,6 @@ _INFLATE = {
     101: ((1, 1, 1), (1, 0, 1, 0), tuple(1 - i % 2 for i in range(23)), (0, 1, 0)),
 }
 _DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
-# mmaction2's non-local I3D settings: embedded Gaussian, pooling after φ/g, no 1/√d scale, BN.
-_NL_VIDEO = {"sub_sample": True}
-_NL5_C4 = {50: (1, 3, 5), 101: (6, 13, 20)}
 
 
 def _video(depth, inflate_style=None):
@@ -185,37 +158,137 @@ def _video(depth, inflate_style=None):
     return build
 
 
-def _nl_plan(depth: int, blocks: int) -> Plan:
-    """1 block: before the last of res4; 5: res3 {1, 3} + res4 {1, 3, 5} (R101 {6, 13, 20});
-    10: every residual block of res3 and res4 (R50)."""
-    if blocks == 1:
-        return Plan((Insertion("nl", ("c4",), "before_last", options=_NL_VIDEO),))
-    if blocks == 5:
-        return Plan(
-            (
-                Insertion("nl", ("c3",), (1, 3), options=_NL_VIDEO),
-                Insertion("nl", ("c4",), _NL5_C4[depth], options=_NL_VIDEO),
-            )
+RESNET18 = Architecture(_resnet(BasicBlock, (2, 2, 2, 2)), "ResNet-18")
+RESNET34 = Architecture(_resnet(BasicBlock, (3, 4, 6, 3)), "ResNet-34")
+RESNET50 = Architecture(_resnet(Bottleneck, (3, 4, 6, 3)), "ResNet-50")
+RESNET101 = Architecture(_resnet(Bottleneck, (3, 4, 23, 3)), "ResNet-101")
+RESNET152 = Architecture(_resnet(Bottleneck, (3, 8, 36, 3)), "ResNet-152")
+RESNEXT50 = Architecture(_resnet(Bottleneck, (3, 4, 6, 3), 32, 4), "ResNeXt-50 32×4d")
+RESNEXT101 = Architecture(_resnet(Bottleneck, (3, 4, 23, 3), 32, 4), "ResNeXt-101 32×4d")
+# one BasicBlock per stage, 16–128 channels: for CPU demos and quick experiments
+TINY = Architecture(_resnet(BasicBlock, (1, 1, 1, 1), base_channels=16), "tiny ResNet")
+C2D50 = Architecture(_video(50), "C2D ResNet-50 (video)", 400, "video")
+I3D50 = Architecture(_video(50, "3x1x1"), "I3D 3×1×1 ResNet-50 (video)", 400, "video")
+I3D333_50 = Architecture(_video(50, "3x3x3"), "I3D 3×3×3 ResNet-50 (video)", 400, "video")
+C2D101 = Architecture(_video(101), "C2D ResNet-101 (video)", 400, "video")
+I3D101 = Architecture(_video(101, "3x1x1"), "I3D 3×1×1 ResNet-101 (video)", 400, "video")
+I3D333_101 = Architecture(_video(101, "3x3x3"), "I3D 3×3×3 ResNet-101 (video)", 400, "video")
+
+_C3_C5 = ("c3", "c4", "c5")
+# mmaction2's non-local I3D settings: embedded Gaussian, pooling after φ/g, no 1/√d scale, BN.
+_NL_VIDEO = {"sub_sample": True}
+PLAIN = Variant(Plan(), "no context blocks, torchvision layout")
+GC = Variant(
+    Plan((Insertion("gc", _C3_C5, options={"ratio": 1 / 16}),)),
+    "GC blocks (r=1/16, att pooling, add fusion) after conv3 of every bottleneck of c3–c5 "
+    "(GCNet's default)",
+)
+GC_R4 = Variant(
+    Plan((Insertion("gc", _C3_C5, options={"ratio": 1 / 4}),)),
+    "GC blocks with r=1/4 in every residual block of c3–c5 (GCNet)",
+)
+NL = Variant(
+    Plan((Insertion("nl", ("c4",), "before_last"),)),
+    "one embedded-Gaussian non-local block in c4, right before its last residual block "
+    "(the Non-local paper's COCO setting)",
+)
+SNL = Variant(
+    Plan((Insertion("snl", ("c4",), "before_last"),)),
+    "one simplified non-local block at the NL position in c4 (GCNet)",
+)
+SE = Variant(
+    Plan((Insertion("se", STAGES, options={"ratio": 1 / 16}),)),
+    "SE (r=1/16) after conv3 of every residual block (SE-ResNet)",
+)
+NL_AFTER_C3 = Variant(  # 8×8 positions at 64×64 input
+    Plan((Insertion("nl", ("c3",), (0,)),)), "an embedded-Gaussian NL block after c3"
+)
+SNL_AFTER_C3 = Variant(Plan((Insertion("snl", ("c3",), (0,)),)), "an SNL block after c3")
+NL1_VIDEO = Variant(
+    Plan((Insertion("nl", ("c4",), "before_last", options=_NL_VIDEO),)),
+    "1 non-local block before the last of res4",
+)
+NL5_VIDEO_50 = Variant(
+    Plan(
+        (
+            Insertion("nl", ("c3",), (1, 3), options=_NL_VIDEO),
+            Insertion("nl", ("c4",), (1, 3, 5), options=_NL_VIDEO),
         )
-    return Plan((Insertion("nl", ("c3", "c4"), "all", options=_NL_VIDEO),))
+    ),
+    "5 non-local blocks (res3 {1, 3}, res4 {1, 3, 5})",
+)
+NL5_VIDEO_101 = Variant(
+    Plan(
+        (
+            Insertion("nl", ("c3",), (1, 3), options=_NL_VIDEO),
+            Insertion("nl", ("c4",), (6, 13, 20), options=_NL_VIDEO),
+        )
+    ),
+    "5 non-local blocks (res3 {1, 3}, res4 {6, 13, 20})",
+)
+NL10_VIDEO_50 = Variant(
+    Plan((Insertion("nl", ("c3", "c4"), "all", options=_NL_VIDEO),)),
+    "10 non-local blocks (every residual block of res3 and res4)",
+)
+GC_VIDEO = Variant(GC.plan, "3D GC blocks in every bottleneck of res3–res5")
 
+# Every named model: (name, architecture, variant). `nlgc models` lists them with their lines.
+MODELS = [
+    ("resnet18", RESNET18, PLAIN),
+    ("resnet34", RESNET34, PLAIN),
+    ("resnet50", RESNET50, PLAIN),
+    ("resnet101", RESNET101, PLAIN),
+    ("resnet152", RESNET152, PLAIN),
+    ("resnext50_32x4d", RESNEXT50, PLAIN),
+    ("resnext101_32x4d", RESNEXT101, PLAIN),
+    ("gc_resnet50", RESNET50, GC),
+    ("gc_r4_resnet50", RESNET50, GC_R4),
+    ("nl_resnet50", RESNET50, NL),
+    ("snl_resnet50", RESNET50, SNL),
+    ("se_resnet50", RESNET50, SE),
+    ("gc_resnet101", RESNET101, GC),
+    ("gc_r4_resnet101", RESNET101, GC_R4),
+    ("nl_resnet101", RESNET101, NL),
+    ("snl_resnet101", RESNET101, SNL),
+    ("se_resnet101", RESNET101, SE),
+    ("gc_resnext101_32x4d", RESNEXT101, GC),
+    ("gc_r4_resnext101_32x4d", RESNEXT101, GC_R4),
+    ("nl_resnext101_32x4d", RESNEXT101, NL),
+    ("snl_resnext101_32x4d", RESNEXT101, SNL),
+    ("se_resnext101_32x4d", RESNEXT101, SE),
+    ("tiny_resnet", TINY, PLAIN),
+    ("nl_tiny_resnet", TINY, NL_AFTER_C3),
+    ("snl_tiny_resnet", TINY, SNL_AFTER_C3),
+    ("gc_tiny_resnet", TINY, GC_R4),
+    ("c2d_resnet50", C2D50, PLAIN),
+    ("nl_c2d_resnet50", C2D50, NL5_VIDEO_50),
+    ("nl1_c2d_resnet50", C2D50, NL1_VIDEO),
+    ("nl10_c2d_resnet50", C2D50, NL10_VIDEO_50),
+    ("gc_c2d_resnet50", C2D50, GC_VIDEO),
+    ("i3d_resnet50", I3D50, PLAIN),
+    ("nl_i3d_resnet50", I3D50, NL5_VIDEO_50),
+    ("nl1_i3d_resnet50", I3D50, NL1_VIDEO),
+    ("nl10_i3d_resnet50", I3D50, NL10_VIDEO_50),
+    ("gc_i3d_resnet50", I3D50, GC_VIDEO),
+    ("i3d3x3x3_resnet50", I3D333_50, PLAIN),
+    ("nl_i3d3x3x3_resnet50", I3D333_50, NL5_VIDEO_50),
+    ("nl1_i3d3x3x3_resnet50", I3D333_50, NL1_VIDEO),
+    ("nl10_i3d3x3x3_resnet50", I3D333_50, NL10_VIDEO_50),
+    ("gc_i3d3x3x3_resnet50", I3D333_50, GC_VIDEO),
+    ("c2d_resnet101", C2D101, PLAIN),
+    ("nl_c2d_resnet101", C2D101, NL5_VIDEO_101),
+    ("nl1_c2d_resnet101", C2D101, NL1_VIDEO),
+    ("gc_c2d_resnet101", C2D101, GC_VIDEO),
+    ("i3d_resnet101", I3D101, PLAIN),
+    ("nl_i3d_resnet101", I3D101, NL5_VIDEO_101),
+    ("nl1_i3d_resnet101", I3D101, NL1_VIDEO),
+    ("gc_i3d_resnet101", I3D101, GC_VIDEO),
+    ("i3d3x3x3_resnet101", I3D333_101, PLAIN),
+    ("nl_i3d3x3x3_resnet101", I3D333_101, NL5_VIDEO_101),
+    ("nl1_i3d3x3x3_resnet101", I3D333_101, NL1_VIDEO),
+    ("gc_i3d3x3x3_resnet101", I3D333_101, GC_VIDEO),
+]
 
-for _depth in (50, 101):
-    _backbones = {
-        "c2d": (_video(_depth), "C2D"),
-        "i3d": (_video(_depth, "3x1x1"), "I3D 3×1×1"),
-        "i3d3x3x3": (_video(_depth, "3x3x3"), "I3D 3×3×3"),
-    }
-    for _kind, (_build, _title) in _backbones.items():
-        _arch = f"{_kind}_resnet{_depth}"
-        _title = f"{_title} ResNet-{_depth} (video)"
-        _variants = {
-            "": (Plan(), ""),
-            "nl_": (_nl_plan(_depth, 5), " + 5 non-local blocks (res3, res4)"),
-            "nl1_": (_nl_plan(_depth, 1), " + 1 non-local block before the last of res4"),
-            "gc_": (_VARIANTS["gc"][0], " + 3D GC blocks in every bottleneck of res3–res5"),
-        }
-        if _depth == 50:
-            _variants["nl10_"] = (_nl_plan(_depth, 10), " + 10 non-local blocks (res3, res4)")
-        for _prefix, (_plan, _text) in _variants.items():
-            register(_prefix + _arch, _build, _plan, _title + _text, 400, "video")
+for _name, _arch, _variant in MODELS:
+    _text = _arch.title if _variant is PLAIN else f"{_arch.title} + {_variant.text}"
+    register(_name, _arch.build, _variant.plan, _text, _arch.num_classes, _arch.modality)

@@ -134,9 +134,14 @@ class VideoResNet(ResNetBase):
         for index in range(blocks):
             style = self.inflate_style if inflate[index] else "none"
             layers.append(
-                Bottleneck3d(self.inplanes, planes, stride if index == 0 else 1,
-                             downsample if index == 0 else None, style)
-            )  # fmt: skip
+                Bottleneck3d(
+                    self.inplanes,
+                    planes,
+                    stride if index == 0 else 1,
+                    downsample if index == 0 else None,
+                    style,
+                )
+            )
             self.inplanes = planes * 4
         return nn.Sequential(*layers)
 

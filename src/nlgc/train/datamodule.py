@@ -49,13 +49,27 @@ class DataModule(L.LightningDataModule):
         seed: data generation and shuffling.
     """
 
-    def __init__(self, kind: str = "synthetic", root: str | None = None, size: int = 224,
-                 batch_size: int = 32, workers: int = 0, skip_corrupt: bool = False,
-                 clip_len: int = 8, frame_interval: int = 8, full_video_test: bool = True,
-                 test_clips: int = 10, test_short_side: int = 256,
-                 count: int = 4000, val_count: int = 1000, test_count: int = 1000, frames: int = 0,
-                 source: str = "auto", kinds: tuple[int, ...] = DEFAULT_KINDS,
-                 seed: int = 0):  # fmt: skip
+    def __init__(
+        self,
+        kind: str = "synthetic",
+        root: str | None = None,
+        size: int = 224,
+        batch_size: int = 32,
+        workers: int = 0,
+        skip_corrupt: bool = False,
+        clip_len: int = 8,
+        frame_interval: int = 8,
+        full_video_test: bool = True,
+        test_clips: int = 10,
+        test_short_side: int = 256,
+        count: int = 4000,
+        val_count: int = 1000,
+        test_count: int = 1000,
+        frames: int = 0,
+        source: str = "auto",
+        kinds: tuple[int, ...] = DEFAULT_KINDS,
+        seed: int = 0,
+    ):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"data.kind must be one of {KINDS}, got {kind!r}")

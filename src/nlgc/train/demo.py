@@ -72,15 +72,27 @@ def run_demo(out: str | Path = "demo_output", quick: bool = False, seed: int = 0
         results[label] = {"model": name, **test}
     rows = complexity_table(models, (1, 3, SIZE, SIZE), repeats=5)
     summary = [
-        [label, VARIANTS[label], results[label]["test/top1"], row["params"] / 1e6,
-         row["gmacs"] * 1e3, row["ms"]]
+        [
+            label,
+            VARIANTS[label],
+            results[label]["test/top1"],
+            row["params"] / 1e6,
+            row["gmacs"] * 1e3,
+            row["ms"],
+        ]
         for label, row in zip(VARIANTS, rows, strict=True)
-    ]  # fmt: skip
+    ]
     matrices = [
-        [label, *(v for row in results[label]["confusion_matrix"]["rows_true_cols_predicted"]
-                  for v in row)]
+        [
+            label,
+            *(
+                v
+                for row in results[label]["confusion_matrix"]["rows_true_cols_predicted"]
+                for v in row
+            ),
+        ]
         for label in VARIANTS
-    ]  # fmt: skip
+    ]
     data = DataModule(**{"seed": seed, **config["data"]})
     data.setup("test")
     test_set = data.datasets["test"]
@@ -89,23 +101,41 @@ def run_demo(out: str | Path = "demo_output", quick: bool = False, seed: int = 0
         for i in range(6)
     ]
     tables = [
-        Table("Summary: built-in long-range task (same class in opposite corners?)",
-              ["variant", "model", "test top-1", "parameters (M)", "MMACs", "CPU ms"], summary),
-        Table("Confusion matrices (rows true, columns predicted: different, same)",
-              ["variant", "diff→diff", "diff→same", "same→diff", "same→same"], matrices),
-    ]  # fmt: skip
+        Table(
+            "Summary: built-in long-range task (same class in opposite corners?)",
+            ["variant", "model", "test top-1", "parameters (M)", "MMACs", "CPU ms"],
+            summary,
+        ),
+        Table(
+            "Confusion matrices (rows true, columns predicted: different, same)",
+            ["variant", "diff→diff", "diff→same", "same→diff", "same→same"],
+            matrices,
+        ),
+    ]
     for label, row in zip(VARIANTS, rows, strict=True):
         row["name"] = f"{label} ({VARIANTS[label]})"
     report = analyze(
-        models["NL"], samples, QueryGrid(3), out,
-        settings={"seed": seed, "quick": quick, "image size": SIZE, **settings,
-                  "data": test_set.source},
-        complexity_rows=rows, title="nlgc demo: NL, SNL and GC on a long-range task",
-        extra_tables=tables, extra_metrics={"variants": results},
-    )  # fmt: skip
+        models["NL"],
+        samples,
+        QueryGrid(3),
+        out,
+        settings={
+            "seed": seed,
+            "quick": quick,
+            "image size": SIZE,
+            **settings,
+            "data": test_set.source,
+        },
+        complexity_rows=rows,
+        title="nlgc demo: NL, SNL and GC on a long-range task",
+        extra_tables=tables,
+        extra_metrics={"variants": results},
+    )
     minutes = (time.perf_counter() - started) / 60
-    print(f"\n{'variant':<10}{'model':<18}{'test top-1':>11}{'params (M)':>12}{'MMACs':>8}"
-          f"{'CPU ms':>8}")  # fmt: skip
+    print(
+        f"\n{'variant':<10}{'model':<18}{'test top-1':>11}{'params (M)':>12}{'MMACs':>8}"
+        f"{'CPU ms':>8}"
+    )
     for row in summary:
         print(f"{row[0]:<10}{row[1]:<18}{row[2]:>11.3f}{row[3]:>12.3f}{row[4]:>8.2f}{row[5]:>8.2f}")
     print(f"\nreport: {report}  ({minutes:.1f} min)")

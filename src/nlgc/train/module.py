@@ -34,10 +34,20 @@ class Classifier(L.LightningModule):
             over every clip × crop and the probabilities averaged (the Non-local paper's test).
     """
 
-    def __init__(self, model: str, num_classes: int, overrides: dict | None = None,
-                 optimizer: str = "sgd", lr: float = 0.1, momentum: float = 0.9,
-                 weight_decay: float = 1e-4, label_smoothing: float = 0.0,
-                 augment: str = "standard", seed: int = 0, test_crops: int = 3):  # fmt: skip
+    def __init__(
+        self,
+        model: str,
+        num_classes: int,
+        overrides: dict | None = None,
+        optimizer: str = "sgd",
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        weight_decay: float = 1e-4,
+        label_smoothing: float = 0.0,
+        augment: str = "standard",
+        seed: int = 0,
+        test_crops: int = 3,
+    ):
         super().__init__()
         if optimizer not in ("sgd", "adamw"):
             raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
@@ -139,8 +149,13 @@ class Classifier(L.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         if hp.optimizer == "sgd":
-            optimizer = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum,
-                                        weight_decay=hp.weight_decay, nesterov=True)  # fmt: skip
+            optimizer = torch.optim.SGD(
+                self.parameters(),
+                lr=hp.lr,
+                momentum=hp.momentum,
+                weight_decay=hp.weight_decay,
+                nesterov=True,
+            )
         else:
             optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
         epochs = max(1, self.trainer.max_epochs or 1)

@@ -111,9 +111,13 @@ def build(config: dict, progress: bool = True):
     )
     trainer_options = {"max_epochs": 1, "deterministic": "warn", **config.get("trainer", {})}
     checkpoints = ModelCheckpoint(
-        dirpath=out / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False,
-        every_n_epochs=1, save_top_k=-1, save_last=True,
-    )  # fmt: skip
+        dirpath=out / "checkpoints",
+        filename="epoch{epoch:03d}",
+        auto_insert_metric_name=False,
+        every_n_epochs=1,
+        save_top_k=-1,
+        save_last=True,
+    )
     trainer = L.Trainer(
         default_root_dir=out,
         logger=[CSVLogger(out, name="logs"), TensorBoardLogger(out, name="tensorboard")],
