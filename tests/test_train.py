@@ -365,3 +365,22 @@ def test_every_shipped_config_builds(path, tmp_path):
     module, _, trainer, _ = run.build(config, progress=False)
     assert module.model.fc.out_features == config["model"].get("num_classes", 2)
     assert trainer.max_epochs == config["trainer"]["max_epochs"]
+
+
+def test_config_sections_are_dataclasses_checked_on_reading(tmp_path, capsys):
+    config = synthetic_config(tmp_path / "run")
+    config["data"]["video_test"] = {"clips": 4, "crops": 1, "short_side": 128}
+    module, data, _, out = run.build(config, progress=False)
+    assert data.config.video_test is module.video_test  # one object for the video test
+    assert (module.video_test.clips, module.video_test.crops) == (4, 1) and out == tmp_path / "run"
+    for section, key, value, words in [
+        ("data", "clips", 3, "unknown data keys ['clips']"),
+        ("data", "video_test", {"crops": 2}, "data.video_test.crops must be one of (1, 3), got 2"),
+        ("optim", "optimiser", "sgd", "unknown optim keys ['optimiser']"),
+        ("optim", "augment", "rotate", "optim.augment must be one of"),
+        ("model", "ratio", 0.25, "unknown model keys ['ratio']"),
+    ]:
+        bad = synthetic_config(tmp_path / "bad")
+        bad[section][key] = value
+        assert main(["fit", "--config", str(write_config(tmp_path / "bad.yaml", bad))]) == 2
+        assert words in capsys.readouterr().err

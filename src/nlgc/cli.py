@@ -131,9 +131,10 @@ def _train_parsers(sub) -> None:
 
 
 CONFIG_HELP = """Sections: seed, out, model {name, num_classes, overrides}, data {kind: images |
-videos | synthetic, root, size, batch_size, workers, skip_corrupt, clip_len, frame_interval},
-optim {optimizer, lr, momentum, weight_decay, augment}, trainer (lightning.Trainer arguments:
-max_epochs, accelerator, devices, num_nodes, strategy, precision, gradient_clip_val, ...)."""
+videos | synthetic, root, size, batch_size, workers, skip_corrupt, clip_len, frame_interval,
+full_video_test, video_test {clips, crops, short_side}}, optim {optimizer, lr, momentum,
+weight_decay, label_smoothing, augment}, trainer (lightning.Trainer arguments: max_epochs,
+accelerator, devices, num_nodes, strategy, precision, gradient_clip_val, ...)."""
 
 
 def run_train(args) -> None:

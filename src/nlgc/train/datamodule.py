@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import lightning as L
@@ -9,9 +10,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from nlgc.data.folders import ImageFolder, MultiClipVideos, VideoFolder, list_classes
-from nlgc.data.synthetic import DEFAULT_KINDS, PairsDataset
-
-KINDS = ("images", "videos", "synthetic")
+from nlgc.data.synthetic import PairsDataset
+from nlgc.train.config import DataConfig
 
 
 class EpochSeededSampler(Sampler[int]):
@@ -32,60 +32,27 @@ class EpochSeededSampler(Sampler[int]):
 
 
 class DataModule(L.LightningDataModule):
-    """Train/val/test data of one kind.
+    """Train/val/test data of one kind, as a :class:`~nlgc.train.config.DataConfig` says.
 
-    Args:
-        kind: ``"images"`` or ``"videos"`` (class-per-folder under ``root/{train,val[,test]}``)
-            or ``"synthetic"`` (the built-in task, see nlgc.data.synthetic).
-        root: data folder (folders); a missing ``test`` split falls back to ``val``.
-        size: crop side; batch_size, workers: DataLoader settings.
-        skip_corrupt: leave unreadable files out (counted in the log) instead of failing.
-        clip_len, frame_interval: video clips (N frames, every M-th), e.g. 32×2 or 8×8.
-        full_video_test: test on whole videos with the multi-clip × crop protocol: ``test_clips``
-            clips spread over each video, short side resized to ``test_short_side`` (the crops
-            are the model's ``test_crops``).
-        count, val_count, test_count, frames, source, kinds: the synthetic task's sizes
-            (frames > 0 makes clips), object source and the Fashion-MNIST classes it draws from.
-        seed: data generation and shuffling.
+    Folders: a missing ``test`` split falls back to ``val``; with ``full_video_test`` the test
+    split gives whole videos as (clips, 3, T, H, W) (the Non-local paper's protocol).
+    ``seed`` fixes the synthetic data and the shuffling (per epoch).
     """
 
-    def __init__(
-        self,
-        kind: str = "synthetic",
-        root: str | None = None,
-        size: int = 224,
-        batch_size: int = 32,
-        workers: int = 0,
-        skip_corrupt: bool = False,
-        clip_len: int = 8,
-        frame_interval: int = 8,
-        full_video_test: bool = True,
-        test_clips: int = 10,
-        test_short_side: int = 256,
-        count: int = 4000,
-        val_count: int = 1000,
-        test_count: int = 1000,
-        frames: int = 0,
-        source: str = "auto",
-        kinds: tuple[int, ...] = DEFAULT_KINDS,
-        seed: int = 0,
-    ):
+    def __init__(self, data: DataConfig | None = None, seed: int = 0):
         super().__init__()
-        if kind not in KINDS:
-            raise ValueError(f"data.kind must be one of {KINDS}, got {kind!r}")
-        if kind != "synthetic" and not root:
-            raise ValueError(f"data.root is required for data.kind={kind!r}")
-        self.save_hyperparameters()
+        self.config, self.seed = data or DataConfig(), seed
+        self.save_hyperparameters({"data": dataclasses.asdict(self.config), "seed": seed})
         self.datasets: dict[str, Dataset] = {}
 
     @property
     def classes(self) -> list[str]:
-        if self.hparams.kind == "synthetic":
+        if self.config.kind == "synthetic":
             return list(PairsDataset.classes)
-        return list_classes(self.hparams.root, "train")
+        return list_classes(self.config.root, "train")
 
     def _folder(self, split: str, train: bool):
-        hp = self.hparams
+        hp = self.config
         if hp.kind == "images":
             return ImageFolder(hp.root, split, hp.size, self.classes, hp.skip_corrupt)
         return VideoFolder(
@@ -101,15 +68,15 @@ class DataModule(L.LightningDataModule):
         )
 
     def setup(self, stage: str | None = None) -> None:
-        hp = self.hparams
+        hp = self.config
         if hp.kind == "synthetic":
             make = lambda n, seed, split: PairsDataset(  # noqa: E731
                 n, seed, max(64, hp.size), hp.frames, split, hp.source, tuple(hp.kinds)
             )
             self.datasets = {
-                "train": make(hp.count, hp.seed, "train"),
-                "val": make(hp.val_count, hp.seed + 1, "train"),
-                "test": make(hp.test_count, hp.seed + 2, "test"),
+                "train": make(hp.count, self.seed, "train"),
+                "val": make(hp.val_count, self.seed + 1, "train"),
+                "test": make(hp.test_count, self.seed + 2, "test"),
             }
             return
         test_split = "test" if (Path(hp.root) / "test").is_dir() else "val"
@@ -119,21 +86,22 @@ class DataModule(L.LightningDataModule):
             "test": self._folder(test_split, False) if stage in (None, "test") else None,
         }
         if hp.kind == "videos" and hp.full_video_test and self.datasets["test"] is not None:
+            protocol = hp.video_test
             self.datasets["test"] = MultiClipVideos(
-                self.datasets["test"], hp.test_clips, hp.test_short_side
+                self.datasets["test"], protocol.clips, protocol.short_side
             )
 
     def _loader(self, split: str, sampler=None, batch_size=None) -> DataLoader:
         return DataLoader(
             self.datasets[split],
-            batch_size=batch_size or self.hparams.batch_size,
+            batch_size=batch_size or self.config.batch_size,
             sampler=sampler,
-            num_workers=self.hparams.workers,
-            persistent_workers=self.hparams.workers > 0,
+            num_workers=self.config.workers,
+            persistent_workers=self.config.workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        sampler = EpochSeededSampler(len(self.datasets["train"]), self.hparams.seed)
+        sampler = EpochSeededSampler(len(self.datasets["train"]), self.seed)
         return self._loader("train", sampler)
 
     def val_dataloader(self) -> DataLoader:

@@ -19,6 +19,7 @@ from nlgc.analysis.queries import QueryGrid
 from nlgc.analysis.report import Table
 from nlgc.models.from_checkpoint import load_model
 from nlgc.train import run
+from nlgc.train.config import RunConfig
 from nlgc.train.datamodule import DataModule
 
 VARIANTS = {
@@ -93,7 +94,7 @@ def run_demo(out: str | Path = "demo_output", quick: bool = False, seed: int = 0
         ]
         for label in VARIANTS
     ]
-    data = DataModule(**{"seed": seed, **config["data"]})
+    data = DataModule(RunConfig.from_dict(config).data, seed)
     data.setup("test")
     test_set = data.datasets["test"]
     samples = [

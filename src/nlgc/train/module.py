@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -12,8 +14,8 @@ from nlgc.data.io import normalize
 from nlgc.models import create_model, modality
 from nlgc.models.from_checkpoint import METADATA_KEY, model_metadata
 from nlgc.models.video_inference import multi_view_scores
+from nlgc.train.config import ModelConfig, OptimConfig, VideoTest
 
-AUGMENT = ("none", "flip", "standard")
 METRICS_KEY = "nlgc_metrics"  # in checkpoints: the trainer's callback metrics when it was saved
 
 
@@ -21,44 +23,39 @@ class Classifier(L.LightningModule):
     """Image or video classification with any registered model.
 
     Args:
-        model: registered name (``nlgc models``); ``num_classes`` and ``overrides`` as for
-            ``create_model``.
-        optimizer: ``"sgd"`` (momentum, the papers' choice) or ``"adamw"``; cosine schedule
-            over the trainer's epochs.
-        augment: on the batch, with kornia: ``"standard"`` (random resized crop + flip),
-            ``"flip"`` or ``"none"``; then ImageNet normalisation.
+        model: the registered model and its options; ``num_classes`` decides the head.
+        optim: optimiser (cosine schedule over the trainer's epochs), label smoothing and the
+            batch augmentation (kornia, on the device, then ImageNet normalisation).
+        video_test: the crops of the multi-clip video test: test batches of whole videos,
+            (B, clips, C, T, H, W) from ``nlgc.data.MultiClipVideos``, are scored over every
+            clip × crop and the probabilities averaged (the Non-local paper's test).
         seed: augmentation and every training step draw from seeds made of (seed, step, rank),
             so a run resumed from a checkpoint repeats an uninterrupted one exactly.
-        test_crops: 1 or 3 square crops per clip in the multi-clip video test: test batches of
-            whole videos, (B, clips, C, T, H, W) from ``nlgc.data.MultiClipVideos``, are scored
-            over every clip × crop and the probabilities averaged (the Non-local paper's test).
     """
 
     def __init__(
         self,
-        model: str,
+        model: ModelConfig,
         num_classes: int,
-        overrides: dict | None = None,
-        optimizer: str = "sgd",
-        lr: float = 0.1,
-        momentum: float = 0.9,
-        weight_decay: float = 1e-4,
-        label_smoothing: float = 0.0,
-        augment: str = "standard",
+        optim: OptimConfig | None = None,
+        video_test: VideoTest | None = None,
         seed: int = 0,
-        test_crops: int = 3,
     ):
         super().__init__()
-        if optimizer not in ("sgd", "adamw"):
-            raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
-        if test_crops not in (1, 3):
-            raise ValueError(f"test_crops must be 1 or 3, got {test_crops!r}")
-        if augment not in AUGMENT:
-            raise ValueError(f"augment must be one of {AUGMENT}, got {augment!r}")
-        self.save_hyperparameters()
-        self.hparams[METADATA_KEY] = model_metadata(model, num_classes, overrides)
-        self.model = create_model(model, num_classes, **(overrides or {}))
-        self.video = modality(model) == "video"
+        self.optim = optim or OptimConfig()
+        self.video_test = video_test or VideoTest()
+        self.seed = seed
+        self.save_hyperparameters(
+            {
+                "model": dataclasses.asdict(model),
+                "optim": dataclasses.asdict(self.optim),
+                "video_test": dataclasses.asdict(self.video_test),
+                "seed": seed,
+                METADATA_KEY: model_metadata(model.name, num_classes, model.overrides),
+            }
+        )
+        self.model = create_model(model.name, num_classes, **model.overrides)
+        self.video = modality(model.name) == "video"
         top_k = min(5, num_classes)
         metrics = {}
         for split in ("val", "test"):
@@ -68,7 +65,7 @@ class Classifier(L.LightningModule):
             )
         self.metrics = torch.nn.ModuleDict(metrics)
         self.confusion = torchmetrics.ConfusionMatrix("multiclass", num_classes=num_classes)
-        self.augmentation = self._augmentation(augment)
+        self.augmentation = self._augmentation(self.optim.augment)
 
     def _augmentation(self, augment: str):
         layers = []
@@ -102,7 +99,7 @@ class Classifier(L.LightningModule):
 
     def _step_seed(self) -> int:
         """A seed from (seed, optimizer step, rank), all restored when a run resumes."""
-        return (self.hparams.seed * 1_000_003 + self.global_step) * 64 + self.global_rank
+        return (self.seed * 1_000_003 + self.global_step) * 64 + self.global_rank
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         torch.manual_seed(self._step_seed() + 1)  # dropout and any other randomness of a step
@@ -110,7 +107,7 @@ class Classifier(L.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         logits = self(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.optim.label_smoothing)
         accuracy = (logits.argmax(-1) == y).float().mean()
         self.log_dict({"train/loss": loss, "train/top1": accuracy}, prog_bar=True, sync_dist=True)
         return loss
@@ -129,7 +126,7 @@ class Classifier(L.LightningModule):
     def test_step(self, batch, batch_idx):
         x, y = batch
         if x.dim() == 6:  # whole videos as clips: the Non-local paper's multi-view test
-            crops = self.hparams.test_crops
+            crops = self.video_test.crops
             probabilities = torch.stack([multi_view_scores(self.model, v, crops) for v in x])
             logits = probabilities.clamp_min(1e-12).log()
         else:
@@ -147,7 +144,7 @@ class Classifier(L.LightningModule):
         self.confusion.reset()
 
     def configure_optimizers(self):
-        hp = self.hparams
+        hp = self.optim
         if hp.optimizer == "sgd":
             optimizer = torch.optim.SGD(
                 self.parameters(),

@@ -1,6 +1,7 @@
 """`nlgc fit | validate | test`: a YAML config → Lightning Trainer, model and data.
 
-Config (every section optional but ``model.name``)::
+Config (every section optional but ``model.name``; sections map to the dataclasses of
+nlgc.train.config)::
 
     seed: 0
     out: runs/gc_resnet50                       # checkpoints/, logs (CSV, TensorBoard), eval
@@ -33,11 +34,10 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from nlgc.common import write_atomic, write_text_atomic
 from nlgc.train.checkpoint_io import AtomicCheckpointIO
+from nlgc.train.config import RunConfig
 from nlgc.train.datamodule import DataModule
 from nlgc.train.module import METRICS_KEY, Classifier
 
-SECTIONS = {"seed", "out", "model", "data", "optim", "trainer"}
-MODEL_KEYS = {"name", "num_classes", "overrides"}
 log = logging.getLogger(__name__)
 
 
@@ -70,7 +70,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
         raise FileNotFoundError(f"config file not found: {path}")
     config = read_yaml(path.read_text(), str(path)) or {}
     if not isinstance(config, dict):
-        raise ValueError(f"{path} must hold a mapping of sections {sorted(SECTIONS)}")
+        raise ValueError(f"{path} must hold a mapping of config sections (model, data, ...)")
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -82,34 +82,22 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
             if not isinstance(target, dict):
                 raise ValueError(f"override {item!r}: {part!r} is not a section")
         target[last] = read_yaml(value, f"override {item!r}")
-    unknown = set(config) - SECTIONS
-    if unknown:
-        raise ValueError(f"unknown config sections {sorted(unknown)}; known: {sorted(SECTIONS)}")
-    if not isinstance(config.get("model"), dict) or "name" not in config["model"]:
-        raise ValueError("the config needs model.name (see `nlgc models`)")
-    unknown = set(config["model"]) - MODEL_KEYS
-    if unknown:
-        raise ValueError(f"unknown model keys {sorted(unknown)}; known: {sorted(MODEL_KEYS)}")
+    RunConfig.from_dict(config)  # every section checked now, before anything runs
     return config
 
 
-def build(config: dict, progress: bool = True):
+def build(config: dict | RunConfig, progress: bool = True):
     """(Classifier, DataModule, Trainer, out folder) for a config."""
-    config = copy.deepcopy(config)
-    seed = int(config.get("seed", 0))
-    out = Path(config.get("out", "runs"))
-    L.seed_everything(seed, workers=True, verbose=False)
-    data = DataModule(**{"seed": seed, **config.get("data", {})})
-    model_config = config["model"]
-    num_classes = model_config.get("num_classes") or len(data.classes)
+    if not isinstance(config, RunConfig):
+        config = RunConfig.from_dict(copy.deepcopy(config))
+    out = config.out
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    data = DataModule(config.data, config.seed)
+    num_classes = config.model.num_classes or len(data.classes)
     module = Classifier(
-        model_config["name"],
-        num_classes,
-        model_config.get("overrides") or {},
-        seed=seed,
-        **config.get("optim", {}),
+        config.model, num_classes, config.optim, config.data.video_test, config.seed
     )
-    trainer_options = {"max_epochs": 1, "deterministic": "warn", **config.get("trainer", {})}
+    trainer_options = {"max_epochs": 1, "deterministic": "warn", **config.trainer}
     checkpoints = ModelCheckpoint(
         dirpath=out / "checkpoints",
         filename="epoch{epoch:03d}",

@@ -1,0 +1,163 @@
+"""A run's configuration: one small dataclass per YAML section, checked when it is built.
+
+    seed: 0
+    out: runs/gc_resnet50
+    model: {name: gc_resnet50, num_classes: null, overrides: {ratio: 0.0625}}
+    data: {kind: images, root: /data/imagenet, size: 224, batch_size: 64, workers: 8,
+           video_test: {clips: 10, crops: 3, short_side: 256}}
+    optim: {optimizer: sgd, lr: 0.1, weight_decay: 1.0e-4, augment: standard}
+    trainer: {max_epochs: 100, devices: auto, strategy: auto, precision: 32-true}
+
+``trainer`` stays a mapping: it is passed to ``lightning.Trainer`` as it is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nlgc.data.synthetic import DEFAULT_KINDS
+
+KINDS = ("images", "videos", "synthetic")
+OPTIMIZERS = ("sgd", "adamw")
+AUGMENT = ("none", "flip", "standard")
+
+
+def _section(cls, name: str, values: Mapping | None):
+    """``cls(**values)`` with unknown keys named (and the known ones listed)."""
+    values = dict(values or {})
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {name} keys {unknown}; known: {known}")
+    return cls(**values)
+
+
+def _check(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def _positive(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+@dataclass
+class VideoTest:
+    """The Non-local paper's test on whole videos: ``clips`` clips spread over each video,
+    short side resized to ``short_side``, ``crops`` (1 or 3) square crops per clip."""
+
+    clips: int = 10
+    crops: int = 3
+    short_side: int = 256
+
+    def __post_init__(self):
+        _positive("data.video_test.clips", self.clips)
+        _positive("data.video_test.short_side", self.short_side)
+        _check("data.video_test.crops", self.crops, (1, 3))
+
+
+@dataclass
+class ModelConfig:
+    """A registered model (``nlgc models``), its classes (default: the data's) and options."""
+
+    name: str
+    num_classes: int | None = None
+    overrides: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.overrides = dict(self.overrides or {})
+
+
+@dataclass
+class DataConfig:
+    """Where the data comes from and how it is loaded.
+
+    ``kind``: ``images`` / ``videos`` (class-per-folder under ``root/{train,val[,test]}``) or
+    ``synthetic`` (the built-in task: ``count``/``val_count``/``test_count`` items, ``frames``
+    > 0 for clips, objects from ``source`` and the Fashion-MNIST classes ``kinds``). Videos give
+    clips of ``clip_len`` frames every ``frame_interval`` frames; with ``full_video_test`` the
+    test split is scored on whole videos by ``video_test``.
+    """
+
+    kind: str = "synthetic"
+    root: str | None = None
+    size: int = 224
+    batch_size: int = 32
+    workers: int = 0
+    skip_corrupt: bool = False
+    clip_len: int = 8
+    frame_interval: int = 8
+    full_video_test: bool = True
+    video_test: VideoTest = field(default_factory=VideoTest)
+    count: int = 4000
+    val_count: int = 1000
+    test_count: int = 1000
+    frames: int = 0
+    source: str = "auto"
+    kinds: tuple[int, ...] = DEFAULT_KINDS
+
+    def __post_init__(self):
+        _check("data.kind", self.kind, KINDS)
+        if self.kind != "synthetic" and not self.root:
+            raise ValueError(f"data.root is required for data.kind={self.kind!r}")
+        for name in ("size", "batch_size", "clip_len", "frame_interval"):
+            _positive(f"data.{name}", getattr(self, name))
+        if not isinstance(self.video_test, VideoTest):
+            self.video_test = _section(VideoTest, "data.video_test", self.video_test)
+        self.kinds = tuple(self.kinds)
+
+
+@dataclass
+class OptimConfig:
+    """The optimiser (SGD with Nesterov momentum, the papers' choice, or AdamW; a cosine
+    schedule over the trainer's epochs), the loss's label smoothing and the batch
+    augmentation (kornia: random resized crop + flip, flip, or none)."""
+
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.0
+    augment: str = "standard"
+
+    def __post_init__(self):
+        _check("optim.optimizer", self.optimizer, OPTIMIZERS)
+        _check("optim.augment", self.augment, AUGMENT)
+
+
+@dataclass
+class RunConfig:
+    """A whole config file: ``RunConfig.from_dict(yaml.safe_load(text))``."""
+
+    model: ModelConfig
+    seed: int = 0
+    out: Path = Path("runs")
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, config: Mapping) -> RunConfig:
+        sections = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(config) - set(sections))
+        if unknown:
+            raise ValueError(f"unknown config sections {unknown}; known: {sorted(sections)}")
+        if not isinstance(config.get("model"), Mapping) or "name" not in config["model"]:
+            raise ValueError("the config needs model.name (see `nlgc models`)")
+        trainer = config.get("trainer") or {}
+        if not isinstance(trainer, Mapping):
+            raise ValueError(
+                f"trainer must be a mapping of lightning.Trainer arguments, got {trainer!r}"
+            )
+        return cls(
+            model=_section(ModelConfig, "model", config["model"]),
+            seed=int(config.get("seed", 0)),
+            out=Path(config.get("out", "runs")),
+            data=_section(DataConfig, "data", config.get("data")),
+            optim=_section(OptimConfig, "optim", config.get("optim")),
+            trainer=dict(trainer),
+        )
