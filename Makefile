@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo demo-quick tour test bench lint format clean
+.PHONY: demo demo-quick tour test bench readme lint format clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/models.py
 	$(PY) benchmarks/video.py
 	$(PY) benchmarks/video_input.py
+	$(PY) benchmarks/readme_tables.py
+
+# README.md's result tables from benchmarks/results (and the last `make demo`'s summary)
+readme: $(VENV)/.installed
+	$(PY) benchmarks/readme_tables.py $(if $(wildcard demo_output/summary.md),--demo demo_output/summary.md)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

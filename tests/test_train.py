@@ -352,6 +352,8 @@ def test_demo_quick_writes_the_report(tmp_path, capsys):
         assert int(matrix.sum()) == 500  # the quick demo's test pairs
         assert variant["test/top1"] == pytest.approx(float(matrix.trace() / matrix.sum()))
     assert metrics["query_independence"][0]["block"] == "layer2.0.non_local_block"
+    summary = (tmp_path / "demo" / "summary.md").read_text().splitlines()
+    assert summary[0].startswith("nlgc demo (quick), seed 0") and len(summary) == 4 + 4
     page = (tmp_path / "demo" / "report.html").read_text()
     assert "Summary: built-in long-range task" in page and page.count("<img") >= 4
 

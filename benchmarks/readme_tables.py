@@ -1,0 +1,62 @@
+"""Copy the result tables into README.md, so that the README cannot drift from what was measured.
+
+python benchmarks/readme_tables.py             # rewrite README.md's generated regions
+python benchmarks/readme_tables.py --check     # exit 1 where README.md differs (a test runs it)
+python benchmarks/readme_tables.py --demo demo_output/summary.md   # take a new demo run first
+
+A generated region is the text between
+
+    <!-- results: benchmarks/results/NAME.md -->
+    <!-- end results -->
+
+and is the named file's content, as the benchmark (or ``nlgc demo``'s summary.md) wrote it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+DEMO = ROOT / "benchmarks" / "results" / "demo_cpu.md"
+REGION = re.compile(r"(<!-- results: (\S+) -->\n)(.*?)(<!-- end results -->)", re.DOTALL)
+
+
+def generated(text: str) -> str:
+    """``text`` with every region replaced by the current content of its file."""
+
+    def fill(match: re.Match) -> str:
+        source = ROOT / match.group(2)
+        if not source.is_file():
+            raise SystemExit(f"README.md names {match.group(2)}, which does not exist")
+        return match.group(1) + "\n" + source.read_text().strip() + "\n\n" + match.group(4)
+
+    return REGION.sub(fill, text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only compare, exit 1 on a drift")
+    parser.add_argument("--demo", type=Path, help="a demo's summary.md to record first")
+    args = parser.parse_args()
+    if args.demo:
+        shutil.copyfile(args.demo, DEMO)
+    text = README.read_text()
+    if not REGION.search(text):
+        raise SystemExit("README.md has no generated regions")
+    new = generated(text)
+    if args.check:
+        if new != text:
+            print("README.md differs from benchmarks/results: run benchmarks/readme_tables.py")
+            return 1
+        return 0
+    README.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
