@@ -142,7 +142,17 @@ def fit(config: dict, resume: bool = False, progress: bool = True) -> dict:
         log.warning("the ranks' weights differ after training: %s", metrics["rank_checksums"])
     if trainer.is_global_zero:
         write_text_atomic(out / "fit_metrics.json", json.dumps(metrics, indent=2))
+    _release_process_group()
     return metrics
+
+
+def _release_process_group() -> None:
+    """End a distributed run's process group once its results are written: a gloo group left
+    to the interpreter's exit sometimes aborts the process ("terminate called without an
+    active exception") after a successful run."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
@@ -189,4 +199,5 @@ def evaluate(config: dict, stage: str, checkpoint: str | None = None, progress=T
         metrics["confusion_matrix"] = {"classes": data.classes, "rows_true_cols_predicted": matrix}
     if trainer.is_global_zero:
         write_text_atomic(out / f"{stage}_metrics.json", json.dumps(metrics, indent=2))
+    _release_process_group()
     return metrics
