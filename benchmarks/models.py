@@ -111,7 +111,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=None)
     parser.add_argument("--train-batch", type=int, default=None)
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--pairs", type=int, default=30)
+    parser.add_argument("--pairs", type=int, default=100)
     parser.add_argument("--train-pairs", type=int, default=8)
     parser.add_argument("--no-compile", action="store_true")
     args = parser.parse_args()

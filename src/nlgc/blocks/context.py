@@ -57,8 +57,11 @@ def attention_pool(x: torch.Tensor, mask: nn.Module) -> torch.Tensor:
     (B, C). ``mask`` is the C→1 1×1 convolution (W_k, b)."""
     flat = x.flatten(2)  # (B, C, N)
     query = mask.weight.view(1, 1, -1).expand(x.shape[0], 1, -1).to(x.dtype)  # (B, 1, C)
-    bias = mask.bias.view(1, 1, 1).to(x.dtype)  # shifts every logit alike: kept for its grad
-    weights = attention_weights(torch.baddbmm(bias, query, flat))  # (B, N)
+    if mask.bias is None:
+        logits = torch.bmm(query, flat)  # (B, 1, N)
+    else:  # the bias shifts every logit alike; it is kept so that it has a gradient
+        logits = torch.baddbmm(mask.bias.view(1, 1, 1).to(x.dtype), query, flat)
+    weights = attention_weights(logits)  # (B, N)
     return torch.bmm(weights.unsqueeze(1), flat.mT).squeeze(1)  # (B, C)
 
 
