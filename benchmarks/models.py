@@ -57,7 +57,7 @@ def extra_map_passes(block: BroadcastContextBlock, fused: bool) -> int:
     """Full passes over its input map that a block's fast path adds to the plain network:
     reads for the context (2 for attention pooling, 1 for a mean) and a read + write for each
     broadcast term that is not folded into the residual addition (a scale folds, ``addcmul``)."""
-    reads = 1 if getattr(block, "pooling", "att") == "avg" or not hasattr(block, "conv_mask") else 2
+    reads = 2 if hasattr(block, "conv_mask") else 1  # attention pooling has a mask
     probe = torch.zeros(1, block.in_channels, *[1] * block.dim, device=block_device(block))
     with torch.inference_mode():
         scale, shift = block._terms(probe)

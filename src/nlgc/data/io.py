@@ -120,13 +120,9 @@ def resize_and_crop(pixels: torch.Tensor, size: int) -> torch.Tensor:
     video = pixels.dim() == 4
     frames = pixels.transpose(0, 1) if video else pixels.unsqueeze(0)  # (T, 3, H, W)
     frames = resize_short_side(frames, size)  # uint8 → uint8
-    return centre_crop(frames.transpose(0, 1) if video else frames[0], size)
-
-
-def centre_crop(pixels: torch.Tensor, size: int) -> torch.Tensor:
-    """The central ``size`` × ``size`` square of (…, H, W) pixels, contiguous."""
-    top, left = (pixels.shape[-2] - size) // 2, (pixels.shape[-1] - size) // 2
-    return pixels[..., top : top + size, left : left + size].contiguous()
+    top, left = (frames.shape[-2] - size) // 2, (frames.shape[-1] - size) // 2
+    frames = frames[..., top : top + size, left : left + size].contiguous()
+    return frames.transpose(0, 1) if video else frames[0]
 
 
 def normalize(pixels: torch.Tensor, channel_dim: int = 0) -> torch.Tensor:

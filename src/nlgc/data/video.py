@@ -84,16 +84,17 @@ def _probe(path: str, size: int, mtime_ns: int) -> VideoIndex:
             rate = stream.average_rate or stream.guessed_rate
             pts = [p[0] for p in packets]
             timed = bool(time_base) and None not in pts and len(set(pts)) == len(pts)
-            if packets and not timed:  # count by decoding, once
+            count = len(packets)
+            if packets and not timed:  # the packets cannot name frames: count by decoding, once
                 container.seek(0)
-                packets = [None] * sum(1 for _ in container.decode(stream))
+                count = sum(1 for _ in container.decode(stream))
     except (av.error.FFmpegError, *READ_ERRORS) as error:
         raise ValueError(f"cannot read video {path}: {error}") from error
-    if not packets:
+    if count == 0:
         raise ValueError(f"cannot read video {path}: it has no video frames")
     if not timed:
-        duration = float(len(packets) / rate) if rate else 0.0
-        return VideoIndex(len(packets), None, (), Fraction(0), duration)
+        duration = float(count / rate) if rate else 0.0
+        return VideoIndex(count, None, (), Fraction(0), duration)
     pts.sort()
     last = max(packets, key=lambda p: p[0])
     step = last[1] or (pts[-1] - pts[0]) / max(len(pts) - 1, 1)

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nlgc.blocks.checks import check_choice, check_positive_int
 from nlgc.data.synthetic import DEFAULT_KINDS
 
 KINDS = ("images", "videos", "synthetic")
@@ -35,16 +36,6 @@ def _section(cls, name: str, values: Mapping | None):
     return cls(**values)
 
 
-def _check(name: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-
-
-def _positive(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-
-
 @dataclass
 class VideoTest:
     """The Non-local paper's test on whole videos: ``clips`` clips spread over each video,
@@ -55,9 +46,9 @@ class VideoTest:
     short_side: int = 256
 
     def __post_init__(self):
-        _positive("data.video_test.clips", self.clips)
-        _positive("data.video_test.short_side", self.short_side)
-        _check("data.video_test.crops", self.crops, (1, 3))
+        check_positive_int("data.video_test.clips", self.clips)
+        check_positive_int("data.video_test.short_side", self.short_side)
+        check_choice("data.video_test.crops", self.crops, (1, 3))
 
 
 @dataclass
@@ -101,11 +92,11 @@ class DataConfig:
     kinds: tuple[int, ...] = DEFAULT_KINDS
 
     def __post_init__(self):
-        _check("data.kind", self.kind, KINDS)
+        check_choice("data.kind", self.kind, KINDS)
         if self.kind != "synthetic" and not self.root:
             raise ValueError(f"data.root is required for data.kind={self.kind!r}")
         for name in ("size", "batch_size", "clip_len", "frame_interval"):
-            _positive(f"data.{name}", getattr(self, name))
+            check_positive_int(f"data.{name}", getattr(self, name))
         if not isinstance(self.video_test, VideoTest):
             self.video_test = _section(VideoTest, "data.video_test", self.video_test)
         self.kinds = tuple(self.kinds)
@@ -125,8 +116,8 @@ class OptimConfig:
     augment: str = "standard"
 
     def __post_init__(self):
-        _check("optim.optimizer", self.optimizer, OPTIMIZERS)
-        _check("optim.augment", self.augment, AUGMENT)
+        check_choice("optim.optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("optim.augment", self.augment, AUGMENT)
 
 
 @dataclass

@@ -130,7 +130,7 @@ def fit(config: dict, resume: bool = False, progress: bool = True) -> dict:
     with _lightning_warnings_we_mean():
         trainer.fit(module, datamodule=data, ckpt_path=start)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    newest = latest_checkpoint(folder)
+    newest = latest_checkpoint(folder) if start is not None else None  # only a resumed run
     if trainer.is_global_zero and newest is not None and newest.name != "last.ckpt":
         # resumed from an epoch checkpoint that a kill kept from becoming last.ckpt, with
         # nothing left to train: last.ckpt must still hold the final state
