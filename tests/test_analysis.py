@@ -1,6 +1,7 @@
 """Analysis: capture, query-independence statistics, pictures, report, `nlgc analyze`."""
 
 import json
+import math
 import os
 import re
 import shutil
@@ -19,7 +20,14 @@ from nlgc.analysis.analyze import Sample, analyze
 from nlgc.analysis.capture import capture
 from nlgc.analysis.complexity import complexity_table
 from nlgc.analysis.queries import QueryGrid, QueryPoints, RandomQueries, parse_queries, resolve
-from nlgc.analysis.statistics import mean_pairwise_cosine_distance, query_independence
+from nlgc.analysis.statistics import (
+    ATTENTION_BUDGET,
+    accumulate,
+    attention_distances,
+    cosine_distances,
+    query_distances,
+    query_independence,
+)
 from nlgc.blocks import CONTEXT_BLOCKS
 from nlgc.cli import main
 from nlgc.data.io import normalize
@@ -75,7 +83,7 @@ def test_capture_memory_is_linear_in_positions():
     with torch.no_grad(), LargestTensor() as probe, capture(net, QueryGrid(2)) as records:
         net(x)
     assert records["0"].attention.shape == (1, 4, 3600)
-    assert probe.largest < 3600 * 3600 / 100
+    assert probe.largest <= ATTENTION_BUDGET < 3600 * 3600 / 40  # rows streamed, never N × N
 
 
 def test_query_specs_resolve_on_each_grid():
@@ -97,13 +105,114 @@ def test_query_specs_resolve_on_each_grid():
         parse_queries("points:1.5,0.2")
 
 
-def test_cosine_distance_measure():
-    same = torch.ones(2, 4, 3)
-    assert mean_pairwise_cosine_distance(same) == pytest.approx(0, abs=1e-12)
-    orthogonal = torch.eye(3).unsqueeze(0)
-    assert mean_pairwise_cosine_distance(orthogonal) == pytest.approx(1.0)
+def brute_force_avg_dist(vectors: torch.Tensor) -> torch.Tensor:
+    """GCNet's 1/N² Σ_i Σ_j (1 − cos(v_i, v_j))/2 as a double loop, per sample: (B, N, D) → (B,).
+
+    Pairs with a zero vector (cosine undefined) are left out; no pairs left gives NaN."""
+    results = []
+    for sample in vectors.double():
+        total, pairs = 0.0, 0
+        for v_i in sample:
+            for v_j in sample:
+                norms = v_i.norm() * v_j.norm()
+                if norms > 0:
+                    total += (1 - float(v_i @ v_j / norms)) / 2
+                    pairs += 1
+        results.append(total / pairs if pairs else float("nan"))
+    return torch.tensor(results, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (2, 7, 5), (3, 13, 1), (1, 40, 17)])
+def test_cosine_distances_equal_the_double_loop(shape):
+    vectors = torch.randn(shape, dtype=torch.float64)
+    vectors[0, 0] = 0  # a zero vector: left out
+    vectors[-1, -2:] = 0
+    torch.testing.assert_close(
+        cosine_distances(vectors), brute_force_avg_dist(vectors), rtol=0, atol=1e-12, equal_nan=True
+    )
+
+
+def test_cosine_distance_values():
+    assert float(cosine_distances(torch.ones(2, 4, 3))[0]) == pytest.approx(0, abs=1e-12)
+    # orthogonal: 1/9 · (3 · 0 + 6 · 1/2)
+    assert float(cosine_distances(torch.eye(3).unsqueeze(0))[0]) == pytest.approx(1 / 3)
     opposite = torch.tensor([[[1.0, 0.0], [-1.0, 0.0]]])
-    assert mean_pairwise_cosine_distance(opposite) == pytest.approx(2.0)
+    assert float(cosine_distances(opposite)[0]) == pytest.approx(0.5)
+    assert float(cosine_distances(torch.tensor([[[0.0, 0.0], [1.0, 0.0]]]))[0]) == 0  # 1 pair
+    assert cosine_distances(torch.zeros(1, 3, 2)).isnan().all()  # no vector: no value
+
+
+def test_a_dead_concatenation_block_has_no_attention_distance():
+    block = randomize(nlgc.NonLocalBlock(6, pairwise="concatenation"), std=0.7)
+    with torch.no_grad():
+        block.concat_project.weight.fill_(1.0)
+        block.theta.bias.fill_(-100.0)
+        block.phi.bias.fill_(-100.0)  # ReLU(w_fᵀ[θ, φ]) = 0 for every pair
+    result = query_distances(block, torch.randn(2, 6, 5, 5))
+    assert math.isnan(result.attention) and result.output == pytest.approx(0, abs=1e-12)
+
+
+BLOCKS = [
+    ("embedded_gaussian", 2, {}, (2, 6, 5, 7)),
+    ("gaussian", 2, {"sub_sample": True}, (2, 6, 6, 5)),
+    ("dot_product", 1, {}, (3, 4, 11)),
+    ("concatenation", 2, {"sub_sample": True}, (1, 6, 4, 6)),
+    ("embedded_gaussian", 3, {"attend": "space"}, (2, 4, 3, 4, 5)),
+    ("dot_product", 3, {"sub_sample": True}, (1, 4, 2, 4, 4)),
+]
+
+
+@pytest.mark.parametrize(("pairwise", "dim", "options", "shape"), BLOCKS)
+def test_query_distances_equal_brute_force_over_all_positions(pairwise, dim, options, shape):
+    block = randomize(
+        nlgc.NonLocalBlock(shape[1], dim=dim, pairwise=pairwise, **options), std=0.7
+    ).double()
+    x = torch.randn(shape, dtype=torch.float64)
+    result = query_distances(block, x)
+    with torch.no_grad():
+        z = block(x)
+        maps = block.attention_map(x)  # every row, (B, N, N_keys)
+    flat = lambda t: t.flatten(2).mT  # noqa: E731
+    expected = {
+        "input": brute_force_avg_dist(flat(x)).mean(),
+        "output": brute_force_avg_dist(flat(z - x)).mean(),
+        "attention": brute_force_avg_dist(maps).mean(),
+    }
+    for key, value in expected.items():
+        assert getattr(result, key) == pytest.approx(float(value), abs=1e-12), key
+    assert result.positions == x[0, 0].numel() and result.samples == shape[0]
+    assert 0 < result.attention < 0.5 and 0 < result.input < 0.5
+
+
+def test_attention_rows_are_streamed_in_chunks():
+    block = randomize(nlgc.NonLocalBlock(8, pairwise="concatenation"), std=0.7).double()
+    x = torch.randn(2, 8, 9, 7, dtype=torch.float64)
+    whole = attention_distances(block, x, chunk=10_000)
+    torch.testing.assert_close(attention_distances(block, x, chunk=5), whole, rtol=0, atol=1e-14)
+    with LargestTensor() as largest:
+        attention_distances(block, x, chunk=5)
+    assert largest.largest <= 2 * 5 * 63 * 2  # never N × N (63 × 63 per sample)
+
+
+def test_query_independent_blocks_have_attention_distance_zero():
+    x = torch.randn(2, 16, 9, 9)
+    for block in (nlgc.GlobalContextBlock(16, 1 / 4), nlgc.SimplifiedNonLocal(16)):
+        result = query_distances(randomize(block, std=1.0), x)
+        assert result.attention == 0 and result.output == pytest.approx(0, abs=1e-6)
+        assert result.input > 0.3
+
+
+def test_accumulate_weights_batches_by_samples():
+    block = randomize(nlgc.NonLocalBlock(6), std=0.7).double()
+    x = torch.randn(5, 6, 4, 4, dtype=torch.float64)
+    parts = [query_distances(block, x[:2]), query_distances(block, x[2:])]
+    whole = query_distances(block, x)
+    merged = accumulate(parts)
+    assert merged.samples == 5
+    for key in ("input", "output", "attention"):
+        assert getattr(merged, key) == pytest.approx(getattr(whole, key), abs=1e-12)
+    with pytest.raises(ValueError, match="block input"):
+        query_distances(block, torch.randn(6))
 
 
 def stats_of(block, x):
@@ -118,23 +227,23 @@ def test_zero_theta_makes_every_query_attend_alike():
     with torch.no_grad():
         block.theta.weight.zero_()
         block.theta.bias.fill_(0.3)  # θ(x_i) the same for every i
-    result = stats_of(block, torch.randn(2, 16, 12, 12))
-    assert result.attention_distance < 1e-12
-    assert result.output_distance < 1e-12  # the same y_i everywhere
-    assert result.input_distance > 0.3  # while the inputs differ
+    result = stats_of(block, torch.randn(2, 16, 12, 12)).distances
+    assert result.attention < 1e-12
+    assert result.output < 1e-12  # the same y_i everywhere
+    assert result.input > 0.2  # while the inputs differ
 
 
 def test_random_large_weights_are_query_specific():
     block = randomize(nlgc.NonLocalBlock(16), std=2.0)
-    result = stats_of(block, torch.randn(2, 16, 12, 12))
-    assert result.attention_distance > 0.3 and result.output_distance > 0.1
+    result = stats_of(block, torch.randn(2, 16, 12, 12)).distances
+    assert result.attention > 0.15 and result.output > 0.05
 
 
 def test_gc_block_has_one_map_for_all_queries():
     result = stats_of(
         randomize(nlgc.GlobalContextBlock(16, 1 / 4), std=1.0), torch.randn(2, 16, 9, 9)
     )
-    assert result.attention_distance < 1e-12 and result.kind == "GlobalContextBlock"
+    assert result.distances.attention == 0 and result.kind == "GlobalContextBlock"
 
 
 def images(count=2, size=64):
@@ -153,7 +262,7 @@ def test_analyze_writes_report_pictures_and_every_number(tmp_path):
     row = metrics["query_independence"][0]
     assert row["block"] == "layer3.4.non_local_block" and row["samples"] == 2
     page = report.read_text()
-    assert f"{row['attention_distance']:.4g}" in page
+    assert f"{row['attention']:.4g}" in page
     assert page.count("<img") == 3 and "data:image/png;base64," in page
 
 
@@ -167,7 +276,7 @@ def test_analyze_video_and_gc_masks(tmp_path):
     analyze(gc, [Sample("a", normalize(i), i) for i in images()], QueryGrid(2), out)
     assert (out / "context_masks.png").exists()
     stats = json.loads((out / "metrics.json").read_text())["query_independence"]
-    assert len(stats) == 13 and all(s["attention_distance"] < 1e-12 for s in stats)
+    assert len(stats) == 13 and all(s["attention"] == 0 for s in stats)
     video_gc = nlgc.create_model("gc_c2d_resnet50", num_classes=3).eval()
     analyze(video_gc, [Sample("clip", normalize(clip), clip)], QueryGrid(2), tmp_path / "video_gc")
     assert (tmp_path / "video_gc" / "context_masks.png").stat().st_size > 1000

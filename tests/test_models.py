@@ -328,3 +328,42 @@ def test_hooks_see_the_blocks_own_output_not_the_fused_sum():
         torch.testing.assert_close(model(x), hooked, rtol=1e-12, atol=1e-12)
     ((block_input, block_output),) = seen
     torch.testing.assert_close(block_output, block(block_input), rtol=1e-12, atol=1e-12)
+
+
+def corner_reach(model: nn.Module, corner: int, size: int = 112) -> torch.Tensor:
+    """(14, 14) bool: which c3 positions change when noise replaces one corner square of the
+    demo's canvas (0: top left, where the first object lies; 1: bottom right)."""
+    from nlgc.data.synthetic import OBJECT_EXTENT
+
+    model = randomize_network(model).eval()
+    generator = torch.Generator().manual_seed(corner)
+    x = torch.rand(1, 3, size, size, generator=generator)
+    y = x.clone()
+    square = slice(0, OBJECT_EXTENT) if corner == 0 else slice(size - OBJECT_EXTENT, size)
+    y[..., square, square] = torch.rand(1, 3, OBJECT_EXTENT, OBJECT_EXTENT, generator=generator)
+    with torch.no_grad():
+        before, after = model(x)[-1], model(y)[-1]  # (1, 32, 14, 14)
+    return ((before - after).abs().amax(1)[0] > 1e-6 * before.abs().max()).bool()
+
+
+def test_plain_demo_network_never_sees_both_objects():
+    plain = nlgc.create_model("demo_resnet", num_classes=2, features_only=True)
+    first, second = corner_reach(plain, 0), corner_reach(plain, 1)
+    assert first.any() and second.any()
+    assert not (first & second).any()  # no position depends on both corners: GAP + fc is additive
+    for name in ("nl_demo_resnet", "snl_demo_resnet", "gc_demo_resnet"):
+        model = nlgc.create_model(name, num_classes=2, features_only=True)
+        both = corner_reach(model, 0) & corner_reach(model, 1)
+        assert both.float().mean() > 0.9, name  # all but positions a final ReLU zeroes
+
+
+def test_networks_with_fewer_stages():
+    model = ResNet(Bottleneck, (1, 2), num_classes=3)
+    assert list(model.stages()) == ["c2", "c3"] and model.fc.in_features == 512
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 3)
+    with pytest.raises(ValueError, match="only the stages"):
+        ResNet(Bottleneck, (1, 2), plan=Plan((Insertion("gc", ("c4",)),)))
+    with pytest.raises(ValueError, match="1 to 4 stage depths"):
+        ResNet(Bottleneck, (1, 1, 1, 1, 1))
+    with pytest.raises(ValueError, match=r"subset of \(0, 1\)"):
+        ResNet(Bottleneck, (1, 2), features_only=True, out_indices=(3,))

@@ -15,7 +15,7 @@ import yaml
 from nlgc.cli import main
 from nlgc.data.folders import ImageFolder, VideoFolder
 from nlgc.data.io import read_image, resize_and_crop, write_video
-from nlgc.data.synthetic import PairsDataset
+from nlgc.data.synthetic import OBJECT_EXTENT, VAL_ITEMS, PairsDataset, fashion_mnist, item_pool
 from nlgc.models.from_checkpoint import load_model
 from nlgc.train import run
 
@@ -34,6 +34,44 @@ def test_built_in_task_is_deterministic_and_long_range():
     assert shapes.source == "shapes" and shapes[0][0].shape == (3, 6, 64, 64)
     clip = shapes.pixels[0].float()
     assert clip[:3, 36:, 36:].sum() == 0 and clip[3:, :28, :28].sum() == 0  # one object per half
+
+
+def test_objects_stay_in_their_corner_squares():
+    size, e = 112, OBJECT_EXTENT
+    pixels = PairsDataset(300, seed=1, size=size, source="shapes").pixels.clone()
+    assert pixels[:, :e, :e].flatten(1).sum(1).min() > 0  # every image has both objects
+    assert pixels[:, -e:, -e:].flatten(1).sum(1).min() > 0
+    pixels[:, :e, :e] = 0
+    pixels[:, -e:, -e:] = 0
+    assert pixels.sum() == 0  # and nothing outside the two corner squares
+
+
+def test_splits_draw_from_disjoint_item_pools():
+    for source in ("shapes", "fashion") if fashion_mnist("test") is not None else ("shapes",):
+        sets = {}
+        for seed, split in enumerate(("train", "val", "test")):
+            data = PairsDataset(400, seed=seed, size=64, split=split, source=source)
+            sets[split] = set(data.item_ids.flatten().tolist())
+        assert not sets["train"] & sets["val"] and not sets["train"] & sets["test"]
+        assert not sets["val"] & sets["test"]
+    with pytest.raises(ValueError, match="split must be one of"):
+        PairsDataset(4, split="validation")
+
+
+@pytest.mark.skipif(fashion_mnist("test") is None, reason="dataset-fashion-mnist not installed")
+def test_fashion_pools_partition_the_files():
+    pools = {split: item_pool(split) for split in ("train", "val", "test")}
+    ids = {split: set(pool[2].tolist()) for split, pool in pools.items()}
+    assert len(ids["val"]) == VAL_ITEMS and len(ids["test"]) == 10_000
+    assert len(ids["train"] | ids["val"] | ids["test"]) == 70_000  # each item once
+    train_images = fashion_mnist("train")[0]
+    assert np.array_equal(pools["val"][0], train_images[-VAL_ITEMS:])  # ids name real items
+    data = PairsDataset(20, seed=0, size=64, split="val", source="fashion")
+    first = train_images[data.item_ids[0, 0]]
+    corner = data.pixels[0, :OBJECT_EXTENT, :OBJECT_EXTENT].numpy()
+    assert any(
+        np.array_equal(corner[y : y + 28, x : x + 28], first) for y in range(3) for x in range(3)
+    )
 
 
 def write_image_folders(root: Path, per_class=4, size=40):
@@ -342,20 +380,37 @@ def test_video_training_and_the_multi_clip_test(tmp_path):
 
 @pytest.mark.slow
 def test_demo_quick_writes_the_report(tmp_path, capsys):
+    from nlgc.train.demo import VARIANTS
+
     assert main(["demo", "--quick", "--out", str(tmp_path / "demo")]) == 0
     printed = capsys.readouterr().out
-    assert "report:" in printed and all(v in printed for v in ("baseline", "NL", "SNL", "GC"))
+    assert "report:" in printed and all(label in printed for label in VARIANTS)
     metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
-    assert set(metrics["variants"]) == {"baseline", "NL", "SNL", "GC"}
-    for variant in metrics["variants"].values():  # top-1 is the confusion matrix's diagonal
+    assert set(metrics["variants"]["0"]) == set(VARIANTS)
+    for variant in metrics["variants"]["0"].values():  # top-1 is the confusion matrix's diagonal
         matrix = torch.tensor(variant["confusion_matrix"]["rows_true_cols_predicted"])
         assert int(matrix.sum()) == 500  # the quick demo's test pairs
         assert variant["test/top1"] == pytest.approx(float(matrix.trace() / matrix.sum()))
-    assert metrics["query_independence"][0]["block"] == "layer2.0.non_local_block"
-    summary = (tmp_path / "demo" / "summary.md").read_text().splitlines()
-    assert summary[0].startswith("nlgc demo (quick), seed 0") and len(summary) == 4 + 4
+    table1 = metrics["gcnet_table1"]
+    assert list(table1) == ["gaussian", "embedded_gaussian", "dot_product", "concatenation"]
     page = (tmp_path / "demo" / "report.html").read_text()
-    assert "Summary: built-in long-range task" in page and page.count("<img") >= 4
+    for pairwise, name in [
+        ("gaussian", "Gaussian"),
+        ("embedded_gaussian", "embedded Gaussian"),
+        ("dot_product", "dot product"),
+        ("concatenation", "concatenation"),
+    ]:
+        row = table1[pairwise]
+        assert row["block"] == "layer2.0.non_local_block_after_conv1" and row["samples"] == 200
+        assert row["positions"] == 14 * 14 and 0 < row["input"] <= 0.5
+        ours = [row[k] for k in ("input", "output", "attention")]  # None: a dead block's maps
+        cells = [name, *("none (all maps 0)" if v is None else f"{v:.4g}" for v in ours)]
+        cells += [f"{row['gcnet'][k]:.4g}" for k in ("input", "output", "attention")]
+        assert "<tr><td>" + "</td><td>".join(cells) + "</td></tr>" in page  # a Table 1 row
+    assert page.count("<img") >= 4 + 3  # the four NL heatmaps and the analysis figures
+    assert "GCNet Table 1" in page and metrics["data"] in page
+    summary = (tmp_path / "demo" / "summary.md").read_text().splitlines()
+    assert summary[0].startswith("nlgc demo (quick), seeds 0") and "| 0 |" in summary[4]
 
 
 @pytest.mark.parametrize("path", sorted(Path(__file__).parent.parent.glob("configs/*.yaml")))
@@ -386,3 +441,17 @@ def test_config_sections_are_dataclasses_checked_on_reading(tmp_path, capsys):
         bad[section][key] = value
         assert main(["fit", "--config", str(write_config(tmp_path / "bad.yaml", bad))]) == 2
         assert words in capsys.readouterr().err
+
+
+def test_the_demo_says_loudly_when_it_runs_on_drawn_shapes(tmp_path, monkeypatch, capsys):
+    from nlgc.train.demo import FASHION, announce_data
+
+    monkeypatch.setenv("NLGC_FASHION_MNIST", str(tmp_path))  # a folder without the idx files
+    line = announce_data()
+    warning = capsys.readouterr().err
+    assert "DRAWN SHAPES" in line and str(tmp_path) in line and "WARNING" in warning
+    assert "apt-get install dataset-fashion-mnist" in warning
+    assert PairsDataset(4, size=64).source == "shapes"  # what the demo's data then is
+    if fashion_mnist("test", root=Path("/usr/share/datasets/fashion-mnist")) is not None:
+        monkeypatch.delenv("NLGC_FASHION_MNIST")
+        assert announce_data().startswith(FASHION) and not capsys.readouterr().err

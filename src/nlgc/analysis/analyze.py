@@ -44,18 +44,18 @@ class Sample:
 
 def distance_table(stats: list[QueryIndependence]) -> Table:
     return Table(
-        "Query independence: mean cosine distance between query positions",
-        ["block", "stage", "kind", "queries", "samples", "inputs x", "attention", "outputs z−x"],
+        "Query independence (GCNet's avg_dist over all position pairs, its Table 1 columns)",
+        ["block", "stage", "kind", "positions", "samples", "input", "output", "att"],
         [
             [
                 s.block,
                 s.stage,
                 s.kind,
-                s.queries,
-                s.samples,
-                s.input_distance,
-                s.attention_distance,
-                s.output_distance,
+                s.distances.positions,
+                s.distances.samples,
+                s.distances.input,
+                s.distances.output,
+                s.distances.attention,
             ]
             for s in stats
         ],
@@ -123,12 +123,14 @@ def analyze(
     complexity_rows: list[dict] | None = None,
     title: str = "nlgc analysis",
     extra_tables: list[Table] = (),
+    extra_figures: list[tuple[str, Path]] = (),
     extra_metrics: dict | None = None,
 ) -> Path:
     """Run ``model`` on every sample with all its blocks hooked, and write the report.
 
     Writes ``report.html``, ``metrics.json`` and the PNGs into ``out_dir``; returns the report.
-    ``extra_tables`` go first in the report, ``extra_metrics`` into metrics.json.
+    ``extra_tables`` and ``extra_figures`` ((caption, png) pairs) go first in the report,
+    ``extra_metrics`` into metrics.json.
     """
     if not samples:
         raise ValueError("analyze needs at least one input")
@@ -138,7 +140,7 @@ def analyze(
         for sample in samples:
             model(sample.tensor.unsqueeze(0))
     stats = query_independence(records)
-    figures = draw(samples, records, stats, out_dir)
+    figures = [*extra_figures, *draw(samples, records, stats, out_dir)]
     tables = [*extra_tables, distance_table(stats)]
     if complexity_rows:
         figures.append(

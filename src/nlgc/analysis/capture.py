@@ -9,6 +9,8 @@ model (ours, or a user's network that contains our blocks). Per block and forwar
 the attention rows of the queries (NL: (B, Q, N_keys); SNL/GC/SE: their one context mask (B, N)),
 the block's input x at the queries (B, Q, C) and what the block adds there, z − x (B, Q, C): for NL
 that is W_z y_i after its norm. Memory is O(Q·N) per block: only the query rows are computed.
+Every call also adds GCNet's exact statistics over all positions (``record.distances``, see
+:mod:`nlgc.analysis.statistics`), computed without an N×N matrix.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 from torch import nn
 
 from nlgc.analysis.queries import QueryGrid, QuerySpec, resolve
+from nlgc.analysis.statistics import QueryDistances, accumulate, distances_of
 from nlgc.blocks import CONTEXT_BLOCKS, NonLocalBlock
 
 
@@ -34,6 +37,7 @@ class BlockRecord:
     _attention: list[torch.Tensor] = field(default_factory=list)
     _inputs: list[torch.Tensor] = field(default_factory=list)
     _deltas: list[torch.Tensor] = field(default_factory=list)
+    _distances: list[QueryDistances] = field(default_factory=list)
 
     @property
     def query_specific(self) -> bool:
@@ -54,6 +58,11 @@ class BlockRecord:
     def deltas(self) -> torch.Tensor:
         """(B, Q, C): z − x at the query positions, what the block adds there."""
         return torch.cat(self._deltas)
+
+    @property
+    def distances(self) -> QueryDistances:
+        """GCNet's statistics over all positions, averaged over every recorded sample."""
+        return accumulate(self._distances)
 
 
 def context_blocks(model: nn.Module) -> dict[str, nn.Module]:
@@ -93,6 +102,8 @@ def capture(model: nn.Module, queries: QuerySpec | None = None):
             rec._attention.append(maps.float().cpu())
             rec._inputs.append(_at_queries(x, rec.queries).float().cpu())
             rec._deltas.append(_at_queries(output.detach() - x, rec.queries).float().cpu())
+            with torch.no_grad():
+                rec._distances.append(distances_of(module, x, output.detach()))
 
         return record
 

@@ -1,28 +1,43 @@
 """Built-in data that needs no download: a task where the label depends on far-apart content.
 
-Each image holds two objects in opposite corners of the canvas; the label says whether they are
-of the same kind (1) or not (0), balanced. A network has to relate content across the whole
-image to solve it, the situation non-local and global-context blocks are made for. Objects are
-Fashion-MNIST items when Debian's ``dataset-fashion-mnist`` is installed, drawn shapes otherwise.
-Videos show the first object in the first half of the frames and the second object, at the other
-corner, in the second half. Everything is generated from a seed.
+Each image holds two 28×28 objects in opposite corners of the canvas; the label says whether
+they are of the same kind (1) or not (0), balanced. A network has to relate content across the
+whole image to solve it, the situation non-local and global-context blocks are made for: the
+objects lie in the corner squares of side ``OBJECT_EXTENT``, so on a 112-pixel canvas no window
+narrower than 112 − 2·30 + 2 = 54 pixels touches both, and a network whose receptive field is
+smaller (the demo's two-stage ResNet: 51) followed by global average pooling and a linear layer
+scores a sum f(first) + g(second), which cannot tell "same" from "different" (for classes a ≠ b
+it would need f(a) + g(a) and f(b) + g(b) above a threshold that f(a) + g(b) and f(b) + g(a) stay
+under, but both pairs have the same total).
+
+Objects are Fashion-MNIST items when Debian's ``dataset-fashion-mnist`` is installed, drawn
+shapes otherwise. Train, validation and test draw their objects from disjoint pools: Fashion-MNIST
+train items 0–49,999, train items 50,000–59,999 and the t10k items. Videos show the first object
+in the first half of the frames and the second object, at the other corner, in the second half.
+Everything is generated from a seed.
 """
 
 from __future__ import annotations
 
 import gzip
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
+FASHION_MNIST_ENV = "NLGC_FASHION_MNIST"  # or a folder of the four idx .gz files named here
 # All ten Fashion-MNIST classes: "same class or not" then needs a fine comparison of two objects
 # a whole canvas apart (a tiny ResNet reaches ~80% in a few CPU epochs, not 100%).
 DEFAULT_KINDS = tuple(range(10))
 SHAPE_KINDS = 4  # drawn shapes when Fashion-MNIST is missing
 CLASS_NAMES = ("different", "same")
+SPLITS = ("train", "val", "test")
+VAL_ITEMS = 10_000  # the last Fashion-MNIST train items form the validation pool
+JITTER = 3  # objects move by 0…2 pixels from their corner
+OBJECT_EXTENT = 28 + JITTER - 1  # the corner square (side 30) an object lies in
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -33,8 +48,15 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
-def fashion_mnist(split: str = "train", root: Path = FASHION_MNIST):
-    """(images (N, 28, 28) uint8, labels (N,)) of Fashion-MNIST, or None if not installed."""
+def fashion_root() -> Path:
+    """Where Fashion-MNIST is read from: ``$NLGC_FASHION_MNIST`` if set, else Debian's folder."""
+    return Path(os.environ.get(FASHION_MNIST_ENV) or FASHION_MNIST)
+
+
+def fashion_mnist(split: str = "train", root: Path | None = None):
+    """(images (N, 28, 28) uint8, labels (N,)) of a Fashion-MNIST file pair (``"train"``, 60,000
+    items, or ``"test"``, the 10,000 t10k items), or None if not installed."""
+    root = Path(root) if root is not None else fashion_root()
     prefix = "train" if split == "train" else "t10k"
     images, labels = (
         root / f"{prefix}-images-idx3-ubyte.gz",
@@ -43,6 +65,23 @@ def fashion_mnist(split: str = "train", root: Path = FASHION_MNIST):
     if not (images.exists() and labels.exists()):
         return None
     return _read_idx(images), _read_idx(labels)
+
+
+def item_pool(split: str, root: Path | None = None):
+    """(images, labels, ids) of the Fashion-MNIST items ``split`` draws from, or None.
+
+    ``ids`` number every item once across both files (train 0–59,999, t10k 60,000–69,999), so
+    the pools of the three splits are disjoint sets of ids.
+    """
+    file = "test" if split == "test" else "train"
+    items = fashion_mnist(file, root)
+    if items is None:
+        return None
+    ids = np.arange(len(items[1])) + (60_000 if file == "test" else 0)
+    keep = {"train": slice(None, -VAL_ITEMS), "val": slice(-VAL_ITEMS, None)}.get(
+        split, slice(None)
+    )
+    return items[0][keep], items[1][keep], ids[keep]
 
 
 def drawn_shapes(count: int, rng: np.random.Generator, kinds=SHAPE_KINDS):
@@ -73,9 +112,11 @@ class PairsDataset(Dataset):
     Args:
         count: number of samples.
         seed: everything (objects, positions, labels) follows from it.
-        size: canvas side S (≥ 64).
+        size: canvas side S (≥ 64; 112 in the demo, see the module's docstring).
         frames: 0 for images, else the number of frames T of each clip.
-        split: ``"train"`` or ``"test"``: which Fashion-MNIST split the objects come from.
+        split: ``"train"``, ``"val"`` or ``"test"``: which pool of items the objects come from
+            (Fashion-MNIST train items 0–49,999, 50,000–59,999, t10k; for shapes, pools drawn
+            with different seeds).
         source: ``"auto"`` (Fashion-MNIST if installed, else shapes), ``"fashion"``, ``"shapes"``.
     """
 
@@ -86,20 +127,26 @@ class PairsDataset(Dataset):
     ):
         if size < 64:
             raise ValueError(f"size must be at least 64 (two 28-pixel objects apart), got {size}")
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         rng = np.random.default_rng(seed)
         kinds = tuple(sorted(kinds))
-        items = None if source == "shapes" else fashion_mnist(split)
+        items = None if source == "shapes" else item_pool(split)
         if items is None and source == "fashion":
             raise FileNotFoundError(
-                f"Fashion-MNIST not found in {FASHION_MNIST}: apt-get install dataset-fashion-mnist"
+                f"Fashion-MNIST not found in {fashion_root()}: "
+                "apt-get install dataset-fashion-mnist"
             )
         if items is not None:
             keep = np.isin(items[1], kinds)
             pool, pool_labels = items[0][keep], np.searchsorted(kinds, items[1][keep])
+            pool_ids = items[2][keep]
             self.source = "fashion-mnist"
         else:
             kinds = tuple(range(SHAPE_KINDS))
-            pool, pool_labels = drawn_shapes(4000, rng, SHAPE_KINDS)
+            pool_rng = np.random.default_rng([SPLITS.index(split), 7919])  # one pool per split
+            pool, pool_labels = drawn_shapes(4000, pool_rng, SHAPE_KINDS)
+            pool_ids = np.arange(len(pool)) + 100_000 * SPLITS.index(split)
             self.source = "shapes"
         by_kind = [np.flatnonzero(pool_labels == k) for k in range(len(kinds))]
         self.labels = rng.integers(0, 2, count)
@@ -108,11 +155,12 @@ class PairsDataset(Dataset):
         second_kind = np.where(self.labels == 1, first_kind, (first_kind + offsets) % len(kinds))
         first = np.array([rng.choice(by_kind[k]) for k in first_kind])
         second = np.array([rng.choice(by_kind[k]) for k in second_kind])
-        jitter = rng.integers(0, 5, (count, 4))
+        jitter = rng.integers(0, JITTER, (count, 4))
+        self.item_ids = np.stack([pool_ids[first], pool_ids[second]], 1)  # (count, 2)
         self.size, self.frames = size, frames
         shape = (count, frames, size, size) if frames else (count, size, size)
         canvas = np.zeros(shape, np.uint8)
-        far = size - 28 - 4
+        far = size - OBJECT_EXTENT
         for i in range(count):
             a, b = pool[first[i]], pool[second[i]]
             (ay, ax, by, bx) = jitter[i]

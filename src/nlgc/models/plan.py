@@ -277,6 +277,11 @@ def apply_plan(stages: Mapping[str, Iterable[nn.Module]], plan: Plan, dim: int =
         if insertion.position != kind.default_position:
             name = f"{name}_{insertion.position}"
         for stage in insertion.stages:
+            if stage not in stages:
+                raise ValueError(
+                    f"the plan puts {insertion.block} blocks in stage {stage}, but the network "
+                    f"has only the stages {tuple(stages)}"
+                )
             residual_blocks = list(stages[stage])
             for index in insertion.select(len(residual_blocks)):
                 target = residual_blocks[index]

@@ -167,6 +167,9 @@ RESNEXT50 = Architecture(_resnet(Bottleneck, (3, 4, 6, 3), 32, 4), "ResNeXt-50 3
 RESNEXT101 = Architecture(_resnet(Bottleneck, (3, 4, 23, 3), 32, 4), "ResNeXt-101 32×4d")
 # one BasicBlock per stage, 16–128 channels: for CPU demos and quick experiments
 TINY = Architecture(_resnet(BasicBlock, (1, 1, 1, 1), base_channels=16), "tiny ResNet")
+# two stages (c2, c3: stride 8, receptive field 51 px), 16–32 channels: the demo's network, which
+# cannot relate objects more than 51 px apart without a context block
+DEMO = Architecture(_resnet(BasicBlock, (1, 1), base_channels=16), "two-stage demo ResNet")
 C2D50 = Architecture(_video(50), "C2D ResNet-50 (video)", 400, "video")
 I3D50 = Architecture(_video(50, "3x1x1"), "I3D 3×1×1 ResNet-50 (video)", 400, "video")
 I3D333_50 = Architecture(_video(50, "3x3x3"), "I3D 3×3×3 ResNet-50 (video)", 400, "video")
@@ -204,6 +207,16 @@ NL_AFTER_C3 = Variant(  # 8×8 positions at 64×64 input
     Plan((Insertion("nl", ("c3",), (0,)),)), "an embedded-Gaussian NL block after c3"
 )
 SNL_AFTER_C3 = Variant(Plan((Insertion("snl", ("c3",), (0,)),)), "an SNL block after c3")
+# the demo's context blocks: all in c3's residual block, between its two 3×3 convolutions
+_MID_C3 = {"stages": ("c3",), "indices": (0,), "position": "after_conv1"}
+NL_MID_C3 = Variant(
+    Plan((Insertion("nl", **_MID_C3),)), "an embedded-Gaussian NL block inside c3's block"
+)
+SNL_MID_C3 = Variant(Plan((Insertion("snl", **_MID_C3),)), "an SNL block inside c3's block")
+GC_MID_C3 = Variant(
+    Plan((Insertion("gc", **_MID_C3, options={"ratio": 1 / 4}),)),
+    "a GC block (r=1/4) inside c3's block",
+)
 NL1_VIDEO = Variant(
     Plan((Insertion("nl", ("c4",), "before_last", options=_NL_VIDEO),)),
     "1 non-local block before the last of res4",
@@ -260,6 +273,10 @@ MODELS = [
     ("nl_tiny_resnet", TINY, NL_AFTER_C3),
     ("snl_tiny_resnet", TINY, SNL_AFTER_C3),
     ("gc_tiny_resnet", TINY, GC_R4),
+    ("demo_resnet", DEMO, PLAIN),
+    ("nl_demo_resnet", DEMO, NL_MID_C3),
+    ("snl_demo_resnet", DEMO, SNL_MID_C3),
+    ("gc_demo_resnet", DEMO, GC_MID_C3),
     ("c2d_resnet50", C2D50, PLAIN),
     ("nl_c2d_resnet50", C2D50, NL5_VIDEO_50),
     ("nl1_c2d_resnet50", C2D50, NL1_VIDEO),

@@ -81,17 +81,24 @@ class Bottleneck(InsertionPoints, nn.Module):
 class ResNetBase(nn.Module):
     """What the 2D and video ResNets share: stage access, outputs, init and the forward pass.
 
-    Subclasses build ``conv1``, ``bn1``, ``relu``, ``maxpool``, ``layer1``…``layer4`` (and
+    Subclasses build ``conv1``, ``bn1``, ``relu``, ``maxpool``, ``layer1``…``layer4`` (or fewer, and
     ``avgpool``/``fc`` unless ``features_only``), calling ``_set_outputs`` first and
     ``_finish(plan, dim)`` last.
     """
 
     def _set_outputs(
-        self, features_only: bool, out_indices: Sequence[int], expansion: int, base: int = 64
+        self,
+        features_only: bool,
+        out_indices: Sequence[int],
+        expansion: int,
+        base: int = 64,
+        num_stages: int = 4,
     ):
         out_indices = tuple(out_indices)
-        if not out_indices or any(i not in range(4) for i in out_indices):
-            raise ValueError(f"out_indices must be a subset of (0, 1, 2, 3), got {out_indices}")
+        if not out_indices or any(i not in range(num_stages) for i in out_indices):
+            raise ValueError(
+                f"out_indices must be a subset of {tuple(range(num_stages))}, got {out_indices}"
+            )
         self.features_only, self.out_indices = features_only, out_indices
         self.feature_info = [
             {
@@ -117,8 +124,9 @@ class ResNetBase(nn.Module):
         apply_plan(self.stages(), self.plan, dim=dim)
 
     def stages(self) -> dict[str, nn.Sequential]:
-        """c2…c5 → layer1…layer4."""
-        return dict(zip(STAGES, (self.layer1, self.layer2, self.layer3, self.layer4), strict=True))
+        """c2…c5 → layer1…layer4 (the stages the network has)."""
+        layers = (getattr(self, f"layer{i}", None) for i in range(1, 5))
+        return {s: layer for s, layer in zip(STAGES, layers, strict=True) if layer is not None}
 
     def _between_stages(self, index: int, x: torch.Tensor) -> torch.Tensor:
         return x
@@ -142,13 +150,16 @@ class ResNet(ResNetBase):
 
     Args:
         block: ``BasicBlock`` or ``Bottleneck``.
-        layers: residual blocks per stage, e.g. ``(3, 4, 6, 3)`` for ResNet-50.
+        layers: residual blocks per stage, e.g. ``(3, 4, 6, 3)`` for ResNet-50; fewer than 4
+            entries build only the first stages (``(1, 1)``: c2 and c3, stride 8, the demo's
+            network with a 51-pixel receptive field).
         num_classes: size of ``fc``.
         groups, width_per_group: ResNeXt cardinality and width (32, 4 for 32×4d).
         plan: where context blocks go (default: none, the plain ResNet).
         features_only: return the feature maps of ``out_indices`` instead of logits, with no
             ``avgpool``/``fc`` (for an FPN in a detection framework).
-        out_indices: which of c2…c5 (0…3, mmdetection's convention) ``features_only`` returns.
+        out_indices: which of c2…c5 (0…3, mmdetection's convention) ``features_only`` returns;
+            default all.
         in_channels: input image channels.
         base_channels: width of the stem and of c2 (64 in every standard ResNet; smaller for
             quick experiments, e.g. 16 in the demo's ``tiny_resnet``).
@@ -168,27 +179,31 @@ class ResNet(ResNetBase):
         width_per_group: int = 64,
         plan: Plan | None = None,
         features_only: bool = False,
-        out_indices: Sequence[int] = (0, 1, 2, 3),
+        out_indices: Sequence[int] | None = None,
         in_channels: int = 3,
         base_channels: int = 64,
     ):
         super().__init__()
-        if len(layers) != 4:
-            raise ValueError(f"layers must give 4 stage depths, got {layers!r}")
-        self._set_outputs(features_only, out_indices, block.expansion, base_channels)
+        if not 1 <= len(layers) <= 4:
+            raise ValueError(f"layers must give 1 to 4 stage depths, got {layers!r}")
+        if out_indices is None:
+            out_indices = range(len(layers))
+        self._set_outputs(
+            features_only, out_indices, block.expansion, base_channels, num_stages=len(layers)
+        )
         self.groups, self.base_width = groups, width_per_group
         self.inplanes = base = base_channels
         self.conv1 = nn.Conv2d(in_channels, base, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(base)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        self.layer1 = self._make_layer(block, base, layers[0])
-        self.layer2 = self._make_layer(block, base * 2, layers[1], stride=2)
-        self.layer3 = self._make_layer(block, base * 4, layers[2], stride=2)
-        self.layer4 = self._make_layer(block, base * 8, layers[3], stride=2)
+        for index, depth in enumerate(layers):
+            stride = 1 if index == 0 else 2
+            layer = self._make_layer(block, base * 2**index, depth, stride=stride)
+            setattr(self, f"layer{index + 1}", layer)
         if not features_only:
             self.avgpool = nn.AdaptiveAvgPool2d(1)
-            self.fc = nn.Linear(base * 8 * block.expansion, num_classes)
+            self.fc = nn.Linear(self.inplanes, num_classes)
         self._finish(plan, dim=2)
 
     def _make_layer(self, block, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:

@@ -75,7 +75,7 @@ class DataModule(L.LightningDataModule):
             )
             self.datasets = {
                 "train": make(hp.count, self.seed, "train"),
-                "val": make(hp.val_count, self.seed + 1, "train"),
+                "val": make(hp.val_count, self.seed + 1, "val"),
                 "test": make(hp.test_count, self.seed + 2, "test"),
             }
             return
