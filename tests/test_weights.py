@@ -1,6 +1,7 @@
 """load_weights: torchvision/timm ResNet files and mmdetection GCNet checkpoints."""
 
 import collections
+import os
 
 import pytest
 import torch
@@ -122,3 +123,60 @@ def test_a_file_with_model_metadata_outside_a_lightning_checkpoint_is_not_truste
         load_model(path)
     model, name = load_model(path, "tiny_resnet")
     assert name == "tiny_resnet" and model.fc.out_features == 3
+
+
+def write_pickle(path, content, protocol=2):
+    import pickle
+
+    path.write_bytes(pickle.dumps(content, protocol=protocol))
+    return path
+
+
+def test_caffe2_pkl_blobs_are_read_as_tensors(tmp_path):
+    import numpy as np
+
+    from nlgc.models.weights import read_state_dict
+
+    blobs = {
+        "res_conv1_bn_s": np.linspace(0.5, 1.5, 64, dtype=np.float32),
+        "nonlocal_conv3_1_theta_w": np.random.default_rng(0).normal(size=(512, 1024, 1, 1, 1)),
+        "lr": np.array(3),  # an integer blob: not a weight
+    }
+    for protocol in (2, 4):
+        path = write_pickle(tmp_path / f"model{protocol}.pkl", {"blobs": blobs}, protocol)
+        state = read_state_dict(path)
+        assert set(state) == {"res_conv1_bn_s", "nonlocal_conv3_1_theta_w"}
+        for name, tensor in state.items():
+            assert torch.equal(tensor, torch.from_numpy(blobs[name]))
+
+
+def test_caffe2_pkl_with_code_is_refused_and_nothing_runs(tmp_path):
+    import pickle
+
+    from nlgc.models.caffe2_pickle import read_caffe2_blobs
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps({"blobs": {"pred_w": Payload()}}, protocol=2))
+    with pytest.raises(ValueError, match=r"evil\.pkl.*system.*nothing was run"):
+        read_caffe2_blobs(path)
+    assert not marker.exists()
+    valid = write_pickle(tmp_path / "ok.pkl", {"blobs": {"pred_w": np_ones()}}).read_bytes()
+    (tmp_path / "cut.pkl").write_bytes(valid[: len(valid) // 2])
+    with pytest.raises(ValueError, match=r"cut\.pkl"):
+        read_caffe2_blobs(tmp_path / "cut.pkl")
+    with pytest.raises(ValueError, match=r"list\.pkl.*dict of blobs"):
+        read_caffe2_blobs(write_pickle(tmp_path / "list.pkl", [1, 2]))
+    with pytest.raises(FileNotFoundError):
+        read_caffe2_blobs(tmp_path / "missing.pkl")
+
+
+def np_ones():
+    import numpy as np
+
+    return np.ones((400, 2048), np.float32)

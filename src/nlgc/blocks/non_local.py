@@ -14,6 +14,7 @@ from nlgc.blocks.nd import batch_norm_nd, conv_nd, max_pool_nd
 PAIRWISE = ("embedded_gaussian", "gaussian", "dot_product", "concatenation")
 ATTEND = ("spacetime", "space", "time")
 IMPLS = ("fast", "reference")
+INITS = ("pytorch", "paper")
 
 
 def group_positions(t: torch.Tensor, attend: str) -> torch.Tensor:
@@ -61,6 +62,9 @@ class NonLocalBlock(nn.Module):
         norm: ``"bn"`` puts BatchNorm after W_z (paper); ``None`` uses W_z alone.
         zero_init: start as an exact identity: BN γ = β = 0 with ``norm="bn"`` (paper), else
             W_z = 0.
+        init: ``"pytorch"`` (default: PyTorch's init of the 1×1 convolutions) or ``"paper"``
+            (θ, φ, g, W_z and w_f weights ~ N(0, 0.01²), biases 0, as the official Caffe2 code's
+            GaussianFill(std=0.01): for training from scratch the way the paper did).
         scale: multiply θᵀφ by C'^-1/2 (embedded Gaussian only). The official code does, the
             paper does not; default off.
         impl: ``"fast"`` (default, never builds the N×N matrix where the math does not need it)
@@ -94,6 +98,7 @@ class NonLocalBlock(nn.Module):
         attend: str = "spacetime",
         norm: str | None = "bn",
         zero_init: bool = True,
+        init: str = "pytorch",
         scale: bool = False,
         impl: str = "fast",
     ):
@@ -114,6 +119,7 @@ class NonLocalBlock(nn.Module):
             )
         self.norm_type = check_choice("norm", norm, ("bn", None))
         self.zero_init = bool(zero_init)
+        self.init = check_choice("init", init, INITS)
         if scale and pairwise != "embedded_gaussian":
             raise ValueError(
                 f"scale=True applies to pairwise='embedded_gaussian', got {pairwise!r}"
@@ -136,10 +142,14 @@ class NonLocalBlock(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """PyTorch's default init for θ, φ, g, w_f; then the identity start of ``zero_init``."""
+        """``init``'s values for θ, φ, g, W_z, w_f; then the identity start of ``zero_init``."""
         for module in self.children():
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
+            if self.init == "paper" and isinstance(module, nn.modules.conv._ConvNd):
+                nn.init.normal_(module.weight, std=0.01)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
         if self.zero_init:
             last = self.norm if self.norm_type == "bn" else self.out
             nn.init.zeros_(last.weight)
@@ -247,5 +257,5 @@ class NonLocalBlock(nn.Module):
             f"{self.in_channels}, dim={self.dim}, pairwise={self.pairwise!r}, "
             f"inter_channels={self.inter_channels}, sub_sample={self.sub_sample}, "
             f"pool_position={self.pool_position!r}, attend={self.attend!r}, "
-            f"norm={self.norm_type!r}, scale={self.scale}, impl={self.impl!r}"
+            f"norm={self.norm_type!r}, init={self.init!r}, scale={self.scale}, impl={self.impl!r}"
         )

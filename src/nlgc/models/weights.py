@@ -1,6 +1,7 @@
 """Loading checkpoints into nlgc models: torchvision/timm ResNets and released GCNet weights.
 
-Files are read with ``torch.load(weights_only=True)`` (no code runs) or safetensors.
+Files are read with ``torch.load(weights_only=True)`` (no code runs), safetensors, or, for the
+official Caffe2 ``.pkl`` files, an unpickler that admits numpy arrays only.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from nlgc.blocks import CONTEXT_BLOCKS
+from nlgc.models.caffe2_pickle import read_caffe2_blobs
 
 CLASSIFIER = ("fc.weight", "fc.bias")
 _WRAPPERS = ("state_dict", "model", "model_state", "module")
@@ -41,8 +43,13 @@ class LoadReport:
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Tensors of a checkpoint file, unwrapped from ``{"state_dict": ...}`` and ``module.``."""
+    """Tensors of a checkpoint file, unwrapped from ``{"state_dict": ...}`` and ``module.``.
+
+    ``.pkl`` files are read as official Caffe2 weights: their blobs under Caffe2 names.
+    """
     path = os.fspath(path)
+    if path.endswith(".pkl"):
+        return read_caffe2_blobs(path)
     if path.endswith(".safetensors"):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"checkpoint file not found: {path}")
