@@ -174,48 +174,87 @@ def to_mmaction2(state):
     return out
 
 
-def test_mmaction2_checkpoint_loads_and_computes_the_same(tmp_path):
-    source = randomize_network(nlgc.create_model("nl_i3d_resnet50"))
-    for name, module in source.named_modules():
-        if name.endswith("non_local_block"):
-            module.out.bias.data.zero_()
-    mm = to_mmaction2(source.state_dict())
-    assert "backbone.layer2.1.non_local_block.g.0.conv.weight" in mm
-    assert "backbone.layer2.1.non_local_block.conv_out.bn.running_var" in mm
-    path = tmp_path / "i3d_nl_embedded_gaussian_r50.pth"
-    torch.save({"meta": {"config": "..."}, "state_dict": mm}, path)
-    model = nlgc.create_model("nl_i3d_resnet50")
-    report = nlgc.load_weights(model, path)
-    assert not report.kept and not report.replaced and not report.ignored
-    x = torch.randn(1, 3, 8, 48, 48)
-    with torch.no_grad():
-        torch.testing.assert_close(model.eval()(x), source.eval()(x))
-
-
-def mmaction2_non_local(mm, prefix, x):
-    """mmaction2's NonLocal3d (embedded Gaussian, sub_sample, use_scale=False) written out."""
+def mmaction2_non_local(mm, prefix, x, mode="embedded_gaussian"):
+    """mmaction2's NonLocal3d (mmcv ``_NonLocalNd``: sub_sample, use_scale=False) written out."""
+    F = torch.nn.functional
 
     def conv(name, t):
         bias = mm.get(f"{prefix}{name}.conv.bias")
-        return torch.nn.functional.conv3d(t, mm[f"{prefix}{name}.conv.weight"], bias)
+        return F.conv3d(t, mm[f"{prefix}{name}.conv.weight"], bias)
 
-    pool = lambda t: torch.nn.functional.max_pool3d(t, (1, 2, 2))  # noqa: E731
+    pool = lambda t: F.max_pool3d(t, (1, 2, 2))  # noqa: E731
     n = x.shape[0]
-    g = pool(conv("g.0", x)).view(n, -1, x[0, 0].numel() // 4).permute(0, 2, 1)
-    theta = conv("theta", x).flatten(2).permute(0, 2, 1)
-    phi = pool(conv("phi.0", x)).flatten(2)
-    y = (
-        torch.matmul(torch.matmul(theta, phi).softmax(-1), g)
-        .permute(0, 2, 1)
-        .reshape(n, -1, *x.shape[2:])
-    )
+    g = pool(conv("g.0", x)).flatten(2).permute(0, 2, 1)  # (N, keys, C')
+    if mode == "gaussian":  # on the raw input; phi is the pooling alone
+        theta, phi = x.flatten(2).permute(0, 2, 1), pool(x).flatten(2)
+    else:
+        theta = conv("theta", x).flatten(2).permute(0, 2, 1)
+        phi = pool(conv("phi.0", x)).flatten(2)
+    weight = torch.matmul(theta, phi)
+    weight = weight / weight.shape[-1] if mode == "dot_product" else weight.softmax(-1)
+    y = torch.matmul(weight, g).permute(0, 2, 1).reshape(n, -1, *x.shape[2:])
     y = conv("conv_out", y)
-    bn = {
-        k: mm[f"{prefix}conv_out.bn.{k}"] for k in ("weight", "bias", "running_mean", "running_var")
-    }
-    return x + torch.nn.functional.batch_norm(
-        y, bn["running_mean"], bn["running_var"], bn["weight"], bn["bias"]
-    )
+    stats = ("running_mean", "running_var", "weight", "bias")
+    return x + F.batch_norm(y, *(mm[f"{prefix}conv_out.bn.{k}"] for k in stats))
+
+
+def mmaction2_i3d_logits(mm, x, mode):
+    """mmaction2's Recognizer3D (ResNet3d R50 I3D of the i3d_r50 NL configs: conv1 5×7×7
+    stride 2, pool1 1×3×3 stride (2, 2, 2) padding (0, 1, 1), pool2 2×1×1; Bottleneck3d of
+    ConvModules, stride in the 3×3, NonLocal3d after the block's ReLU; I3DHead) written out
+    from ``mmaction/models/backbones/resnet3d.py``, evaluated on an mmaction2 state dict."""
+    F = torch.nn.functional
+
+    def conv_bn(prefix, t, stride=1, relu=True):
+        weight = mm[f"{prefix}.conv.weight"]
+        t = F.conv3d(t, weight, None, stride, tuple(k // 2 for k in weight.shape[2:]))
+        stats = ("running_mean", "running_var", "weight", "bias")
+        t = F.batch_norm(t, *(mm[f"{prefix}.bn.{k}"] for k in stats))
+        return F.relu(t) if relu else t
+
+    x = conv_bn("backbone.conv1", x, (2, 2, 2))
+    x = F.max_pool3d(x, (1, 3, 3), (2, 2, 2), (0, 1, 1))
+    for stage, blocks in enumerate((3, 4, 6, 3), start=1):
+        for index in range(blocks):
+            prefix = f"backbone.layer{stage}.{index}"
+            stride = (1, 2, 2) if index == 0 and stage > 1 else 1
+            out = conv_bn(f"{prefix}.conv1", x)
+            out = conv_bn(f"{prefix}.conv2", out, stride)
+            out = conv_bn(f"{prefix}.conv3", out, relu=False)
+            if f"{prefix}.downsample.conv.weight" in mm:
+                x = conv_bn(f"{prefix}.downsample", x, stride, relu=False)
+            x = F.relu(out + x)
+            if f"{prefix}.non_local_block.g.0.conv.weight" in mm:
+                x = mmaction2_non_local(mm, f"{prefix}.non_local_block.", x, mode)
+        if stage == 1:
+            x = F.max_pool3d(x, (2, 1, 1), (2, 1, 1))
+    return F.linear(x.mean((2, 3, 4)), mm["cls_head.fc_cls.weight"], mm["cls_head.fc_cls.bias"])
+
+
+@pytest.mark.parametrize("mode", ["embedded_gaussian", "dot_product", "gaussian"])
+def test_mmaction2_checkpoint_runs_as_in_mmaction2(tmp_path, mode):
+    options = {} if mode == "embedded_gaussian" else {"pairwise": mode}
+    source = nlgc.create_model("nl_i3d_resnet50", num_classes=7, stem="mmaction2", **options)
+    randomize_network(source)
+    for name, module in source.named_modules():
+        if name.endswith("non_local_block"):
+            module.out.bias.data.zero_()  # mmaction2's conv_out has none
+    mm = to_mmaction2(source.state_dict())  # random weights in mmaction2's file layout
+    assert "backbone.layer2.1.non_local_block.g.0.conv.weight" in mm
+    assert "backbone.layer2.1.non_local_block.conv_out.bn.running_var" in mm
+    path = tmp_path / f"i3d_imagenet-pretrained-r50-nl-{mode}.pth"
+    torch.save({"meta": {"mmaction2_version": "1.2.0"}, "state_dict": mm}, path)
+    x = torch.randn(2, 3, 8, 64, 64)
+    with torch.no_grad():
+        expected = mmaction2_i3d_logits(mm, x, mode)
+        for stem, same in (("mmaction2", True), ("paper", False)):
+            model = nlgc.create_model("nl_i3d_resnet50", num_classes=7, stem=stem, **options)
+            report = nlgc.load_weights(model.eval(), path)
+            assert not report.kept and not report.replaced and not report.ignored
+            error = float((model(x) - expected).abs().max() / expected.abs().max())
+            assert (error <= 1e-5) if same else (error > 1e-3), (stem, error)
+    with pytest.raises(ValueError, match="stem"):
+        nlgc.create_model("i3d_resnet50", stem="caffe3")
 
 
 def test_mmaction2_non_local_semantics_match():

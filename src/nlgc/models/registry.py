@@ -36,6 +36,7 @@ _MODEL_KWARGS = {
     "out_indices",
     "in_channels",
     "stem_temporal_stride",
+    "stem",
     "dropout",
 }
 
@@ -95,9 +96,9 @@ def create_model(name: str, num_classes: int | None = None, plan: Plan | None = 
             models.
         plan: replace the configuration's plan entirely.
         **overrides: the model's own arguments (``features_only``, ``out_indices``,
-            ``in_channels``, and for video ``stem_temporal_stride``, ``dropout``), Insertion
-            fields applied to every insertion (``stages``, ``indices``, ``position``) and block
-            options (``ratio``, ``pooling``, ``fusion``, ``layer_norm``, ``pairwise``,
+            ``in_channels``, and for video ``stem_temporal_stride``, ``stem``, ``dropout``),
+            Insertion fields applied to every insertion (``stages``, ``indices``, ``position``)
+            and block options (``ratio``, ``pooling``, ``fusion``, ``layer_norm``, ``pairwise``,
             ``sub_sample``, …), e.g. the GCNet ablations
             ``create_model("gc_resnet50", pooling="avg", fusion=("mul",))``.
     """
