@@ -2,6 +2,7 @@
 
 import re
 
+import numpy as np
 import pytest
 import torch
 from conftest import randomize, randomize_network
@@ -339,3 +340,147 @@ def test_every_video_model_builds_and_runs():
         model = nlgc.create_model(name, num_classes=3).eval()
         with torch.no_grad():
             assert model(x).shape == (1, 3), name
+
+
+CAFFE2_BN = {"weight": "s", "bias": "b", "running_mean": "rm", "running_var": "riv"}
+
+
+def to_caffe2(state):
+    """Our keys → the official Caffe2 blob names (video-nonlocal-net), numpy arrays."""
+    blobs = {}
+    for key, value in state.items():
+        *path, leaf = key.split(".")
+        if leaf == "num_batches_tracked":
+            continue
+        wb = {"weight": "w", "bias": "b"}.get(leaf)
+        if path == ["conv1"]:
+            name = "conv1_w"
+        elif path == ["bn1"]:
+            name = f"res_conv1_bn_{CAFFE2_BN[leaf]}"
+        elif path == ["fc"]:
+            name = f"pred_{wb}"
+        else:
+            block = f"res{int(path[0][5:]) + 1}_{path[1]}"
+            part = path[2:]
+            if part[0] == "non_local_block":
+                block = f"nonlocal_conv{int(path[0][5:]) + 1}_{path[1]}"
+                name = (
+                    f"{block}_bn_{CAFFE2_BN[leaf]}"
+                    if part[1] == "norm"
+                    else f"{block}_{part[1]}_{wb}"
+                )
+            elif part[0] == "downsample":
+                name = (
+                    f"{block}_branch1_w"
+                    if part[1] == "0"
+                    else f"{block}_branch1_bn_{CAFFE2_BN[leaf]}"
+                )
+            elif part[0].startswith("conv"):
+                name = f"{block}_branch2{'abc'[int(part[0][4:]) - 1]}_w"
+            else:
+                name = f"{block}_branch2{'abc'[int(part[0][2:]) - 1]}_bn_{CAFFE2_BN[leaf]}"
+        blobs[name] = value.detach().numpy().copy()
+    return blobs
+
+
+def caffe2_logits(b, x):
+    """video-nonlocal-net's resnet_video_org (R50, VIDEO_ARC_CHOICE 2: I3D) with its
+    spacetime_nonlocal (max pool before φ/g, USE_SCALE, softmax, BN, Sum), written out from
+    ``lib/models/resnet_video_org.py``, ``resnet_helper.py`` and ``nonlocal_helper.py``."""
+    F = torch.nn.functional
+    b = {k: torch.from_numpy(v) for k, v in b.items()}
+    eps = 1.0000001e-5  # cfg.MODEL.BN_EPSILON
+
+    def conv_bn(conv, bn, t, stride, pads):
+        t = F.conv3d(t, b[f"{conv}_w"], None, stride, pads)
+        return F.batch_norm(t, b[f"{bn}_rm"], b[f"{bn}_riv"], b[f"{bn}_s"], b[f"{bn}_b"], eps=eps)
+
+    def nonlocal_(prefix, x):
+        conv = lambda name, t: F.conv3d(t, b[f"{prefix}_{name}_w"], b[f"{prefix}_{name}_b"])  # noqa: E731
+        pooled = F.max_pool3d(x, (1, 2, 2), (1, 2, 2))
+        theta, phi, g = (
+            conv("theta", x).flatten(2),
+            conv("phi", pooled).flatten(2),
+            conv("g", pooled).flatten(2),
+        )
+        affinity = theta.mT @ phi * theta.shape[1] ** -0.5  # (B, N, N_keys)
+        y = (g @ affinity.softmax(2).mT).reshape(x.shape[0], -1, *x.shape[2:])
+        out = F.conv3d(y, b[f"{prefix}_out_w"], b[f"{prefix}_out_b"])
+        bn = [b[f"{prefix}_bn_{k}"] for k in ("rm", "riv", "s", "b")]
+        return x + F.batch_norm(out, *bn, eps=eps)
+
+    x = F.relu(conv_bn("conv1", "res_conv1_bn", x, (2, 2, 2), (2, 3, 3)))
+    x = F.max_pool3d(x, (2, 3, 3), (2, 2, 2))
+    for stage, blocks in ((2, 3), (3, 4), (4, 6), (5, 3)):
+        for index in range(blocks):
+            p = f"res{stage}_{index}"
+            s = 2 if index == 0 and stage > 2 else 1
+            u = b[f"{p}_branch2a_w"].shape[2] // 2  # use_temp_conv
+            out = F.relu(conv_bn(f"{p}_branch2a", f"{p}_branch2a_bn", x, 1, (u, 0, 0)))
+            out = F.relu(conv_bn(f"{p}_branch2b", f"{p}_branch2b_bn", out, (1, s, s), (0, 1, 1)))
+            out = conv_bn(f"{p}_branch2c", f"{p}_branch2c_bn", out, 1, 0)
+            if f"{p}_branch1_w" in b:
+                x = conv_bn(f"{p}_branch1", f"{p}_branch1_bn", x, (1, s, s), 0)
+            x = F.relu(out + x)
+            if stage in (3, 4) and index % 2 == 1:
+                x = nonlocal_(f"nonlocal_conv{stage}_{index}", x)
+        if stage == 2:
+            x = F.max_pool3d(x, (2, 1, 1), (2, 1, 1))
+    return F.linear(x.mean((2, 3, 4)), b["pred_w"], b["pred_b"])  # pool5 over the whole map
+
+
+def test_official_caffe2_pkl_runs_as_in_caffe2(tmp_path):
+    import pickle
+
+    options = {"stem": "caffe2", "pool_position": "before", "scale": True}
+    source = randomize_network(nlgc.create_model("nl_i3d_resnet50", num_classes=5, **options))
+    blobs = to_caffe2(source.state_dict())
+    blobs.update(lr=np.array(0.01, np.float32), res2_0_branch2a_w_momentum=np.zeros(3, np.float32))
+    path = tmp_path / "i3d_nonlocal_32x2_IN_pretrain_400k.pkl"
+    path.write_bytes(pickle.dumps({"blobs": blobs}, protocol=2))
+    model, name = nlgc.load_model(path)  # the network read from the blobs
+    assert name == "nl_i3d_resnet50" and model.stem == "caffe2" and model.fc.out_features == 5
+    block = model.layer3[5].non_local_block
+    assert block.pool_position == "before" and block.scale
+    x = torch.randn(2, 3, 8, 64, 64)
+    with torch.no_grad():
+        expected = caffe2_logits(blobs, x)
+        error = (model.eval()(x) - expected).abs().max() / expected.abs().max()
+        assert error <= 1e-5
+        paper = nlgc.create_model(
+            "nl_i3d_resnet50", num_classes=5, pool_position="before", scale=True
+        )
+        nlgc.load_weights(paper.eval(), path)
+        assert (paper(x) - expected).abs().max() / expected.abs().max() > 1e-3  # the other stem
+    assert model.maxpool(torch.zeros(1, 1, 4, 32, 32)).shape[-2:] == (15, 15)  # unpadded pool1
+
+
+def test_caffe2_affine_bn_becomes_batch_norm_computing_x_s_plus_b():
+    from nlgc.models.weights import convert_caffe2
+
+    s, b = torch.rand(64) + 0.5, torch.randn(64)
+    state = convert_caffe2(
+        {"conv1_w": torch.zeros(64, 3, 5, 7, 7), "res_conv1_bn_s": s, "res_conv1_bn_b": b}
+    )
+    bn = torch.nn.BatchNorm3d(64).eval()
+    bn.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("bn1.")}, strict=False)
+    x = torch.randn(2, 64, 1, 2, 2)
+    torch.testing.assert_close(bn(x), x * s.view(1, -1, 1, 1, 1) + b.view(1, -1, 1, 1, 1))
+
+
+def test_caffe2_files_that_fit_no_network_are_refused(tmp_path):
+    import pickle
+
+    blobs = to_caffe2(nlgc.create_model("i3d_resnet50", stem="caffe2").state_dict())
+    del blobs["res4_5_branch2a_w"]  # a ResNet with 5 res4 blocks: none of ours
+    path = tmp_path / "odd.pkl"
+    path.write_bytes(pickle.dumps({"blobs": blobs}, protocol=2))
+    with pytest.raises(ValueError, match=r"odd\.pkl.*5 res4 blocks"):
+        nlgc.load_model(path)
+    blobs = to_caffe2(nlgc.create_model("i3d_resnet50", stem="caffe2").state_dict())
+    blobs["res3_0_branch2b_w"] = blobs["res3_0_branch2b_w"][:, :, :, :2]  # a wrong shape
+    path.write_bytes(pickle.dumps({"blobs": blobs}, protocol=2))
+    with pytest.raises(ValueError, match=r"layer2\.0\.conv2\.weight"):
+        nlgc.load_model(path)
+    with pytest.raises(ValueError, match="stem_temporal_stride=2"):
+        nlgc.create_model("i3d_resnet50", stem="caffe2", stem_temporal_stride=1)

@@ -17,6 +17,7 @@ from nlgc.models import (
     list_models,
     load_weights,
 )
+from nlgc.models.from_checkpoint import load_model
 
 __version__ = "0.1.0"
 
@@ -34,6 +35,7 @@ __all__ = [
     "fully_convolutional_scores",
     "inflate_weights",
     "list_models",
+    "load_model",
     "load_weights",
     "set_impl",
 ]

@@ -21,11 +21,13 @@ block: the first 1×1 to 3×1×1 (``inflate_style="3x1x1"``) or the 3×3 to 3×3
 frame count, so 8 input frames give the same res2…res5 sizes as 32 frames with stride 2.
 
 The stem's pooling follows one source, chosen with ``stem``: ``"paper"`` (the table above: pool1
-3×3×3 and pool2 3×1×1, both padded) or ``"mmaction2"`` (mmaction2's ResNet3d,
+3×3×3 and pool2 3×1×1, both padded), ``"mmaction2"`` (mmaction2's ResNet3d,
 ``mmaction/models/backbones/resnet3d.py``: pool1 1×3×3 with stride (t, 2, 2) and padding
-(0, 1, 1), pool2 2×1×1 with stride 2 and no padding), the network mmaction2's released
-weights were trained in. Everything else (conv1, residual blocks, NL placement after the
-block's ReLU) is the same in both.
+(0, 1, 1), pool2 2×1×1 with stride 2 and no padding) or ``"caffe2"`` (the official 32×2 models,
+video-nonlocal-net ``lib/models/resnet_video_org.py``: pool1 2×3×3 with stride 2 and no padding,
+so 224 pixels give 55 after pool1, pool2 2×1×1 with stride 2), the networks those sources'
+released weights were trained in. Everything else (conv1, residual blocks, NL placement after
+the block's ReLU) is the same in all three.
 
 Module names are the 2D ResNet's (``conv1``, ``bn1``, ``layer1``…``layer4``, ``conv1..3``,
 ``bn1..3``, ``downsample.0/.1``, ``fc``), so a 2D checkpoint maps onto them key by key
@@ -43,7 +45,7 @@ from nlgc.blocks.checks import check_choice
 from nlgc.models.plan import Plan
 from nlgc.models.resnet import Bottleneck, ResNetBase
 
-STEMS = ("paper", "mmaction2")
+STEMS = ("paper", "mmaction2", "caffe2")
 
 
 class Bottleneck3d(Bottleneck):
@@ -81,8 +83,8 @@ class VideoResNet(ResNetBase):
         num_classes: size of ``fc`` (400 for Kinetics).
         stem_temporal_stride: 2 (32-frame input: conv1 and 3×3×3 pool1 halve T) or 1 (8-frame
             input: conv1 and a 1×3×3 pool1 keep T).
-        stem: ``"paper"`` (default) or ``"mmaction2"``: whose pool1/pool2 (see the module's
-            docstring); ``"mmaction2"`` to run mmaction2's checkpoints as they were trained.
+        stem: ``"paper"`` (default), ``"mmaction2"`` or ``"caffe2"``: whose pool1/pool2 (see
+            the module's docstring), to run that source's checkpoints as they were trained.
         plan: context blocks (built with ``dim=3``).
         dropout: before ``fc``, as in the paper (0.5).
         features_only, out_indices, in_channels: as for the 2D ResNet.
@@ -123,8 +125,13 @@ class VideoResNet(ResNetBase):
         self.bn1 = nn.BatchNorm3d(64)
         self.relu = nn.ReLU(inplace=True)
         self.stem = check_choice("stem", stem, STEMS)
+        if stem == "caffe2" and s != 2:
+            raise ValueError("stem='caffe2' is the 32-frame models' stem: stem_temporal_stride=2")
         if stem == "mmaction2":
             self.maxpool = nn.MaxPool3d((1, 3, 3), (s, 2, 2), (0, 1, 1))
+            self.pool2 = nn.MaxPool3d((2, 1, 1), (2, 1, 1))
+        elif stem == "caffe2":
+            self.maxpool = nn.MaxPool3d((2, 3, 3), (2, 2, 2))
             self.pool2 = nn.MaxPool3d((2, 1, 1), (2, 1, 1))
         else:
             pool_t = 3 if s == 2 else 1

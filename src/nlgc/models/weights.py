@@ -124,6 +124,72 @@ def convert_mmaction2(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
     return converted
 
 
+_CAFFE2_BN = {"s": "weight", "b": "bias", "rm": "running_mean", "riv": "running_var"}
+_BLOCK = r"^(res|nonlocal_conv)(?P<stage>\d)_(?P<index>\d+)_"
+_BN = r"_bn_(?P<bn>s|b|rm|riv)$"
+_CAFFE2_RULES = (  # blob name → VideoResNet key (video-nonlocal-net's resnet_helper names)
+    (r"^conv1_w$", "conv1.weight"),
+    (r"^res_conv1" + _BN, "bn1.{bn}"),
+    (_BLOCK + r"branch2(?P<conv>[abc])_w$", "layer{stage}.{index}.conv{conv}.weight"),
+    (_BLOCK + r"branch2(?P<conv>[abc])" + _BN, "layer{stage}.{index}.bn{conv}.{bn}"),
+    (_BLOCK + r"branch1_w$", "layer{stage}.{index}.downsample.0.weight"),
+    (_BLOCK + r"branch1" + _BN, "layer{stage}.{index}.downsample.1.{bn}"),
+    (
+        _BLOCK + r"(?P<part>theta|phi|g|out)_(?P<wb>w|b)$",
+        "layer{stage}.{index}.non_local_block.{part}.{wb}",
+    ),
+    (_BLOCK[:-1] + _BN, "layer{stage}.{index}.non_local_block.norm.{bn}"),
+    (r"^pred_(?P<wb>w|b)$", "fc.{wb}"),
+)
+_CAFFE2_SKIPPED = re.compile(r"_momentum$|^lr$|^model_iter$|_shape\dd$")  # solver state
+_BN_EPS = 1e-5
+
+
+def is_caffe2_layout(state: Mapping[str, torch.Tensor]) -> bool:
+    """The official Caffe2 models name their blobs ``conv1_w``, ``res_conv1_bn_s``, …"""
+    return "conv1_w" in state and "res_conv1_bn_s" in state
+
+
+def _caffe2_key(name: str) -> str | None:
+    for pattern, template in _CAFFE2_RULES:
+        match = re.match(pattern, name)
+        if match is None:
+            continue
+        fields = {k: v for k, v in match.groupdict().items() if v is not None}
+        if "stage" in fields:  # res2…res5 = layer1…layer4
+            fields["stage"] = int(fields["stage"]) - 1
+        if "conv" in fields:
+            fields["conv"] = "abc".index(fields["conv"]) + 1
+        if "bn" in fields:
+            fields["bn"] = _CAFFE2_BN[fields["bn"]]
+        if "wb" in fields:
+            fields["wb"] = "weight" if fields["wb"] == "w" else "bias"
+        return template.format(**fields)
+    return None
+
+
+def convert_caffe2(blobs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Official Caffe2 blobs (video-nonlocal-net, read by ``read_caffe2_blobs``) → VideoResNet
+    keys. Solver state (``*_momentum``, ``lr``, ``model_iter``) is dropped, unknown blobs are
+    kept under their own names (so that loading reports them). Caffe2's BN is ``_s``/``_b`` with
+    running ``_rm``/``_riv`` (the variance, despite the name); a frozen affine BN (``_s``/``_b``
+    only) becomes BN with mean 0 and variance 1 − ε, which computes x·s + b."""
+    converted = {}
+    for name, value in blobs.items():
+        if _CAFFE2_SKIPPED.search(name):
+            continue
+        key = _caffe2_key(name) or name
+        converted[key] = value.flatten(1) if key == "fc.weight" else value
+    for key in [k for k in converted if k.endswith(".weight") and converted[k].dim() == 1]:
+        if key == "fc.weight":
+            continue
+        prefix = key.removesuffix("weight")
+        if prefix + "running_mean" not in converted:
+            converted[prefix + "running_mean"] = torch.zeros_like(converted[key])
+            converted[prefix + "running_var"] = torch.full_like(converted[key], 1 - _BN_EPS)
+    return converted
+
+
 def inflate_state_dict(
     state: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]
 ) -> dict[str, torch.Tensor]:
@@ -156,14 +222,18 @@ def load_weights(
     Accepts torchvision/timm-layout ResNet checkpoints (context-block parameters missing from the
     file keep their identity initialisation; a classifier of another size is reported and
     re-initialised) and mmdetection/GCNet checkpoints (``backbone.`` prefix, keys such as
-    ``layer3.5.context_block.conv_mask.weight``; the neck and heads are ignored) and mmaction2
-    video checkpoints (converted by :func:`convert_mmaction2`). Every backbone
+    ``layer3.5.context_block.conv_mask.weight``; the neck and heads are ignored), mmaction2
+    video checkpoints (converted by :func:`convert_mmaction2`) and the official Caffe2 ``.pkl``
+    files (converted by :func:`convert_caffe2`; build the model with ``stem="caffe2"``, or use
+    :func:`nlgc.load_model`, which does). Every backbone
     key must match: otherwise a ValueError lists the missing, unexpected and mis-shaped keys and
     the model is left unchanged.
     """
     state = dict(source) if isinstance(source, Mapping) else read_state_dict(source)
     if is_mmaction2_layout(state):
         state = convert_mmaction2(state)
+    elif is_caffe2_layout(state):
+        state = convert_caffe2(state)
     report = LoadReport()
     if any(k.startswith("backbone.") for k in state):
         report.ignored = sorted(k for k in state if not k.startswith("backbone."))
