@@ -60,7 +60,8 @@ def plain_twin(model):
         num_classes=model.fc.out_features,
         groups=model.groups,
         width_per_group=model.base_width,
-        base_channels=model.conv1.out_channels,
+        base_channels=model.bn1.num_features,
+        stem=model.stem,
     )
     twin.load_state_dict(
         {k: v for k, v in model.state_dict().items() if k in twin.state_dict()}, strict=True

@@ -180,3 +180,98 @@ def np_ones():
     import numpy as np
 
     return np.ones((400, 2048), np.float32)
+
+
+def to_timm_byobnet(state):
+    """Our gc_resnet50t keys → timm's gcresnet50t (byobnet) keys, written out."""
+    stem = {"conv1.0": "stem.conv1.conv", "conv1.1": "stem.conv1.bn", "conv1.3": "stem.conv2.conv"}
+    stem.update({"conv1.4": "stem.conv2.bn", "conv1.6": "stem.conv3.conv", "bn1": "stem.conv3.bn"})
+    parts = {"conv1": "conv1_1x1.conv", "bn1": "conv1_1x1.bn", "conv2": "conv2_kxk.conv"}
+    parts.update({"bn2": "conv2_kxk.bn", "conv3": "conv3_1x1.conv", "bn3": "conv3_1x1.bn"})
+    parts.update({"downsample.0": "shortcut.conv", "downsample.1": "shortcut.bn"})
+    gc = "context_block_after_conv2."
+    parts.update(
+        {gc + "conv_mask": "attn.conv_attn", gc + "channel_add_conv.0": "attn.mlp_add.fc1"}
+    )
+    parts.update({gc + "channel_add_conv.1": "attn.mlp_add.norm"})
+    parts.update({gc + "channel_add_conv.3": "attn.mlp_add.fc2"})
+    timm = {}
+    for key, value in state.items():
+        module, leaf = key.rsplit(".", 1)
+        if module in stem:
+            name = stem[module]
+        elif module == "fc":
+            name = "head.fc"
+        else:
+            layer, index, rest = module.split(".", 2)
+            name = f"stages.{int(layer[5:]) - 1}.{index}.{parts[rest]}"
+        timm[f"{name}.{leaf}"] = value.flatten() if name.endswith("mlp_add.norm") else value
+    return timm
+
+
+def timm_gcresnet50t_logits(t, x):
+    """timm's gcresnet50t written out from ``timm/models/byobnet.py`` (tiered stem of three
+    ConvNormAct 3×3, strides 2-1-2, no pool; BottleneckBlock 1×1 → 3×3 (stride) → GlobalContext
+    'gca' → 1×1, conv1x1 shortcut; ClassifierHead) and ``timm/layers/global_context.py``
+    (softmax attention pooling, ConvMlp fc1 → LayerNorm2d(ε=1e-6) → ReLU → fc2, added)."""
+    F = torch.nn.functional
+
+    def conv_norm_act(prefix, x, stride=1, act=True):
+        weight = t[f"{prefix}.conv.weight"]
+        x = F.conv2d(x, weight, None, stride, weight.shape[-1] // 2)
+        stats = [t[f"{prefix}.bn.{k}"] for k in ("running_mean", "running_var", "weight", "bias")]
+        x = F.batch_norm(x, *stats)
+        return F.relu(x) if act else x
+
+    def global_context(prefix, x):
+        attn = F.conv2d(x, t[f"{prefix}.conv_attn.weight"], t[f"{prefix}.conv_attn.bias"])
+        attn = attn.flatten(2).softmax(-1)  # (B, 1, HW)
+        context = (x.flatten(2) * attn).sum(-1)  # (B, C)
+
+        def w(name):  # a 1×1 conv of the ConvMlp as (weight (out, in), bias)
+            return t[f"{prefix}.mlp_add.{name}.weight"].flatten(1), t[
+                f"{prefix}.mlp_add.{name}.bias"
+            ]
+
+        hidden = F.linear(context, *w("fc1"))
+        norm = (t[f"{prefix}.mlp_add.norm.weight"], t[f"{prefix}.mlp_add.norm.bias"])
+        hidden = F.relu(F.layer_norm(hidden, hidden.shape[-1:], *norm, eps=1e-6))
+        return x + F.linear(hidden, *w("fc2"))[:, :, None, None]
+
+    x = conv_norm_act("stem.conv1", x, 2)
+    x = conv_norm_act("stem.conv2", x)
+    x = conv_norm_act("stem.conv3", x, 2)
+    for stage, blocks in enumerate((3, 4, 6, 3)):
+        for index in range(blocks):
+            p = f"stages.{stage}.{index}"
+            stride = 2 if index == 0 and stage > 0 else 1
+            shortcut = x
+            if f"{p}.shortcut.conv.weight" in t:
+                shortcut = conv_norm_act(f"{p}.shortcut", x, stride, act=False)
+            y = conv_norm_act(f"{p}.conv1_1x1", x)
+            y = conv_norm_act(f"{p}.conv2_kxk", y, stride)
+            y = global_context(f"{p}.attn", y)
+            y = conv_norm_act(f"{p}.conv3_1x1", y, act=False)
+            x = F.relu(y + shortcut)
+    return F.linear(x.mean((2, 3)), t["head.fc.weight"], t["head.fc.bias"])
+
+
+def test_timm_gcresnet50t_state_dict_runs_as_in_timm(tmp_path):
+    from conftest import randomize_network
+
+    source = randomize_network(nlgc.create_model("gc_resnet50t", num_classes=10))
+    timm = to_timm_byobnet(source.state_dict())
+    assert "stages.2.5.attn.mlp_add.norm.weight" in timm and "stem.conv3.bn.running_var" in timm
+    assert timm["stages.0.0.attn.mlp_add.fc1.weight"].shape == (8, 64, 1, 1)  # C/8 of 64
+    path = tmp_path / "gcresnet50t.pth"
+    torch.save(timm, path)  # timm saves the bare state dict
+    model = nlgc.create_model("gc_resnet50t", num_classes=10).eval()
+    report = nlgc.load_weights(model, path)
+    assert not report.kept and not report.replaced and not report.ignored
+    x = torch.randn(2, 3, 96, 80)
+    with torch.no_grad():
+        expected = timm_gcresnet50t_logits(timm, x)
+        assert (model(x) - expected).abs().max() / expected.abs().max() <= 1e-5
+    assert model.layer1[0].context_block_after_conv2.channel_add_conv[1].eps == 1e-6
+    with pytest.raises(ValueError, match="does not match"):
+        nlgc.load_weights(nlgc.create_model("gc_resnet50"), path)  # another network

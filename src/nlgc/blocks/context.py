@@ -198,6 +198,8 @@ class GlobalContextBlock(BroadcastContextBlock):
         layer_norm: LayerNorm over [C', 1, …] in the transform (the paper); False drops it.
         dim: 1, 2 or 3 for (B, C, L), (B, C, H, W), (B, C, T, H, W).
         impl: ``"fast"`` (matrix products, linear transform, fused fusion) or ``"reference"``.
+        layer_norm_eps: the LayerNorm's ε: 1e-5 (PyTorch, mmcv) or 1e-6 (timm's
+            ``GlobalContext``).
 
     The state-dict keys are those of the official GCNet / mmcv ``ContextBlock``: ``conv_mask``,
     ``channel_add_conv.0/.1/.3``, ``channel_mul_conv.0/.1/.3`` (``.1`` is the LayerNorm; without it
@@ -222,10 +224,12 @@ class GlobalContextBlock(BroadcastContextBlock):
         layer_norm: bool = True,
         dim: int = 2,
         impl: str = "fast",
+        layer_norm_eps: float = 1e-5,
     ):
         super().__init__()
         self.in_channels = check_positive_int("in_channels", in_channels)
         self.ratio = check_ratio("ratio", ratio)
+        self.layer_norm_eps = check_ratio("layer_norm_eps", layer_norm_eps)
         self.planes = max(1, int(in_channels * ratio))
         self.pooling = check_choice("pooling", pooling, ("att", "avg"))
         fusion = (fusion,) if isinstance(fusion, str) else tuple(fusion)
@@ -251,7 +255,7 @@ class GlobalContextBlock(BroadcastContextBlock):
         norm_shape = [self.planes] + [1] * self.dim
         return nn.Sequential(
             conv(self.in_channels, self.planes, 1),
-            nn.LayerNorm(norm_shape) if self.layer_norm else nn.Identity(),
+            nn.LayerNorm(norm_shape, self.layer_norm_eps) if self.layer_norm else nn.Identity(),
             nn.ReLU(inplace=True),
             conv(self.planes, self.in_channels, 1),
         )

@@ -65,7 +65,8 @@ def load_model(
 def _build_and_load(state: dict, path, name: str | None, kwargs: dict) -> nn.Module:
     if name is None:
         raise ValueError(f"{path} does not say which model it holds: give its name with --model")
-    fc = state.get("fc.weight", state.get("cls_head.fc_cls.weight", state.get("pred_w")))
+    heads = ("fc.weight", "cls_head.fc_cls.weight", "head.fc.weight", "pred_w")
+    fc = next((state[k] for k in heads if k in state), None)
     if fc is not None and "num_classes" not in kwargs:
         kwargs = {**kwargs, "num_classes": fc.shape[0]}
     model = create_model(name, **kwargs)

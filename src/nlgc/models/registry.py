@@ -129,7 +129,7 @@ class Variant:
     text: str
 
 
-def _resnet(block, layers, groups=1, width_per_group=64, base_channels=64):
+def _resnet(block, layers, groups=1, width_per_group=64, base_channels=64, stem="torchvision"):
     def build(**kwargs):
         return ResNet(
             block,
@@ -137,6 +137,7 @@ def _resnet(block, layers, groups=1, width_per_group=64, base_channels=64):
             groups=groups,
             width_per_group=width_per_group,
             base_channels=base_channels,
+            stem=stem,
             **kwargs,
         )
 
@@ -163,6 +164,10 @@ RESNET18 = Architecture(_resnet(BasicBlock, (2, 2, 2, 2)), "ResNet-18")
 RESNET34 = Architecture(_resnet(BasicBlock, (3, 4, 6, 3)), "ResNet-34")
 RESNET50 = Architecture(_resnet(Bottleneck, (3, 4, 6, 3)), "ResNet-50")
 RESNET101 = Architecture(_resnet(Bottleneck, (3, 4, 23, 3)), "ResNet-101")
+RESNET50T = Architecture(
+    _resnet(Bottleneck, (3, 4, 6, 3), stem="tiered"),
+    "ResNet-50-T (timm byobnet: tiered 24-32-64 3×3 stem, no max pool)",
+)
 RESNET152 = Architecture(_resnet(Bottleneck, (3, 8, 36, 3)), "ResNet-152")
 RESNEXT50 = Architecture(_resnet(Bottleneck, (3, 4, 6, 3), 32, 4), "ResNeXt-50 32×4d")
 RESNEXT101 = Architecture(_resnet(Bottleneck, (3, 4, 23, 3), 32, 4), "ResNeXt-101 32×4d")
@@ -186,6 +191,20 @@ GC = Variant(
     Plan((Insertion("gc", _C3_C5, options={"ratio": 1 / 16}),)),
     "GC blocks (r=1/16, att pooling, add fusion) after conv3 of every bottleneck of c3–c5 "
     "(GCNet's default)",
+)
+GC_TIMM = Variant(
+    Plan(
+        (
+            Insertion(
+                "gc",
+                STAGES,
+                position="after_conv2",
+                options={"ratio": 1 / 8, "layer_norm_eps": 1e-6},
+            ),
+        )
+    ),
+    "GC blocks (timm 'gca': att pooling, add fusion, r=1/8, LayerNorm ε=1e-6) after the 3×3 "
+    "conv of every bottleneck of c2–c5 (timm's gcresnet50t)",
 )
 GC_R4 = Variant(
     Plan((Insertion("gc", _C3_C5, options={"ratio": 1 / 4}),)),
@@ -257,6 +276,7 @@ MODELS = [
     ("resnext101_32x4d", RESNEXT101, PLAIN),
     ("gc_resnet50", RESNET50, GC),
     ("gc_r4_resnet50", RESNET50, GC_R4),
+    ("gc_resnet50t", RESNET50T, GC_TIMM),
     ("nl_resnet50", RESNET50, NL),
     ("snl_resnet50", RESNET50, SNL),
     ("se_resnet50", RESNET50, SE),

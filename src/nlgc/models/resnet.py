@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from nlgc.blocks.checks import check_choice
 from nlgc.models.plan import STAGES, InsertionPoints, Plan, apply_plan
 
 
@@ -163,6 +164,10 @@ class ResNet(ResNetBase):
         in_channels: input image channels.
         base_channels: width of the stem and of c2 (64 in every standard ResNet; smaller for
             quick experiments, e.g. 16 in the demo's ``tiny_resnet``).
+        stem: ``"torchvision"`` (7×7 conv, stride 2, then a 3×3 max pool) or ``"tiered"``
+            (timm's "T" ResNets, byobnet ``stem_type="tiered"``, ``stem_pool=""``: 3×3 convs of
+            3/8, 1/2 and 1 × base channels with strides 2, 1, 2 and no max pool; ``conv1`` is
+            then a Sequential of those convs and the first two BN + ReLU).
 
     Shape:
         - Input: (B, in_channels, H, W).
@@ -182,6 +187,7 @@ class ResNet(ResNetBase):
         out_indices: Sequence[int] | None = None,
         in_channels: int = 3,
         base_channels: int = 64,
+        stem: str = "torchvision",
     ):
         super().__init__()
         if not 1 <= len(layers) <= 4:
@@ -193,10 +199,24 @@ class ResNet(ResNetBase):
         )
         self.groups, self.base_width = groups, width_per_group
         self.inplanes = base = base_channels
-        self.conv1 = nn.Conv2d(in_channels, base, 7, 2, 3, bias=False)
+        self.stem = check_choice("stem", stem, ("torchvision", "tiered"))
+        if stem == "tiered":
+            widths = (3 * base // 8, base // 2)
+            self.conv1 = nn.Sequential(
+                nn.Conv2d(in_channels, widths[0], 3, 2, 1, bias=False),
+                nn.BatchNorm2d(widths[0]),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(widths[0], widths[1], 3, 1, 1, bias=False),
+                nn.BatchNorm2d(widths[1]),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(widths[1], base, 3, 2, 1, bias=False),
+            )
+            self.maxpool = nn.Identity()
+        else:
+            self.conv1 = nn.Conv2d(in_channels, base, 7, 2, 3, bias=False)
+            self.maxpool = nn.MaxPool2d(3, 2, 1)
         self.bn1 = nn.BatchNorm2d(base)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
         for index, depth in enumerate(layers):
             stride = 1 if index == 0 else 2
             layer = self._make_layer(block, base * 2**index, depth, stride=stride)

@@ -124,6 +124,45 @@ def convert_mmaction2(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
     return converted
 
 
+_TIMM_BYOBNET_RULES = (  # timm byobnet "T" ResNets (gcresnet50t) → nlgc ResNet(stem="tiered")
+    (r"^stem\.conv1\.conv\.", "conv1.0."),
+    (r"^stem\.conv1\.bn\.", "conv1.1."),
+    (r"^stem\.conv2\.conv\.", "conv1.3."),
+    (r"^stem\.conv2\.bn\.", "conv1.4."),
+    (r"^stem\.conv3\.conv\.", "conv1.6."),
+    (r"^stem\.conv3\.bn\.", "bn1."),
+    (r"^stages\.(\d)\.", lambda m: f"layer{int(m.group(1)) + 1}."),
+    (r"\.conv(\d)_(1x1|kxk)\.conv\.", r".conv\1."),
+    (r"\.conv(\d)_(1x1|kxk)\.bn\.", r".bn\1."),
+    (r"\.shortcut\.conv\.", ".downsample.0."),
+    (r"\.shortcut\.bn\.", ".downsample.1."),
+    (r"\.attn\.conv_attn\.", ".context_block_after_conv2.conv_mask."),
+    (r"\.attn\.mlp_add\.fc1\.", ".context_block_after_conv2.channel_add_conv.0."),
+    (r"\.attn\.mlp_add\.norm\.", ".context_block_after_conv2.channel_add_conv.1."),
+    (r"\.attn\.mlp_add\.fc2\.", ".context_block_after_conv2.channel_add_conv.3."),
+    (r"^head\.fc\.", "fc."),
+)
+
+
+def is_timm_byobnet_layout(state: Mapping[str, torch.Tensor]) -> bool:
+    """timm's byobnet networks name their stem ``stem.conv1.conv`` and blocks ``stages.i.j``."""
+    return "stem.conv1.conv.weight" in state and any(k.startswith("stages.") for k in state)
+
+
+def convert_timm_byobnet(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """timm byobnet keys (``stem.conv1.conv``, ``stages.0.0.conv2_kxk.bn``, ``attn.mlp_add.fc1``,
+    ``head.fc``) → nlgc's ResNet with ``stem="tiered"`` and GC after conv2; timm's
+    ``LayerNorm2d`` weights (C',) become the (C', 1, 1) of our LayerNorm."""
+    converted = {}
+    for key, value in state.items():
+        for pattern, replacement in _TIMM_BYOBNET_RULES:
+            key = re.sub(pattern, replacement, key)
+        if ".channel_add_conv.1." in key:
+            value = value.view(-1, 1, 1)
+        converted[key] = value
+    return converted
+
+
 _CAFFE2_BN = {"s": "weight", "b": "bias", "rm": "running_mean", "riv": "running_var"}
 _BLOCK = r"^(res|nonlocal_conv)(?P<stage>\d)_(?P<index>\d+)_"
 _BN = r"_bn_(?P<bn>s|b|rm|riv)$"
@@ -223,7 +262,8 @@ def load_weights(
     file keep their identity initialisation; a classifier of another size is reported and
     re-initialised) and mmdetection/GCNet checkpoints (``backbone.`` prefix, keys such as
     ``layer3.5.context_block.conv_mask.weight``; the neck and heads are ignored), mmaction2
-    video checkpoints (converted by :func:`convert_mmaction2`) and the official Caffe2 ``.pkl``
+    video checkpoints (converted by :func:`convert_mmaction2`), timm's byobnet GC-ResNets
+    (``gcresnet50t``, converted by :func:`convert_timm_byobnet`) and the official Caffe2 ``.pkl``
     files (converted by :func:`convert_caffe2`; build the model with ``stem="caffe2"``, or use
     :func:`nlgc.load_model`, which does). Every backbone
     key must match: otherwise a ValueError lists the missing, unexpected and mis-shaped keys and
@@ -234,6 +274,8 @@ def load_weights(
         state = convert_mmaction2(state)
     elif is_caffe2_layout(state):
         state = convert_caffe2(state)
+    elif is_timm_byobnet_layout(state):
+        state = convert_timm_byobnet(state)
     report = LoadReport()
     if any(k.startswith("backbone.") for k in state):
         report.ignored = sorted(k for k in state if not k.startswith("backbone."))
