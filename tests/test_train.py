@@ -195,8 +195,8 @@ def test_fit_validate_test_commands(tmp_path, capsys):
     matrix = torch.tensor(metrics["confusion_matrix"]["rows_true_cols_predicted"])
     assert matrix.shape == (2, 2) and int(matrix.sum()) == 96
     assert metrics["test/top1"] == pytest.approx(float(matrix.trace() / matrix.sum()))
-    model, name = load_model(out / "checkpoints" / "last.ckpt")
-    assert name == "gc_tiny_resnet" and model.fc.out_features == 2
+    model, report = load_model(out / "checkpoints" / "last.ckpt")
+    assert report.model_name == "gc_tiny_resnet" and model.fc.out_features == 2
     assert '"test/top1"' in capsys.readouterr().out  # the command prints its metrics
 
 

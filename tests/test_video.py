@@ -254,6 +254,14 @@ def test_mmaction2_checkpoint_runs_as_in_mmaction2(tmp_path, mode):
             assert not report.kept and not report.replaced and not report.ignored
             error = float((model(x) - expected).abs().max() / expected.abs().max())
             assert (error <= 1e-5) if same else (error > 1e-3), (stem, error)
+        if mode == "gaussian":  # no θ, φ: the file tells the network (with mmaction2's stem)
+            model, report = nlgc.load_model(path)
+        else:  # embedded Gaussian and dot product have the same tensors: the file cannot tell
+            with pytest.raises(ValueError, match=r"pairwise='dot_product'.*pairwise="):
+                nlgc.load_model(path)
+            model, report = nlgc.load_model(path, pairwise=mode)
+        assert report.model_name == "nl_i3d_resnet50" and report.options["stem"] == "mmaction2"
+        assert (model.eval()(x) - expected).abs().max() / expected.abs().max() <= 1e-5
     with pytest.raises(ValueError, match="stem"):
         nlgc.create_model("i3d_resnet50", stem="caffe3")
 
@@ -438,8 +446,9 @@ def test_official_caffe2_pkl_runs_as_in_caffe2(tmp_path):
     blobs.update(lr=np.array(0.01, np.float32), res2_0_branch2a_w_momentum=np.zeros(3, np.float32))
     path = tmp_path / "i3d_nonlocal_32x2_IN_pretrain_400k.pkl"
     path.write_bytes(pickle.dumps({"blobs": blobs}, protocol=2))
-    model, name = nlgc.load_model(path)  # the network read from the blobs
-    assert name == "nl_i3d_resnet50" and model.stem == "caffe2" and model.fc.out_features == 5
+    model, report = nlgc.load_model(path)  # the network read from the blobs
+    assert report.model_name == "nl_i3d_resnet50" and model.stem == "caffe2"
+    assert model.fc.out_features == 5 and "into nl_i3d_resnet50" in str(report)
     block = model.layer3[5].non_local_block
     assert block.pool_position == "before" and block.scale
     x = torch.randn(2, 3, 8, 64, 64)
@@ -475,12 +484,12 @@ def test_caffe2_files_that_fit_no_network_are_refused(tmp_path):
     del blobs["res4_5_branch2a_w"]  # a ResNet with 5 res4 blocks: none of ours
     path = tmp_path / "odd.pkl"
     path.write_bytes(pickle.dumps({"blobs": blobs}, protocol=2))
-    with pytest.raises(ValueError, match=r"odd\.pkl.*5 res4 blocks"):
+    with pytest.raises(ValueError, match=r"odd\.pkl .*fit no registered model"):
         nlgc.load_model(path)
     blobs = to_caffe2(nlgc.create_model("i3d_resnet50", stem="caffe2").state_dict())
     blobs["res3_0_branch2b_w"] = blobs["res3_0_branch2b_w"][:, :, :, :2]  # a wrong shape
     path.write_bytes(pickle.dumps({"blobs": blobs}, protocol=2))
     with pytest.raises(ValueError, match=r"layer2\.0\.conv2\.weight"):
-        nlgc.load_model(path)
+        nlgc.load_model(path, "i3d_resnet50")  # named: the shapes that do not fit are listed
     with pytest.raises(ValueError, match="stem_temporal_stride=2"):
         nlgc.create_model("i3d_resnet50", stem="caffe2", stem_temporal_stride=1)

@@ -114,15 +114,46 @@ def test_unsafe_and_missing_files_are_refused(tmp_path):
 
 def test_a_file_with_model_metadata_outside_a_lightning_checkpoint_is_not_trusted(tmp_path):
     """Only Lightning checkpoints (hyper_parameters) name their model; a top-level entry of that
-    name is not a model description nlgc writes, and the file is treated as a plain state dict."""
+    name is not a model description nlgc writes: the file's tensors decide."""
     state = nlgc.create_model("tiny_resnet", num_classes=3).state_dict()
     path = tmp_path / "odd.pt"
-    meta = {"name": "tiny_resnet", "num_classes": 3, "overrides": {}}
+    meta = {"name": "gc_tiny_resnet", "num_classes": 3, "overrides": {}}
     torch.save({"nlgc_model": meta, "state_dict": state}, path)
+    model, report = load_model(path)
+    assert report.model_name == "tiny_resnet" and model.fc.out_features == 3
+    model, report = load_model(path, "gc_tiny_resnet")  # named: GC blocks kept at identity
+    assert report.model_name == "gc_tiny_resnet" and report.kept
+    state["layer1.0.conv1.weight"] = torch.zeros(16, 16, 5, 5)
     with pytest.raises(ValueError, match="does not say which model it holds"):
-        load_model(path)
-    model, name = load_model(path, "tiny_resnet")
-    assert name == "tiny_resnet" and model.fc.out_features == 3
+        load_model(state)  # a state dict that fits nothing
+
+
+def test_load_model_reads_the_network_from_the_tensors(tmp_path):
+    cases = {
+        "resnet50": {},
+        "se_resnet50": {},
+        "gc_r4_resnet50": {"backbone": True},  # an mmdetection GCNet file: backbone. keys
+        "resnext50_32x4d": {},
+    }
+    for name, how in cases.items():
+        source = nlgc.create_model(name, num_classes=11)
+        state = {f"backbone.{k}" if how else k: v for k, v in source.state_dict().items()}
+        if how:
+            state = {k: v for k, v in state.items() if not k.startswith("backbone.fc.")}
+            state["neck.lateral_convs.0.conv.weight"] = torch.zeros(256, 256, 1, 1)
+        model, report = nlgc.load_model(state)
+        assert report.model_name == name, (name, report.model_name)
+        assert not report.kept or how  # the mmdetection file has no classifier
+    from conftest import randomize_network
+
+    source = randomize_network(nlgc.create_model("gc_resnet50t", num_classes=4))
+    path = tmp_path / "gcresnet50t.pth"
+    torch.save(to_timm_byobnet(source.state_dict()), path)
+    model, report = nlgc.load_model(path)
+    assert report.model_name == "gc_resnet50t" and model.fc.out_features == 4
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), source(x))
 
 
 def write_pickle(path, content, protocol=2):

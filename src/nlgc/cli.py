@@ -74,7 +74,8 @@ def run_analyze(args) -> None:
     from nlgc.models import modality, without_blocks
     from nlgc.models.from_checkpoint import load_model
 
-    model, name = load_model(args.checkpoint, args.model)
+    model, report = load_model(args.checkpoint, args.model)
+    name = report.model_name
     files = find_media(args.inputs)[: args.max_inputs]
     samples = []
     for path in files:

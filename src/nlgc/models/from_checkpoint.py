@@ -1,17 +1,23 @@
-"""Rebuild a model from a checkpoint: nlgc's own (which name their model), the official Caffe2
-``.pkl`` files (whose blobs tell the network), or any state dict with a model name."""
+"""Rebuild the network a checkpoint was trained in: from nlgc's own metadata, from the file's
+tensors (which registered model, built as its source builds it, has exactly those), or by name."""
 
 from __future__ import annotations
 
+import functools
 import os
-import re
+from collections.abc import Mapping
 
+import torch
 from torch import nn
 
-from nlgc.models.registry import create_model
+from nlgc.models.registry import create_model, list_models
 from nlgc.models.weights import (
+    CLASSIFIER,
+    LoadReport,
     is_caffe2_layout,
+    is_mmaction2_layout,
     load_weights,
+    nlgc_layout,
     read_checkpoint,
     read_state_dict,
 )
@@ -25,72 +31,119 @@ def model_metadata(name: str, num_classes: int, overrides: dict | None = None) -
 
 
 def load_model(
-    checkpoint: str | os.PathLike | None = None, name: str | None = None, **kwargs
-) -> tuple[nn.Module, str]:
-    """The model of ``checkpoint`` (or a fresh registered ``name``) and its name.
+    checkpoint: str | os.PathLike | Mapping | None = None, name: str | None = None, **kwargs
+) -> tuple[nn.Module, LoadReport]:
+    """The network a checkpoint was trained in, with its weights, and a load report.
 
-    nlgc's training checkpoints carry the model's name and options, and the official Caffe2
-    ``.pkl`` files (video-nonlocal-net's 32×2 models) show theirs in their blobs (built with
-    ``stem="caffe2"`` and the NL options of that code: pooling before φ/g, the 1/√C' scale);
-    for another file (a state dict, a torchvision/mmdetection/mmaction2 checkpoint) give
-    ``name`` too. The number of classes is read from the file's classifier when it has one.
+    ``checkpoint`` is a file (nlgc, torchvision, timm, mmdetection/GCNet, mmaction2, official
+    Caffe2 ``.pkl``) or a state dict; ``name`` and ``kwargs`` (``create_model`` overrides)
+    choose the network where the file cannot tell. Without a name: nlgc's training checkpoints
+    name their model; otherwise the registered models whose state-dict keys and shapes are the
+    file's (after converting its layout) fit, built the way that source builds them
+    (``stem="mmaction2"`` for mmaction2 files; ``stem="caffe2"`` with pooling before φ/g and the
+    1/√C' scale for Caffe2 files). One fit is built and loaded; several (mmaction2's embedded
+    Gaussian and dot product have the same tensors) or none raise a ValueError that lists what
+    fits. The number of classes is read from the file's classifier. ``report.model_name`` is
+    the registered name, ``report.options`` the overrides used. With neither a checkpoint nor a
+    name the call fails; with a name only, the fresh model is returned.
     """
     if checkpoint is None:
         if name is None:
             raise ValueError("give a model name (--model) or a checkpoint (--checkpoint)")
-        return create_model(name, **kwargs), name
-    if os.fspath(checkpoint).endswith(".pkl"):
-        state = read_state_dict(checkpoint)
-        if name is None and is_caffe2_layout(state):
-            name, caffe2_options = caffe2_model(state, checkpoint)
-            kwargs = {**caffe2_options, **kwargs}
-        return _build_and_load(state, checkpoint, name, kwargs), name
-    data = read_checkpoint(checkpoint)
-    meta = (data.get("hyper_parameters") or {}).get(METADATA_KEY)  # a Lightning checkpoint
-    if meta:
-        model = create_model(meta["name"], meta["num_classes"], **meta["overrides"])
-        prefix = "model."  # the Classifier's submodule
-        state = {
-            k.removeprefix(prefix): v for k, v in data["state_dict"].items() if k.startswith(prefix)
-        }
-        load_weights(model, state)
-        return model, meta["name"]
-    if name is None:
-        raise ValueError(
-            f"{checkpoint} does not say which model it holds: give its name with --model"
-        )
-    return _build_and_load(read_state_dict(checkpoint), checkpoint, name, kwargs), name
-
-
-def _build_and_load(state: dict, path, name: str | None, kwargs: dict) -> nn.Module:
-    if name is None:
-        raise ValueError(f"{path} does not say which model it holds: give its name with --model")
+        return create_model(name, **kwargs), LoadReport(model_name=name, options=kwargs)
+    if not isinstance(checkpoint, Mapping) and not os.fspath(checkpoint).endswith(".pkl"):
+        data = read_checkpoint(checkpoint)
+        meta = (data.get("hyper_parameters") or {}).get(METADATA_KEY)  # a Lightning checkpoint
+        if meta:
+            model = create_model(meta["name"], meta["num_classes"], **meta["overrides"])
+            prefix = "model."  # the Classifier's submodule
+            state = {
+                k.removeprefix(prefix): v
+                for k, v in data["state_dict"].items()
+                if k.startswith(prefix)
+            }
+            report = load_weights(model, state)
+            report.model_name, report.options = meta["name"], meta["overrides"]
+            return model, report
+    raw = dict(checkpoint) if isinstance(checkpoint, Mapping) else read_state_dict(checkpoint)
+    where = "the state dict" if isinstance(checkpoint, Mapping) else os.fspath(checkpoint)
+    state, _ = nlgc_layout(raw)
     heads = ("fc.weight", "cls_head.fc_cls.weight", "head.fc.weight", "pred_w")
-    fc = next((state[k] for k in heads if k in state), None)
+    fc = next((raw[k] for k in heads if k in raw), None)
     if fc is not None and "num_classes" not in kwargs:
         kwargs = {**kwargs, "num_classes": fc.shape[0]}
+    if name is None:
+        name, options = _the_one_fit(state, source_options(raw), kwargs, where)
+        kwargs = {**options, **kwargs}
+    else:
+        kwargs = {**source_options(raw), **kwargs}
     model = create_model(name, **kwargs)
-    load_weights(model, state)
-    return model
+    report = load_weights(model, raw)
+    report.model_name, report.options = name, kwargs
+    return model, report
 
 
-def caffe2_model(blobs: dict, path) -> tuple[str, dict]:
-    """The registered name and options of an official Caffe2 32×2 model, from its blobs.
+def source_options(raw: Mapping) -> dict:
+    """How the file's source builds its networks, as create_model overrides."""
+    if is_mmaction2_layout(raw):
+        return {"stem": "mmaction2"}
+    if is_caffe2_layout(raw):
+        non_local = any(k.startswith("nonlocal_conv") for k in raw)
+        return {
+            "stem": "caffe2",
+            **({"pool_position": "before", "scale": True} if non_local else {}),
+        }
+    return {}
 
-    R50 or R101 from the number of res4 blocks, I3D when conv1 has a temporal kernel, NL when
-    it has ``nonlocal_conv*`` blobs; raises ValueError when the file is none of those.
-    """
-    res4 = {int(m.group(1)) for k in blobs if (m := re.match(r"res4_(\d+)_branch2a_w$", k))}
-    depth = {6: 50, 23: 101}.get(len(res4))
-    if depth is None:
+
+_PAIRWISE = (
+    {},
+    {"pairwise": "gaussian"},
+    {"pairwise": "dot_product"},
+    {"pairwise": "concatenation"},
+)
+
+
+@functools.lru_cache(maxsize=1024)
+def _signature_of(name: str, options: tuple) -> frozenset | None:
+    """The (key, shape) pairs of a registered model built with ``options`` (on the meta
+    device: no memory, no init), classifier and BN counters aside; None if it cannot be built."""
+    try:
+        with torch.device("meta"):
+            model = create_model(name, **dict(options))
+    except (ValueError, TypeError):
+        return None
+    return _signature(model.state_dict())
+
+
+def _signature(state: Mapping) -> frozenset:
+    return frozenset(
+        (k, tuple(v.shape))
+        for k, v in state.items()
+        if k not in CLASSIFIER and not k.endswith("num_batches_tracked")
+    )
+
+
+def _the_one_fit(state: dict, source: dict, given: dict, where: str) -> tuple[str, dict]:
+    wanted = _signature(state)
+    kind = "video" if state.get("conv1.weight", torch.empty(0)).dim() == 5 else "image"
+    fits = []
+    for name in list_models(modality=kind):
+        for pairwise in _PAIRWISE if name.startswith("nl") else ({},):
+            options = {**source, **pairwise, **given}
+            options.pop("num_classes", None)
+            key = tuple(sorted(options.items()))
+            if (name, key) not in fits and _signature_of(name, key) == wanted:
+                fits.append((name, key))
+    if len(fits) == 1:
+        return fits[0][0], dict(fits[0][1])
+    described = [f"{n}({', '.join(f'{k}={v!r}' for k, v in o)})" for n, o in fits]
+    if fits:
         raise ValueError(
-            f"{path}: a Caffe2 model with {len(res4)} res4 blocks; nlgc builds the 32×2 "
-            "ResNet-50 (6) and ResNet-101 (23) of video-nonlocal-net's resnet_video_org.py"
+            f"{where} fits several networks with the same tensors: {', '.join(described)}; "
+            "pass the name and the options that differ (e.g. pairwise=...)"
         )
-    arch = "i3d" if blobs["conv1_w"].shape[2] > 1 else "c2d"
-    non_local = any(k.startswith("nonlocal_conv") for k in blobs)
-    name = f"{'nl_' if non_local else ''}{arch}_resnet{depth}"
-    options = {"stem": "caffe2"}
-    if non_local:
-        options.update(pool_position="before", scale=True)
-    return name, options
+    raise ValueError(
+        f"{where} does not say which model it holds, and its tensors fit no registered model: "
+        "give its name with --model (or name=...)"
+    )

@@ -30,9 +30,13 @@ class LoadReport:
     kept: list[str] = field(default_factory=list)  # absent from the file: kept as initialised
     replaced: list[str] = field(default_factory=list)  # classifier of another size, re-initialised
     ignored: list[str] = field(default_factory=list)  # file keys outside the backbone
+    model_name: str = ""  # set by nlgc.load_model: the registered network it built
+    options: dict = field(default_factory=dict)  # and the create_model overrides it used
 
     def __str__(self) -> str:
         lines = [f"loaded {len(self.loaded)} tensors"]
+        if self.model_name:
+            lines[0] += f" into {self.model_name}" + (f" {self.options}" if self.options else "")
         if self.kept:
             lines.append(f"kept {len(self.kept)} tensors absent from the file as initialised")
         if self.replaced:
@@ -229,6 +233,24 @@ def convert_caffe2(blobs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return converted
 
 
+def nlgc_layout(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """A checkpoint's tensors under nlgc's names (mmaction2, Caffe2 and timm byobnet files
+    converted, mmdetection's ``backbone.`` kept), and the keys left out (its neck and heads)."""
+    if is_mmaction2_layout(state):
+        state = convert_mmaction2(state)
+    elif is_caffe2_layout(state):
+        state = convert_caffe2(state)
+    elif is_timm_byobnet_layout(state):
+        state = convert_timm_byobnet(state)
+    if not any(k.startswith("backbone.") for k in state):
+        return dict(state), []
+    ignored = sorted(k for k in state if not k.startswith("backbone."))
+    backbone = {
+        k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")
+    }
+    return backbone, ignored
+
+
 def inflate_state_dict(
     state: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]
 ) -> dict[str, torch.Tensor]:
@@ -270,18 +292,8 @@ def load_weights(
     the model is left unchanged.
     """
     state = dict(source) if isinstance(source, Mapping) else read_state_dict(source)
-    if is_mmaction2_layout(state):
-        state = convert_mmaction2(state)
-    elif is_caffe2_layout(state):
-        state = convert_caffe2(state)
-    elif is_timm_byobnet_layout(state):
-        state = convert_timm_byobnet(state)
-    report = LoadReport()
-    if any(k.startswith("backbone.") for k in state):
-        report.ignored = sorted(k for k in state if not k.startswith("backbone."))
-        state = {
-            k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")
-        }
+    state, ignored = nlgc_layout(state)
+    report = LoadReport(ignored=ignored)
 
     target = model.state_dict()
     blocks = _block_prefixes(model)
