@@ -304,5 +304,5 @@ def test_timm_gcresnet50t_state_dict_runs_as_in_timm(tmp_path):
         expected = timm_gcresnet50t_logits(timm, x)
         assert (model(x) - expected).abs().max() / expected.abs().max() <= 1e-5
     assert model.layer1[0].context_block_after_conv2.channel_add_conv[1].eps == 1e-6
-    with pytest.raises(ValueError, match="does not match"):
+    with pytest.raises(ValueError, match=r"gcresnet50t\.pth does not match the model"):
         nlgc.load_weights(nlgc.create_model("gc_resnet50"), path)  # another network

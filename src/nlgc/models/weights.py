@@ -317,7 +317,8 @@ def load_weights(
     unexpected = [k for k in state if k not in target and k not in CLASSIFIER]
     report.ignored += [k for k in CLASSIFIER if k in state and k not in target]
     if missing or unexpected or mismatched:
-        message = "checkpoint does not match the model:"
+        where = "the state dict" if isinstance(source, Mapping) else os.fspath(source)
+        message = f"{where} does not match the model:"
         for title, keys in (
             ("missing", missing),
             ("unexpected", unexpected),
