@@ -391,8 +391,10 @@ def to_caffe2(state):
     return blobs
 
 
-def caffe2_logits(b, x):
-    """video-nonlocal-net's resnet_video_org (R50, VIDEO_ARC_CHOICE 2: I3D) with its
+def caffe2_logits(b, x, temporal_stride):
+    """video-nonlocal-net's resnet_video_org (32×2, ``temporal_stride`` 2: conv1 temporal stride
+    2, pool1 2×3×3 stride 2) or resnet_video (8×8, 1: conv1 temporal stride 1, pool1 1×3×3
+    stride (1, 2, 2)), R50, VIDEO_ARC_CHOICE 2 (I3D), with its
     spacetime_nonlocal (max pool before φ/g, USE_SCALE, softmax, BN, Sum), written out from
     ``lib/models/resnet_video_org.py``, ``resnet_helper.py`` and ``nonlocal_helper.py``."""
     F = torch.nn.functional
@@ -417,8 +419,9 @@ def caffe2_logits(b, x):
         bn = [b[f"{prefix}_bn_{k}"] for k in ("rm", "riv", "s", "b")]
         return x + F.batch_norm(out, *bn, eps=eps)
 
-    x = F.relu(conv_bn("conv1", "res_conv1_bn", x, (2, 2, 2), (2, 3, 3)))
-    x = F.max_pool3d(x, (2, 3, 3), (2, 2, 2))
+    t = temporal_stride
+    x = F.relu(conv_bn("conv1", "res_conv1_bn", x, (t, 2, 2), (2, 3, 3)))
+    x = F.max_pool3d(x, (t, 3, 3), (t, 2, 2))
     for stage, blocks in ((2, 3), (3, 4), (4, 6), (5, 3)):
         for index in range(blocks):
             p = f"res{stage}_{index}"
@@ -437,23 +440,27 @@ def caffe2_logits(b, x):
     return F.linear(x.mean((2, 3, 4)), b["pred_w"], b["pred_b"])  # pool5 over the whole map
 
 
-def test_official_caffe2_pkl_runs_as_in_caffe2(tmp_path):
+@pytest.mark.parametrize(("clip", "temporal_stride"), [("32x2", 2), ("8x8", 1)])
+def test_official_caffe2_pkl_runs_as_in_caffe2(tmp_path, clip, temporal_stride):
     import pickle
 
     options = {"stem": "caffe2", "pool_position": "before", "scale": True}
+    options["stem_temporal_stride"] = temporal_stride
     source = randomize_network(nlgc.create_model("nl_i3d_resnet50", num_classes=5, **options))
     blobs = to_caffe2(source.state_dict())
     blobs.update(lr=np.array(0.01, np.float32), res2_0_branch2a_w_momentum=np.zeros(3, np.float32))
-    path = tmp_path / "i3d_nonlocal_32x2_IN_pretrain_400k.pkl"
+    path = tmp_path / f"i3d_nonlocal_{clip}_IN_pretrain_400k.pkl"
     path.write_bytes(pickle.dumps({"blobs": blobs}, protocol=2))
-    model, report = nlgc.load_model(path)  # the network read from the blobs
+    with pytest.raises(ValueError, match=r"stem_temporal_stride=2.*stem_temporal_stride=1"):
+        nlgc.load_model(path)  # the 32×2 and 8×8 networks have the same tensors
+    model, report = nlgc.load_model(path, stem_temporal_stride=temporal_stride)
     assert report.model_name == "nl_i3d_resnet50" and model.stem == "caffe2"
     assert model.fc.out_features == 5 and "into nl_i3d_resnet50" in str(report)
     block = model.layer3[5].non_local_block
     assert block.pool_position == "before" and block.scale
-    x = torch.randn(2, 3, 8, 64, 64)
+    x = torch.randn(2, 3, 8 * temporal_stride, 64, 64)
     with torch.no_grad():
-        expected = caffe2_logits(blobs, x)
+        expected = caffe2_logits(blobs, x, temporal_stride)
         error = (model.eval()(x) - expected).abs().max() / expected.abs().max()
         assert error <= 1e-5
         paper = nlgc.create_model(
@@ -491,5 +498,16 @@ def test_caffe2_files_that_fit_no_network_are_refused(tmp_path):
     path.write_bytes(pickle.dumps({"blobs": blobs}, protocol=2))
     with pytest.raises(ValueError, match=r"layer2\.0\.conv2\.weight"):
         nlgc.load_model(path, "i3d_resnet50")  # named: the shapes that do not fit are listed
-    with pytest.raises(ValueError, match="stem_temporal_stride=2"):
-        nlgc.create_model("i3d_resnet50", stem="caffe2", stem_temporal_stride=1)
+
+
+def test_caffe2_affine_non_local_models_are_refused(tmp_path):
+    import pickle
+
+    source = nlgc.create_model("nl_i3d_resnet50", stem="caffe2", pool_position="before", scale=True)
+    blobs = {
+        k: v for k, v in to_caffe2(source.state_dict()).items() if not k.endswith(("_rm", "_riv"))
+    }
+    path = tmp_path / "i3d_nonlocal_128x1_I3D_pretrain_400k.pkl"
+    path.write_bytes(pickle.dumps({"blobs": blobs}, protocol=2))
+    with pytest.raises(ValueError, match=r"128x1.*temporal groups"):
+        nlgc.load_model(path, stem_temporal_stride=2)

@@ -42,7 +42,8 @@ def load_model(
     file's (after converting its layout) fit, built the way that source builds them
     (``stem="mmaction2"`` for mmaction2 files; ``stem="caffe2"`` with pooling before φ/g and the
     1/√C' scale for Caffe2 files). One fit is built and loaded; several (mmaction2's embedded
-    Gaussian and dot product have the same tensors) or none raise a ValueError that lists what
+    Gaussian and dot product have the same tensors, so do Caffe2's 32×2 and 8×8 models, told
+    apart by ``stem_temporal_stride=2`` or ``1``) or none raise a ValueError that lists what
     fits. The number of classes is read from the file's classifier. ``report.model_name`` is
     the registered name, ``report.options`` the overrides used. With neither a checkpoint nor a
     name the call fails; with a name only, the fresh model is returned.
@@ -67,6 +68,15 @@ def load_model(
             return model, report
     raw = dict(checkpoint) if isinstance(checkpoint, Mapping) else read_state_dict(checkpoint)
     where = "the state dict" if isinstance(checkpoint, Mapping) else os.fspath(checkpoint)
+    if (
+        is_caffe2_layout(raw)
+        and "res_conv1_bn_rm" not in raw
+        and any("nonlocal_conv3" in k for k in raw)
+    ):
+        raise ValueError(
+            f"{where} is a Caffe2 'affine' NL model: its res3 NL blocks attend within temporal "
+            "groups (res_stage_nonlocal_group), a network nlgc does not build"
+        )
     state, _ = nlgc_layout(raw)
     heads = ("fc.weight", "cls_head.fc_cls.weight", "head.fc.weight", "pred_w")
     fc = next((raw[k] for k in heads if k in raw), None)
@@ -102,6 +112,8 @@ _PAIRWISE = (
     {"pairwise": "dot_product"},
     {"pairwise": "concatenation"},
 )
+# Caffe2's 32×2 (resnet_video_org) and 8×8 (resnet_video) models have the same tensors
+_CAFFE2_CLIPS = ({"stem_temporal_stride": 2}, {"stem_temporal_stride": 1})
 
 
 @functools.lru_cache(maxsize=1024)
@@ -128,13 +140,15 @@ def _the_one_fit(state: dict, source: dict, given: dict, where: str) -> tuple[st
     wanted = _signature(state)
     kind = "video" if state.get("conv1.weight", torch.empty(0)).dim() == 5 else "image"
     fits = []
+    clips = _CAFFE2_CLIPS if source.get("stem") == "caffe2" else ({},)
     for name in list_models(modality=kind):
         for pairwise in _PAIRWISE if name.startswith("nl") else ({},):
-            options = {**source, **pairwise, **given}
-            options.pop("num_classes", None)
-            key = tuple(sorted(options.items()))
-            if (name, key) not in fits and _signature_of(name, key) == wanted:
-                fits.append((name, key))
+            for clip in clips:
+                options = {**source, **pairwise, **clip, **given}
+                options.pop("num_classes", None)
+                key = tuple(sorted(options.items()))
+                if (name, key) not in fits and _signature_of(name, key) == wanted:
+                    fits.append((name, key))
     if len(fits) == 1:
         return fits[0][0], dict(fits[0][1])
     described = [f"{n}({', '.join(f'{k}={v!r}' for k, v in o)})" for n, o in fits]

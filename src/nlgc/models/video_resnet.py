@@ -23,11 +23,12 @@ frame count, so 8 input frames give the same res2…res5 sizes as 32 frames with
 The stem's pooling follows one source, chosen with ``stem``: ``"paper"`` (the table above: pool1
 3×3×3 and pool2 3×1×1, both padded), ``"mmaction2"`` (mmaction2's ResNet3d,
 ``mmaction/models/backbones/resnet3d.py``: pool1 1×3×3 with stride (t, 2, 2) and padding
-(0, 1, 1), pool2 2×1×1 with stride 2 and no padding) or ``"caffe2"`` (the official 32×2 models,
-video-nonlocal-net ``lib/models/resnet_video_org.py``: pool1 2×3×3 with stride 2 and no padding,
-so 224 pixels give 55 after pool1, pool2 2×1×1 with stride 2), the networks those sources'
-released weights were trained in. Everything else (conv1, residual blocks, NL placement after
-the block's ReLU) is the same in all three.
+(0, 1, 1), pool2 2×1×1 with stride 2 and no padding) or ``"caffe2"`` (the official models of
+video-nonlocal-net: 32×2, ``lib/models/resnet_video_org.py``, pool1 2×3×3 with stride 2 and no
+padding, so 224 pixels give 55 after pool1; 8×8 with ``stem_temporal_stride=1``,
+``lib/models/resnet_video.py``, pool1 1×3×3 with stride (1, 2, 2), unpadded; pool2 2×1×1 with
+stride 2 in both), the networks those sources' released weights were trained in. Everything
+else (conv1, residual blocks, NL placement after the block's ReLU) is the same in all three.
 
 Module names are the 2D ResNet's (``conv1``, ``bn1``, ``layer1``…``layer4``, ``conv1..3``,
 ``bn1..3``, ``downsample.0/.1``, ``fc``), so a 2D checkpoint maps onto them key by key
@@ -125,13 +126,11 @@ class VideoResNet(ResNetBase):
         self.bn1 = nn.BatchNorm3d(64)
         self.relu = nn.ReLU(inplace=True)
         self.stem = check_choice("stem", stem, STEMS)
-        if stem == "caffe2" and s != 2:
-            raise ValueError("stem='caffe2' is the 32-frame models' stem: stem_temporal_stride=2")
         if stem == "mmaction2":
             self.maxpool = nn.MaxPool3d((1, 3, 3), (s, 2, 2), (0, 1, 1))
             self.pool2 = nn.MaxPool3d((2, 1, 1), (2, 1, 1))
         elif stem == "caffe2":
-            self.maxpool = nn.MaxPool3d((2, 3, 3), (2, 2, 2))
+            self.maxpool = nn.MaxPool3d((s, 3, 3), (s, 2, 2))  # 2×3×3 (32×2) or 1×3×3 (8×8)
             self.pool2 = nn.MaxPool3d((2, 1, 1), (2, 1, 1))
         else:
             pool_t = 3 if s == 2 else 1
