@@ -200,7 +200,7 @@ def mmaction2_non_local(mm, prefix, x, mode="embedded_gaussian"):
 
 
 def mmaction2_i3d_logits(mm, x, mode):
-    """mmaction2's Recognizer3D (ResNet3d R50 I3D of the i3d_r50 NL configs: conv1 5×7×7
+    """mmaction2's Recognizer3D (ResNet3d R50/R101 I3D of the i3d_r50 NL configs: conv1 5×7×7
     stride 2, pool1 1×3×3 stride (2, 2, 2) padding (0, 1, 1), pool2 2×1×1; Bottleneck3d of
     ConvModules, stride in the 3×3, NonLocal3d after the block's ReLU; I3DHead) written out
     from ``mmaction/models/backbones/resnet3d.py``, evaluated on an mmaction2 state dict."""
@@ -215,7 +215,11 @@ def mmaction2_i3d_logits(mm, x, mode):
 
     x = conv_bn("backbone.conv1", x, (2, 2, 2))
     x = F.max_pool3d(x, (1, 3, 3), (2, 2, 2), (0, 1, 1))
-    for stage, blocks in enumerate((3, 4, 6, 3), start=1):
+    depths = [
+        len({k.split(".")[2] for k in mm if k.startswith(f"backbone.layer{s}.")})
+        for s in (1, 2, 3, 4)
+    ]
+    for stage, blocks in enumerate(depths, start=1):
         for index in range(blocks):
             prefix = f"backbone.layer{stage}.{index}"
             stride = (1, 2, 2) if index == 0 and stage > 1 else 1
@@ -230,6 +234,19 @@ def mmaction2_i3d_logits(mm, x, mode):
         if stage == 1:
             x = F.max_pool3d(x, (2, 1, 1), (2, 1, 1))
     return F.linear(x.mean((2, 3, 4)), mm["cls_head.fc_cls.weight"], mm["cls_head.fc_cls.bias"])
+
+
+def test_mmaction2_resnet101_i3d_runs_as_in_mmaction2(tmp_path):
+    source = randomize_network(nlgc.create_model("i3d_resnet101", num_classes=3, stem="mmaction2"))
+    mm = to_mmaction2(source.state_dict())
+    path = tmp_path / "i3d_r101.pth"
+    torch.save({"state_dict": mm}, path)
+    model, report = nlgc.load_model(path)
+    assert report.model_name == "i3d_resnet101" and report.options["stem"] == "mmaction2"
+    x = torch.randn(1, 3, 8, 64, 64)
+    with torch.no_grad():
+        expected = mmaction2_i3d_logits(mm, x, "embedded_gaussian")
+        assert (model.eval()(x) - expected).abs().max() / expected.abs().max() <= 1e-5
 
 
 @pytest.mark.parametrize("mode", ["embedded_gaussian", "dot_product", "gaussian"])
@@ -511,3 +528,55 @@ def test_caffe2_affine_non_local_models_are_refused(tmp_path):
     path.write_bytes(pickle.dumps({"blobs": blobs}, protocol=2))
     with pytest.raises(ValueError, match=r"128x1.*temporal groups"):
         nlgc.load_model(path, stem_temporal_stride=2)
+
+
+def mmaction2_c2d_logits(mm, x):
+    """mmaction2's C2D (``mmaction/models/backbones/c2d.py`` on its 2D ``resnet.py``: every
+    convolution 2D on the frames, maxpool3d_1 1×3×3 stride (1, 2, 2) unpadded, maxpool3d_2
+    2×1×1 after layer1; I3DHead) written out, evaluated on an mmaction2 state dict."""
+    F = torch.nn.functional
+    n = x.shape[0]
+    to_2d = lambda t: t.transpose(1, 2).flatten(0, 1)  # noqa: E731  (N, C, T, H, W) → (N·T, C, H, W)
+    to_3d = lambda t: t.unflatten(0, (n, -1)).transpose(1, 2)  # noqa: E731
+
+    def conv_bn(prefix, t, stride=1, relu=True):
+        weight = mm[f"{prefix}.conv.weight"]
+        t = F.conv2d(t, weight, None, stride, weight.shape[-1] // 2)
+        stats = ("running_mean", "running_var", "weight", "bias")
+        t = F.batch_norm(t, *(mm[f"{prefix}.bn.{k}"] for k in stats))
+        return F.relu(t) if relu else t
+
+    x = to_3d(conv_bn("backbone.conv1", to_2d(x), 2))
+    x = to_2d(F.max_pool3d(x, (1, 3, 3), (1, 2, 2)))
+    for stage, blocks in enumerate((3, 4, 6, 3), start=1):
+        for index in range(blocks):
+            prefix = f"backbone.layer{stage}.{index}"
+            stride = 2 if index == 0 and stage > 1 else 1
+            out = conv_bn(f"{prefix}.conv2", conv_bn(f"{prefix}.conv1", x), stride)
+            out = conv_bn(f"{prefix}.conv3", out, relu=False)
+            if f"{prefix}.downsample.conv.weight" in mm:
+                x = conv_bn(f"{prefix}.downsample", x, stride, relu=False)
+            x = F.relu(out + x)
+        if stage == 1:
+            x = to_2d(F.max_pool3d(to_3d(x), (2, 1, 1), (2, 1, 1)))
+    x = to_3d(x)
+    return F.linear(x.mean((2, 3, 4)), mm["cls_head.fc_cls.weight"], mm["cls_head.fc_cls.bias"])
+
+
+def test_mmaction2_c2d_checkpoint_runs_as_in_mmaction2(tmp_path):
+    options = {"stem": "mmaction2_c2d", "stem_temporal_stride": 1}
+    source = randomize_network(nlgc.create_model("c2d_resnet50", num_classes=6, **options))
+    mm = {  # the C2D class's file: 2D kernels
+        k: v.squeeze(2) if v.dim() == 5 else v for k, v in to_mmaction2(source.state_dict()).items()
+    }
+    assert mm["backbone.conv1.conv.weight"].shape == (64, 3, 7, 7)
+    path = tmp_path / "c2d_r50-in1k-pre_8xb32-8x8x1-100e_kinetics400-rgb.pth"
+    torch.save({"state_dict": mm}, path)
+    model, report = nlgc.load_model(path)
+    assert report.model_name == "c2d_resnet50" and report.options["stem"] == "mmaction2_c2d"
+    x = torch.randn(2, 3, 4, 64, 64)
+    with torch.no_grad():
+        expected = mmaction2_c2d_logits(mm, x)
+        assert (model.eval()(x) - expected).abs().max() / expected.abs().max() <= 1e-5
+    with pytest.raises(ValueError, match="stem_temporal_stride=1"):
+        nlgc.create_model("c2d_resnet50", stem="mmaction2_c2d")

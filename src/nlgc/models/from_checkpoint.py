@@ -96,6 +96,9 @@ def load_model(
 def source_options(raw: Mapping) -> dict:
     """How the file's source builds its networks, as create_model overrides."""
     if is_mmaction2_layout(raw):
+        conv1 = raw.get("backbone.conv1.conv.weight", raw.get("conv1.conv.weight"))
+        if conv1 is not None and conv1.dim() == 4:  # the C2D class: 2D convolutions
+            return {"stem": "mmaction2_c2d", "stem_temporal_stride": 1}
         return {"stem": "mmaction2"}
     if is_caffe2_layout(raw):
         non_local = any(k.startswith("nonlocal_conv") for k in raw)

@@ -27,8 +27,10 @@ The stem's pooling follows one source, chosen with ``stem``: ``"paper"`` (the ta
 video-nonlocal-net: 32×2, ``lib/models/resnet_video_org.py``, pool1 2×3×3 with stride 2 and no
 padding, so 224 pixels give 55 after pool1; 8×8 with ``stem_temporal_stride=1``,
 ``lib/models/resnet_video.py``, pool1 1×3×3 with stride (1, 2, 2), unpadded; pool2 2×1×1 with
-stride 2 in both), the networks those sources' released weights were trained in. Everything
-else (conv1, residual blocks, NL placement after the block's ReLU) is the same in all three.
+stride 2 in both), or ``"mmaction2_c2d"`` (mmaction2's separate ``C2D`` class, ``c2d.py``: 2D
+convolutions frame by frame, so ``stem_temporal_stride=1``, then an unpadded 1×3×3 pool1 with
+stride (1, 2, 2) and a 2×1×1 pool2), the networks those sources' released weights were trained
+in. Everything else (conv1, residual blocks, NL placement after the block's ReLU) is the same.
 
 Module names are the 2D ResNet's (``conv1``, ``bn1``, ``layer1``…``layer4``, ``conv1..3``,
 ``bn1..3``, ``downsample.0/.1``, ``fc``), so a 2D checkpoint maps onto them key by key
@@ -46,7 +48,7 @@ from nlgc.blocks.checks import check_choice
 from nlgc.models.plan import Plan
 from nlgc.models.resnet import Bottleneck, ResNetBase
 
-STEMS = ("paper", "mmaction2", "caffe2")
+STEMS = ("paper", "mmaction2", "mmaction2_c2d", "caffe2")
 
 
 class Bottleneck3d(Bottleneck):
@@ -84,8 +86,9 @@ class VideoResNet(ResNetBase):
         num_classes: size of ``fc`` (400 for Kinetics).
         stem_temporal_stride: 2 (32-frame input: conv1 and 3×3×3 pool1 halve T) or 1 (8-frame
             input: conv1 and a 1×3×3 pool1 keep T).
-        stem: ``"paper"`` (default), ``"mmaction2"`` or ``"caffe2"``: whose pool1/pool2 (see
-            the module's docstring), to run that source's checkpoints as they were trained.
+        stem: ``"paper"`` (default), ``"mmaction2"``, ``"mmaction2_c2d"`` or ``"caffe2"``: whose
+            pool1/pool2 (see the module's docstring), to run that source's checkpoints as they
+            were trained.
         plan: context blocks (built with ``dim=3``).
         dropout: before ``fc``, as in the paper (0.5).
         features_only, out_indices, in_channels: as for the 2D ResNet.
@@ -126,7 +129,14 @@ class VideoResNet(ResNetBase):
         self.bn1 = nn.BatchNorm3d(64)
         self.relu = nn.ReLU(inplace=True)
         self.stem = check_choice("stem", stem, STEMS)
-        if stem == "mmaction2":
+        if stem == "mmaction2_c2d" and s != 1:
+            raise ValueError(
+                "stem='mmaction2_c2d' convolves frame by frame: use stem_temporal_stride=1"
+            )
+        if stem == "mmaction2_c2d":
+            self.maxpool = nn.MaxPool3d((1, 3, 3), (1, 2, 2))
+            self.pool2 = nn.MaxPool3d((2, 1, 1), (2, 1, 1))
+        elif stem == "mmaction2":
             self.maxpool = nn.MaxPool3d((1, 3, 3), (s, 2, 2), (0, 1, 1))
             self.pool2 = nn.MaxPool3d((2, 1, 1), (2, 1, 1))
         elif stem == "caffe2":

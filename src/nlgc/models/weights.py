@@ -120,6 +120,8 @@ def convert_mmaction2(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
             continue
         for pattern, replacement in _MMACTION2_RULES:
             key = re.sub(pattern, replacement, key)
+        if value.dim() == 4 and key.endswith("weight"):  # mmaction2's C2D: 2D convs, T = 1
+            value = value.unsqueeze(2)
         converted[key] = value
     for key in list(converted):
         bias = key.removesuffix("weight") + "bias"
