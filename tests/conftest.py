@@ -28,6 +28,12 @@ def randomize_network(model: nn.Module, std: float = 0.05) -> nn.Module:
     return model
 
 
+def relative_max_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """max |actual − expected| / max |expected|: how a network written out from its source's
+    definition is compared with ours."""
+    return float((actual - expected).abs().max() / expected.abs().max())
+
+
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     """‖actual − expected‖ / ‖expected‖ (max-abs when expected is zero)."""
     scale = expected.detach().norm()

@@ -15,7 +15,14 @@ import yaml
 from nlgc.cli import main
 from nlgc.data.folders import ImageFolder, VideoFolder
 from nlgc.data.io import read_image, resize_and_crop, write_video
-from nlgc.data.synthetic import OBJECT_EXTENT, VAL_ITEMS, PairsDataset, fashion_mnist, item_pool
+from nlgc.data.synthetic import (
+    OBJECT_EXTENT,
+    VAL_ITEMS,
+    PairsDataset,
+    fashion_files,
+    fashion_mnist,
+    item_pool,
+)
 from nlgc.models.from_checkpoint import load_model
 from nlgc.train import run
 
@@ -47,7 +54,7 @@ def test_objects_stay_in_their_corner_squares():
 
 
 def test_splits_draw_from_disjoint_item_pools():
-    for source in ("shapes", "fashion") if fashion_mnist("test") is not None else ("shapes",):
+    for source in ("shapes", "fashion") if fashion_files("test") else ("shapes",):
         sets = {}
         for seed, split in enumerate(("train", "val", "test")):
             data = PairsDataset(400, seed=seed, size=64, split=split, source=source)
@@ -58,7 +65,7 @@ def test_splits_draw_from_disjoint_item_pools():
         PairsDataset(4, split="validation")
 
 
-@pytest.mark.skipif(fashion_mnist("test") is None, reason="dataset-fashion-mnist not installed")
+@pytest.mark.skipif(fashion_files("test") is None, reason="dataset-fashion-mnist not installed")
 def test_fashion_pools_partition_the_files():
     pools = {split: item_pool(split) for split in ("train", "val", "test")}
     ids = {split: set(pool[2].tolist()) for split, pool in pools.items()}
@@ -452,6 +459,6 @@ def test_the_demo_says_loudly_when_it_runs_on_drawn_shapes(tmp_path, monkeypatch
     assert "DRAWN SHAPES" in line and str(tmp_path) in line and "WARNING" in warning
     assert "apt-get install dataset-fashion-mnist" in warning
     assert PairsDataset(4, size=64).source == "shapes"  # what the demo's data then is
-    if fashion_mnist("test", root=Path("/usr/share/datasets/fashion-mnist")) is not None:
+    if fashion_files("test", root=Path("/usr/share/datasets/fashion-mnist")) is not None:
         monkeypatch.delenv("NLGC_FASHION_MNIST")
         assert announce_data().startswith(FASHION) and not capsys.readouterr().err

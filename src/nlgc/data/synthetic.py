@@ -53,18 +53,19 @@ def fashion_root() -> Path:
     return Path(os.environ.get(FASHION_MNIST_ENV) or FASHION_MNIST)
 
 
+def fashion_files(split: str = "train", root: Path | None = None) -> tuple[Path, Path] | None:
+    """The (images, labels) idx files of a Fashion-MNIST split, or None if they are missing."""
+    root = Path(root) if root is not None else fashion_root()
+    prefix = "train" if split == "train" else "t10k"
+    files = (root / f"{prefix}-images-idx3-ubyte.gz", root / f"{prefix}-labels-idx1-ubyte.gz")
+    return files if all(f.exists() for f in files) else None
+
+
 def fashion_mnist(split: str = "train", root: Path | None = None):
     """(images (N, 28, 28) uint8, labels (N,)) of a Fashion-MNIST file pair (``"train"``, 60,000
     items, or ``"test"``, the 10,000 t10k items), or None if not installed."""
-    root = Path(root) if root is not None else fashion_root()
-    prefix = "train" if split == "train" else "t10k"
-    images, labels = (
-        root / f"{prefix}-images-idx3-ubyte.gz",
-        root / f"{prefix}-labels-idx1-ubyte.gz",
-    )
-    if not (images.exists() and labels.exists()):
-        return None
-    return _read_idx(images), _read_idx(labels)
+    files = fashion_files(split, root)
+    return None if files is None else tuple(_read_idx(f) for f in files)
 
 
 def item_pool(split: str, root: Path | None = None):

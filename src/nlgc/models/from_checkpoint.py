@@ -78,8 +78,7 @@ def load_model(
             "groups (res_stage_nonlocal_group), a network nlgc does not build"
         )
     state, _ = nlgc_layout(raw)
-    heads = ("fc.weight", "cls_head.fc_cls.weight", "head.fc.weight", "pred_w")
-    fc = next((raw[k] for k in heads if k in raw), None)
+    fc = state.get("fc.weight")  # every source's classifier, once its layout is converted
     if fc is not None and "num_classes" not in kwargs:
         kwargs = {**kwargs, "num_classes": fc.shape[0]}
     if name is None:

@@ -26,7 +26,7 @@ from nlgc.analysis.queries import QueryGrid
 from nlgc.analysis.report import Table
 from nlgc.analysis.statistics import GCNET_TABLE1, PAIRWISE_NAMES
 from nlgc.common import eval_mode, write_text_atomic
-from nlgc.data.synthetic import FASHION_MNIST_ENV, fashion_mnist, fashion_root
+from nlgc.data.synthetic import FASHION_MNIST_ENV, fashion_files, fashion_root
 from nlgc.models.from_checkpoint import load_model
 from nlgc.train import run
 from nlgc.train.config import RunConfig
@@ -63,7 +63,7 @@ NO_FASHION = (
 def announce_data() -> str:
     """Which objects the demo uses, in one line; a loud warning on stderr when they are the
     drawn shapes."""
-    if fashion_mnist("test") is not None:
+    if fashion_files("test") is not None:
         return f"{FASHION} from {fashion_root()}"
     line = NO_FASHION.format(root=fashion_root())
     print(f"\n{'!' * 100}\nWARNING: {line}\n{'!' * 100}\n", file=sys.stderr)
