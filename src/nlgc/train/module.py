@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import lightning as L
 import torch
@@ -17,6 +18,9 @@ from nlgc.models.video_inference import multi_view_scores
 from nlgc.train.config import ModelConfig, OptimConfig, VideoTest
 
 METRICS_KEY = "nlgc_metrics"  # in checkpoints: the trainer's callback metrics when it was saved
+THREADS_KEY = "nlgc_cpu_threads"  # in checkpoints: torch's intra-op CPU threads of the run
+
+log = logging.getLogger(__name__)
 
 
 class Classifier(L.LightningModule):
@@ -139,6 +143,22 @@ class Classifier(L.LightningModule):
         (nothing left to train) still reports what the uninterrupted run reported."""
         metrics = self.trainer.callback_metrics.items()
         checkpoint[METRICS_KEY] = {k: float(v) for k, v in metrics}
+        checkpoint[THREADS_KEY] = torch.get_num_threads()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """CPU kernels split their sums by thread: a CPU run continued with another thread
+        count than the one that wrote the checkpoint differs by rounding from one that kept it."""
+        saved, now = checkpoint.get(THREADS_KEY), torch.get_num_threads()
+        on_cpu = self.trainer.strategy.root_device.type == "cpu"
+        if on_cpu and saved is not None and saved != now:
+            log.warning(
+                "the checkpoint was written with %d CPU threads, this run has %d: it continues "
+                "with rounding-level differences from an uninterrupted run "
+                "(set OMP_NUM_THREADS=%d to match)",
+                saved,
+                now,
+                saved,
+            )
 
     def on_test_epoch_start(self) -> None:
         self.confusion.reset()
