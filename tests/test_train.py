@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -376,7 +377,7 @@ def test_resume_after_sigkill_gives_the_same_run(tmp_path, straight_run, point, 
 
 
 @pytest.mark.slow
-def test_resuming_with_another_cpu_thread_count_is_announced(tmp_path, caplog):
+def test_resume_warns_of_another_cpu_thread_count_and_nothing_else(tmp_path, caplog):
     config = synthetic_config(tmp_path / "run", trainer__max_epochs=1, data__count=64)
     threads = torch.get_num_threads()
 
@@ -384,11 +385,13 @@ def test_resuming_with_another_cpu_thread_count_is_announced(tmp_path, caplog):
         caplog.clear()
         torch.set_num_threads(with_threads)
         try:
-            with caplog.at_level(logging.WARNING):
+            with caplog.at_level(logging.WARNING), warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
                 trainer = {**config["trainer"], "max_epochs": epochs}
                 run.fit({**config, "trainer": trainer}, resume=True, progress=False)
         finally:
             torch.set_num_threads(threads)
+        assert not [w for w in caught if "is not empty" in str(w.message)]  # meant, not warned
         return caplog.text
 
     run.fit(config, progress=False)

@@ -42,12 +42,15 @@ log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def _lightning_warnings_we_mean():
+def _lightning_warnings_we_mean(resume: bool = False):
     """Augmentation lives in the LightningModule's on_after_batch_transfer on purpose (it runs
     on the device, after transfer); Lightning warns about that whenever a DataModule is used
-    too. Silenced for the duration of a run, not for the process."""
+    too. A resumed run writes into its own non-empty checkpoint folder on purpose; Lightning
+    warns about that too. Silenced for the duration of a run, not for the process."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
+        if resume:
+            warnings.filterwarnings("ignore", message="Checkpoint directory .* is not empty")
         yield
 
 
@@ -127,7 +130,7 @@ def fit(config: dict, resume: bool = False, progress: bool = True) -> dict:
     start = latest_checkpoint(folder) if resume else None
     if resume and start is None:
         log.warning("--resume: no complete checkpoint in %s yet: training from the start", folder)
-    with _lightning_warnings_we_mean():
+    with _lightning_warnings_we_mean(resume=start is not None):
         trainer.fit(module, datamodule=data, ckpt_path=start)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     newest = latest_checkpoint(folder) if start is not None else None  # only a resumed run
