@@ -61,6 +61,9 @@ def test_wrapped_and_safetensors_files(resnet50_state, tmp_path, wrap):
     report = nlgc.load_weights(model, path)
     assert len(report.loaded) == len(resnet50_state)
     assert torch.equal(model.layer4[2].conv3.weight, resnet50_state["layer4.2.conv3.weight"])
+    built, report = nlgc.load_model(path, "resnet50")  # the same reading, the file read once
+    assert len(report.loaded) == len(resnet50_state)
+    assert torch.equal(built.layer4[2].conv3.weight, resnet50_state["layer4.2.conv3.weight"])
 
 
 def test_mmdetection_gcnet_checkpoint(tmp_path):

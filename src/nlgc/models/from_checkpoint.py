@@ -18,8 +18,8 @@ from nlgc.models.weights import (
     is_mmaction2_layout,
     load_weights,
     nlgc_layout,
-    read_checkpoint,
-    read_state_dict,
+    read_weights_file,
+    state_dict_of,
 )
 
 METADATA_KEY = "nlgc_model"  # {"name": ..., "num_classes": ..., "overrides": {...}}
@@ -52,8 +52,10 @@ def load_model(
         if name is None:
             raise ValueError("give a model name (--model) or a checkpoint (--checkpoint)")
         return create_model(name, **kwargs), LoadReport(model_name=name, options=kwargs)
-    if not isinstance(checkpoint, Mapping) and not os.fspath(checkpoint).endswith(".pkl"):
-        data = read_checkpoint(checkpoint)
+    if isinstance(checkpoint, Mapping):
+        raw, where = dict(checkpoint), "the state dict"
+    else:
+        data, where = read_weights_file(checkpoint), os.fspath(checkpoint)  # read once
         meta = (data.get("hyper_parameters") or {}).get(METADATA_KEY)  # a Lightning checkpoint
         if meta:
             model = create_model(meta["name"], meta["num_classes"], **meta["overrides"])
@@ -66,8 +68,7 @@ def load_model(
             report = load_weights(model, state)
             report.model_name, report.options = meta["name"], meta["overrides"]
             return model, report
-    raw = dict(checkpoint) if isinstance(checkpoint, Mapping) else read_state_dict(checkpoint)
-    where = "the state dict" if isinstance(checkpoint, Mapping) else os.fspath(checkpoint)
+        raw = state_dict_of(data)
     if (
         is_caffe2_layout(raw)
         and "res_conv1_bn_rm" not in raw

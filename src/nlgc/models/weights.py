@@ -46,11 +46,10 @@ class LoadReport:
         return "; ".join(lines)
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Tensors of a checkpoint file, unwrapped from ``{"state_dict": ...}`` and ``module.``.
-
-    ``.pkl`` files are read as official Caffe2 weights: their blobs under Caffe2 names.
-    """
+def read_weights_file(path: str | os.PathLike) -> dict:
+    """What a weights file holds, read without running any of its code: an official Caffe2
+    ``.pkl``'s blobs under Caffe2 names, a ``.safetensors`` file's tensors, else a PyTorch
+    checkpoint dictionary (weights-only unpickling)."""
     path = os.fspath(path)
     if path.endswith(".pkl"):
         return read_caffe2_blobs(path)
@@ -61,17 +60,26 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             from safetensors.torch import load_file
         except ImportError as error:
             raise ImportError("reading .safetensors needs: pip install safetensors") from error
-        state = load_file(path)
-    else:
-        state = read_checkpoint(path)
+        return load_file(path)
+    return read_checkpoint(path)
+
+
+def state_dict_of(data: Mapping) -> dict[str, torch.Tensor]:
+    """The tensors of a file's dictionary, unwrapped from ``{"state_dict": ...}`` and
+    ``module.``."""
     for wrapper in _WRAPPERS:
-        if isinstance(state.get(wrapper), Mapping):
-            state = state[wrapper]
+        if isinstance(data.get(wrapper), Mapping):
+            data = data[wrapper]
             break
-    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    tensors = {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
     if tensors and all(k.startswith("module.") for k in tensors):
         tensors = {k.removeprefix("module."): v for k, v in tensors.items()}
     return tensors
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint file (see ``read_weights_file``), unwrapped (``state_dict_of``)."""
+    return state_dict_of(read_weights_file(path))
 
 
 def _block_prefixes(model: nn.Module) -> tuple[str, ...]:
@@ -226,8 +234,6 @@ def convert_caffe2(blobs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
         key = _caffe2_key(name) or name
         converted[key] = value.flatten(1) if key == "fc.weight" else value
     for key in [k for k in converted if k.endswith(".weight") and converted[k].dim() == 1]:
-        if key == "fc.weight":
-            continue
         prefix = key.removesuffix("weight")
         if prefix + "running_mean" not in converted:
             converted[prefix + "running_mean"] = torch.zeros_like(converted[key])
