@@ -32,20 +32,23 @@ from nlgc.train import run
 from nlgc.train.config import RunConfig
 from nlgc.train.datamodule import DataModule
 
+
+def nl_label(pairwise: str) -> str:
+    """The demo's name of the NL variant with ``pairwise``, e.g. "NL embedded Gaussian"."""
+    return f"NL {PAIRWISE_NAMES[pairwise]}"
+
+
 # label → (registered model, block options); the four NL rows are GCNet's Table 1 rows
 VARIANTS = {
     "baseline": ("demo_resnet", {}),
     **{
-        f"NL {PAIRWISE_NAMES[p]}": (
-            "nl_demo_resnet",
-            {"pairwise": p} if p != "embedded_gaussian" else {},
-        )
+        nl_label(p): ("nl_demo_resnet", {"pairwise": p} if p != "embedded_gaussian" else {})
         for p in GCNET_TABLE1
     },
     "SNL": ("snl_demo_resnet", {}),
     "GC": ("gc_demo_resnet", {}),
 }
-NL_EMBEDDED = "NL embedded Gaussian"
+NL_EMBEDDED = nl_label("embedded_gaussian")
 SETTINGS = {  # quick: ≤ 2 minutes; default: ≤ 10 minutes on 2 CPU cores
     "quick": {"count": 2000, "val_count": 300, "test_count": 500, "epochs": 3},
     "default": {"count": 6000, "val_count": 1000, "test_count": 2000, "epochs": 6},
@@ -110,10 +113,11 @@ def gcnet_study(model, images: torch.Tensor, display: torch.Tensor, path: Path):
 
 
 def table1(studies: dict) -> Table:
-    """GCNet's Table 1 layout: one row per pairwise function, ours beside the paper's."""
+    """GCNet's Table 1 layout from ``studies`` (pairwise → gcnet_study's result): one row per
+    pairwise function, ours beside the paper's."""
     rows = []
     for pairwise, paper in GCNET_TABLE1.items():
-        ours = studies[f"NL {PAIRWISE_NAMES[pairwise]}"][1]
+        ours = studies[pairwise][1]
         values = [
             v if v == v else "none (all maps 0)" for v in (ours.input, ours.output, ours.attention)
         ]
@@ -202,12 +206,11 @@ def run_demo(
     ]
     batch = torch.stack([Sample.from_pixels("", p).tensor for p in pixels])
     out.mkdir(parents=True, exist_ok=True)
-    studies = {
-        label: gcnet_study(
-            models[label], batch, samples[0].display, out / f"heatmap_{slug(label)}.png"
+    studies = {  # pairwise → (block name, QueryDistances, heatmap)
+        p: gcnet_study(
+            models[nl_label(p)], batch, samples[0].display, out / f"heatmap_{slug(nl_label(p))}.png"
         )
-        for label in VARIANTS
-        if label.startswith("NL ")
+        for p in GCNET_TABLE1
     }
     rows = complexity_table(models, (1, 3, SIZE, SIZE), repeats=5)
     for label, row in zip(VARIANTS, rows, strict=True):
@@ -228,8 +231,8 @@ def run_demo(
         ),
     ]
     figures = [
-        (f"{label} ({name}): attention of 9 queries on {samples[0].name}", path)
-        for label, (name, _, path) in studies.items()
+        (f"{nl_label(p)} ({name}): attention of 9 queries on {samples[0].name}", path)
+        for p, (name, _, path) in studies.items()
     ]
     report = analyze(
         models[NL_EMBEDDED],
@@ -252,8 +255,8 @@ def run_demo(
             "variants": {str(seed): scores for seed, scores in results.items()},
             "gcnet_table1": {
                 pairwise: {
-                    "block": studies[f"NL {PAIRWISE_NAMES[pairwise]}"][0],
-                    **studies[f"NL {PAIRWISE_NAMES[pairwise]}"][1].to_dict(),
+                    "block": studies[pairwise][0],
+                    **studies[pairwise][1].to_dict(),
                     "gcnet": dict(zip(("input", "output", "attention"), paper, strict=True)),
                 }
                 for pairwise, paper in GCNET_TABLE1.items()
