@@ -22,6 +22,7 @@ from nlgc.analysis.complexity import complexity_table
 from nlgc.analysis.queries import QueryGrid, QueryPoints, RandomQueries, parse_queries, resolve
 from nlgc.analysis.statistics import (
     ATTENTION_BUDGET,
+    QueryIndependence,
     accumulate,
     attention_distances,
     cosine_distances,
@@ -150,6 +151,8 @@ def test_a_dead_concatenation_block_has_no_attention_distance():
         block.phi.bias.fill_(-100.0)  # ReLU(w_fᵀ[θ, φ]) = 0 for every pair
     result = query_distances(block, torch.randn(2, 6, 5, 5))
     assert math.isnan(result.attention) and result.output == pytest.approx(0, abs=1e-12)
+    row = QueryIndependence("layer3.0.nl", "nl", "c4", result).to_dict()  # metrics.json's row
+    assert row["attention"] is None and json.loads(json.dumps(row, allow_nan=False)) == row
 
 
 BLOCKS = [

@@ -153,7 +153,7 @@ class QueryIndependence:
             "block": self.block,
             "kind": self.kind,
             "stage": self.stage,
-            **asdict(self)["distances"],
+            **self.distances.to_dict(),
         }
 
 
