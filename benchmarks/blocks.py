@@ -21,8 +21,8 @@ import torch
 
 from nlgc import NonLocalBlock
 from nlgc.analysis.memory import peak_memory_bytes
+from nlgc.blocks import PAIRWISE
 
-PAIRWISE = ("embedded_gaussian", "gaussian", "dot_product", "concatenation")
 EXTRA_CASES = [("concatenation", 784, 128)]  # the concatenation aim is stated at C = 128
 
 

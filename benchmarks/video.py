@@ -13,6 +13,7 @@ import torch
 
 import nlgc
 from nlgc.analysis.memory import peak_memory_bytes
+from nlgc.blocks import IMPLS
 
 
 def main() -> None:
@@ -28,7 +29,7 @@ def main() -> None:
     print(f"{args.model}, input {tuple(x.shape)}, batch 1, {args.device}, inference mode\n")
     print("| NL path | peak extra memory MB | forward s |")
     print("|---|---|---|")
-    for impl in ("fast", "reference"):
+    for impl in IMPLS:
         nlgc.set_impl(model, impl)
         with torch.inference_mode():
             model(x)  # warm-up
@@ -56,7 +57,7 @@ def main() -> None:
     for name, block_input in inputs.items():
         block = model.get_submodule(name)
         peaks = []
-        for impl in ("fast", "reference"):
+        for impl in IMPLS:
             block.impl = impl
             with torch.inference_mode():
                 peaks.append(peak_memory_bytes(lambda b=block, i=block_input: b(i), args.device))

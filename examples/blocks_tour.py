@@ -9,8 +9,7 @@ import time
 import torch
 
 from nlgc import GlobalContextBlock, NonLocalBlock, SimplifiedNonLocal, SqueezeExcitation, set_impl
-
-PAIRWISE = ("embedded_gaussian", "gaussian", "dot_product", "concatenation")
+from nlgc.blocks import PAIRWISE
 
 
 def count(module: torch.nn.Module) -> int:

@@ -29,10 +29,10 @@ from nlgc.analysis.statistics import (
     query_distances,
     query_independence,
 )
-from nlgc.blocks import CONTEXT_BLOCKS
+from nlgc.blocks import ContextBlock
 from nlgc.cli import main
 from nlgc.data.io import normalize
-from nlgc.models import without_blocks
+from nlgc.models import Insertion, Plan, without_blocks
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 
@@ -74,7 +74,10 @@ def test_capture_records_every_block_of_a_user_network():
 
 
 def test_capture_needs_blocks():
-    with pytest.raises(ValueError, match="contains no NonLocalBlock"), capture(nn.Conv2d(3, 3, 1)):
+    with (
+        pytest.raises(ValueError, match="contains no nlgc context block"),
+        capture(nn.Conv2d(3, 3, 1)),
+    ):
         pass
 
 
@@ -371,7 +374,7 @@ def test_analyze_compares_with_the_checkpoints_own_network_without_blocks(tmp_pa
     """The "without blocks" twin keeps the model's own options (here: no classifier head)."""
     model = nlgc.create_model("gc_resnet50", features_only=True, out_indices=(3,))
     plain = without_blocks(model)
-    assert not [m for m in plain.modules() if isinstance(m, CONTEXT_BLOCKS)]
+    assert not [m for m in plain.modules() if isinstance(m, ContextBlock)]
     reference = nlgc.create_model("resnet50", features_only=True, out_indices=(3,))
     assert plain.state_dict().keys() == reference.state_dict().keys()
     assert len(model.state_dict()) > len(plain.state_dict())  # the original keeps its blocks
@@ -455,3 +458,35 @@ def test_report_opens_in_headless_chromium(tmp_path):
         check=True,
     )
     assert shot.stat().st_size > 10_000
+
+
+def test_a_new_block_is_its_own_class_and_one_registration():
+    """A block written outside nlgc, registered with one decorator, is placed by plans, switched
+    by set_impl, hooked by capture and measured by GCNet's statistics like the built-in ones."""
+    from nlgc.blocks import BLOCK_TYPES, register_block, set_impl
+    from nlgc.blocks.context import attention_weights, pool_context
+
+    @register_block("test_pool", attribute="test_pool", default_position="after_block")
+    class MaxContext(ContextBlock):
+        def __init__(self, in_channels, dim=2, impl="fast"):
+            super().__init__()
+            self.in_channels, self.dim, self.impl = in_channels, dim, impl
+            self.mask = nn.Conv2d(in_channels, 1, 1)
+
+        def attention_map(self, x, queries=None):
+            return attention_weights(self.mask(x))
+
+        def forward(self, x):
+            return x + pool_context(x, self.attention_map(x))
+
+    try:
+        plan = Plan((Insertion("test_pool", ("c3",), (0,)),))
+        model = nlgc.create_model("tiny_resnet", plan=plan, num_classes=3).eval()
+        assert set_impl(model, "reference").layer2[0].test_pool.impl == "reference"
+        with capture(model) as records:
+            model(torch.randn(2, 3, 32, 32))
+        record = records["layer2.0.test_pool"]
+        assert record.kind == "MaxContext" and not record.query_specific
+        assert record.attention.shape == (2, 16) and record.distances.attention == 0
+    finally:
+        del BLOCK_TYPES["test_pool"]

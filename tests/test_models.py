@@ -148,7 +148,7 @@ def test_gcnet_ablation_overrides():
     }
     assert model.layer3[0].inserted["after_add"] == ["context_block_after_add"]
     assert model.fc.out_features == 7
-    with pytest.raises(TypeError, match="colour"):
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['colour'\].*valid: .*'ratio'"):
         nlgc.create_model("gc_resnet50", colour="red")
     with pytest.raises(ValueError, match="no context blocks"):
         nlgc.create_model("resnet50", ratio=0.5)
@@ -368,3 +368,40 @@ def test_networks_with_fewer_stages():
         ResNet(Bottleneck, (1, 1, 1, 1, 1))
     with pytest.raises(ValueError, match=r"subset of \(0, 1\)"):
         ResNet(Bottleneck, (1, 2), features_only=True, out_indices=(3,))
+
+
+def test_create_model_routes_every_constructor_argument():
+    """Options come from the constructors' signatures: the network's own (base_channels), the
+    placement fields and only the options of the blocks the plan holds."""
+    narrow = nlgc.create_model("resnet50", base_channels=32, num_classes=10)
+    assert narrow.conv1.out_channels == 32 and narrow.fc.in_features == 32 * 8 * 4
+    assert (
+        nlgc.create_model("gc_resnet50", base_channels=32).layer3[0].context_block.in_channels
+        == 512
+    )
+    video = nlgc.create_model("i3d_resnet50", dropout=0.3, stem="mmaction2")
+    assert video.dropout.p == 0.3
+    with pytest.raises(ValueError, match=r"\['pairwise'\] for model 'gc_resnet50'.*'ratio'"):
+        nlgc.create_model("gc_resnet50", pairwise="gaussian")  # an NL option on a GC model
+    with pytest.raises(ValueError, match=r"\['colour'\] for model 'resnet50'.*'base_channels'"):
+        nlgc.create_model("resnet50", colour="red")
+    assert "pairwise" in nlgc.models.option_names("nl_resnet50")
+    assert "pairwise" not in nlgc.models.option_names("gc_resnet50")
+
+
+def test_plans_are_immutable_and_shared_safely():
+    import dataclasses
+
+    first = nlgc.create_model("gc_resnet50")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        first.plan.insertions = ()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        first.plan.insertions[0].stages = ("c2",)
+    with pytest.raises(TypeError):
+        first.plan.insertions[0].options["ratio"] = 0.5
+    assert Insertion("gc", options={"fusion": ["mul"]}).options["fusion"] == ("mul",)
+    second = nlgc.create_model("gc_resnet50")
+    assert second.plan == nlgc.models.default_plan("gc_resnet50")
+    assert second.layer3[0].context_block.ratio == 1 / 16
+    with pytest.raises(ValueError, match="unknown option.*'gc'.*valid"):
+        Insertion("gc", options={"pairwise": "gaussian"})

@@ -70,13 +70,12 @@ def complexity_report_table(rows: list[dict]) -> Table:
     )
 
 
-def _last_per_stage(
-    records: dict[str, BlockRecord], kinds: tuple[str, ...]
-) -> dict[str, BlockRecord]:
-    """The last block of each stage among ``kinds`` (a GC model has one in every bottleneck)."""
+def _last_mask_per_stage(records: dict[str, BlockRecord]) -> dict[str, BlockRecord]:
+    """The last block of each stage that pools with one learned mask for all queries (SNL, GC
+    with attention pooling; a GC model has one in every bottleneck)."""
     chosen = {}
     for name, record in records.items():
-        if record.kind in kinds:
+        if not record.query_specific and not record.uniform:
             chosen[stage_of(name)] = (name, record)
     return dict(chosen.values())
 
@@ -101,7 +100,7 @@ def draw(samples: list[Sample], records: dict[str, BlockRecord], stats, out_dir:
             path = out_dir / f"attention_input{sample_index:02d}.png"
             plots.plot_query_attention(sample.display, record, name, path, sample=sample_index)
             figures.append((f"{name}: attention maps of the queries on {sample.name}", path))
-    masks = _last_per_stage(records, ("SimplifiedNonLocal", "GlobalContextBlock"))
+    masks = _last_mask_per_stage(records)
     if masks:
         path = out_dir / "context_masks.png"
         frames = [

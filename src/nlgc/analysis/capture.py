@@ -4,8 +4,8 @@
         model(images)
     records["layer3.4.non_local_block"].attention  # (B, Q, N_keys)
 
-Hooks every NonLocalBlock, SimplifiedNonLocal, GlobalContextBlock and SqueezeExcitation of any
-model (ours, or a user's network that contains our blocks). Per block and forward call it keeps
+Hooks every context block (``nlgc.blocks.ContextBlock``: NL, SNL, GC, SE, …) of any model (ours,
+or a user's network that contains our blocks). Per block and forward call it keeps
 the attention rows of the queries (NL: (B, Q, N_keys); SNL/GC/SE: their one context mask (B, N)),
 the block's input x at the queries (B, Q, C) and what the block adds there, z − x (B, Q, C): for NL
 that is W_z y_i after its norm. Memory is O(Q·N) per block: only the query rows are computed.
@@ -23,7 +23,7 @@ from torch import nn
 
 from nlgc.analysis.queries import QueryGrid, QuerySpec, resolve
 from nlgc.analysis.statistics import QueryDistances, accumulate, distances_of
-from nlgc.blocks import CONTEXT_BLOCKS, NonLocalBlock
+from nlgc.blocks import ContextBlock
 
 
 @dataclass
@@ -31,6 +31,8 @@ class BlockRecord:
     """What one block did over every forward call inside ``capture``."""
 
     kind: str  # class name
+    query_specific: bool  # one attention map per query (NL) or one for all (SNL, GC, SE)
+    uniform: bool = False  # the map is 1/N everywhere (average pooling: SE, GC with "avg")
     spatial: tuple[int, ...] = ()  # the block's input grid, (L,), (H, W) or (T, H, W)
     key_spatial: tuple[int, ...] = ()  # the keys' grid (sub-sampled for NL)
     queries: torch.Tensor | None = None  # (Q,) flat indices into ``spatial``
@@ -38,11 +40,6 @@ class BlockRecord:
     _inputs: list[torch.Tensor] = field(default_factory=list)
     _deltas: list[torch.Tensor] = field(default_factory=list)
     _distances: list[QueryDistances] = field(default_factory=list)
-
-    @property
-    def query_specific(self) -> bool:
-        """True for NL (one map per query); SNL, GC, SE have one map for all queries."""
-        return self.kind == NonLocalBlock.__name__
 
     @property
     def attention(self) -> torch.Tensor:
@@ -66,8 +63,8 @@ class BlockRecord:
 
 
 def context_blocks(model: nn.Module) -> dict[str, nn.Module]:
-    """Every NL, SNL, GC and SE block of ``model`` by qualified name."""
-    return {name: m for name, m in model.named_modules() if isinstance(m, CONTEXT_BLOCKS)}
+    """Every context block (NL, SNL, GC, SE, …) of ``model`` by qualified name."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, ContextBlock)}
 
 
 def _at_queries(t: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
@@ -84,11 +81,14 @@ def capture(model: nn.Module, queries: QuerySpec | None = None):
     blocks = context_blocks(model)
     if not blocks:
         raise ValueError(
-            f"{type(model).__name__} contains no NonLocalBlock, SimplifiedNonLocal, "
-            "GlobalContextBlock or SqueezeExcitation: there is nothing to analyse"
+            f"{type(model).__name__} contains no nlgc context block (NL, SNL, GC, SE, …): "
+            "there is nothing to analyse"
         )
     spec = queries or QueryGrid(3)
-    records = {name: BlockRecord(type(block).__name__) for name, block in blocks.items()}
+    records = {
+        name: BlockRecord(type(block).__name__, block.query_specific, block.uniform_attention)
+        for name, block in blocks.items()
+    }
 
     def hook(name):
         def record(module, args, output):
@@ -98,7 +98,7 @@ def capture(model: nn.Module, queries: QuerySpec | None = None):
             rec.queries = resolve(spec, rec.spatial).to(x.device)
             with torch.no_grad():
                 maps = module.attention_map(x, rec.queries)
-            rec.key_spatial = _key_spatial(module, rec.spatial)
+            rec.key_spatial = module.key_spatial(rec.spatial)
             rec._attention.append(maps.float().cpu())
             rec._inputs.append(_at_queries(x, rec.queries).float().cpu())
             rec._deltas.append(_at_queries(output.detach() - x, rec.queries).float().cpu())
@@ -113,12 +113,3 @@ def capture(model: nn.Module, queries: QuerySpec | None = None):
     finally:
         for handle in handles:
             handle.remove()
-
-
-def _key_spatial(module: nn.Module, spatial: tuple[int, ...]) -> tuple[int, ...]:
-    """The grid the attention rows are laid out on: sub-sampled by 2 in space for NL."""
-    if isinstance(module, NonLocalBlock) and module.sub_sample:
-        if len(spatial) == 1:
-            return (spatial[0] // 2,)
-        return (*spatial[:-2], spatial[-2] // 2, spatial[-1] // 2)
-    return spatial

@@ -27,7 +27,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nlgc.blocks import NonLocalBlock
 from nlgc.common import eval_mode
 
 ATTENTION_BUDGET = 1 << 18  # attention weights per sample computed at once (1 MiB in float32)
@@ -37,12 +36,6 @@ GCNET_TABLE1 = {
     "embedded_gaussian": (0.402, 0.012, 0.020),
     "dot_product": (0.405, 0.020, 0.015),
     "concatenation": (0.393, 0.003, 0.004),
-}
-PAIRWISE_NAMES = {
-    "gaussian": "Gaussian",
-    "embedded_gaussian": "embedded Gaussian",
-    "dot_product": "dot product",
-    "concatenation": "concatenation",
 }
 
 
@@ -72,7 +65,7 @@ def attention_distances(block: nn.Module, x: torch.Tensor, chunk: int | None = N
     as many as fit ``ATTENTION_BUDGET`` weights per sample). Blocks with one map for every query
     (SNL, GC, SE) have distance 0 by construction.
     """
-    if not isinstance(block, NonLocalBlock):
+    if not block.query_specific:
         return torch.zeros(x.shape[0], dtype=torch.float64)
     positions = math.prod(x.shape[2:])
     chunk = chunk or max(1, ATTENTION_BUDGET // positions)  # N_keys ≤ N

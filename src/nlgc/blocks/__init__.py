@@ -1,7 +1,14 @@
-"""Context blocks: non-local (NL), simplified non-local (SNL), global context (GC), SE."""
+"""Context blocks: non-local (NL), simplified non-local (SNL), global context (GC), SE.
+
+Every block derives from :class:`ContextBlock` and is registered for model plans in
+:data:`BLOCK_TYPES` by the ``register_block`` line above its class; importing a block's module
+registers it.
+"""
 
 from torch import nn
 
+from nlgc.blocks.base import BLOCK_TYPES, IMPLS, BlockType, ContextBlock, register_block
+from nlgc.blocks.checks import check_choice
 from nlgc.blocks.context import (
     BroadcastContextBlock,
     GlobalContextBlock,
@@ -9,27 +16,29 @@ from nlgc.blocks.context import (
     SqueezeExcitation,
 )
 from nlgc.blocks.non_local import NonLocalBlock
-
-CONTEXT_BLOCKS = (NonLocalBlock, SimplifiedNonLocal, GlobalContextBlock, SqueezeExcitation)
+from nlgc.blocks.pairwise import PAIRWISE
 
 
 def set_impl(model: nn.Module, impl: str) -> nn.Module:
-    """Switch every context block inside ``model`` (NL, SNL, GC, SE) to ``"fast"`` or
-    ``"reference"``."""
-    if impl not in ("fast", "reference"):
-        raise ValueError(f"impl must be one of ('fast', 'reference'), got {impl!r}")
+    """Switch every context block inside ``model`` to ``"fast"`` or ``"reference"``."""
+    check_choice("impl", impl, IMPLS)
     for module in model.modules():
-        if isinstance(module, (NonLocalBlock, BroadcastContextBlock)):
+        if isinstance(module, ContextBlock):
             module.impl = impl
     return model
 
 
 __all__ = [
-    "CONTEXT_BLOCKS",
+    "BLOCK_TYPES",
+    "IMPLS",
+    "PAIRWISE",
+    "BlockType",
     "BroadcastContextBlock",
+    "ContextBlock",
     "GlobalContextBlock",
     "NonLocalBlock",
     "SimplifiedNonLocal",
     "SqueezeExcitation",
+    "register_block",
     "set_impl",
 ]

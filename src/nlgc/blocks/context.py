@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nlgc.blocks.base import IMPLS, ContextBlock, register_block
 from nlgc.blocks.checks import (
     check_choice,
     check_input,
@@ -38,7 +39,7 @@ from nlgc.blocks.nd import conv_nd
 from nlgc.common import softmax
 
 FUSIONS = ("mul", "add")  # the order they apply in: multiply first, then add
-IMPLS = ("fast", "reference")
+POOLINGS = ("att", "avg")
 
 
 def attention_weights(mask_logits: torch.Tensor) -> torch.Tensor:
@@ -96,15 +97,13 @@ def _uniform_weights(x: torch.Tensor) -> torch.Tensor:
     return x.new_full((x.shape[0], n), 1.0 / n)
 
 
-class BroadcastContextBlock(nn.Module):
+class BroadcastContextBlock(ContextBlock):
     """What SNL, GC and SE share: one context per sample, transformed into a (B, C) scale
     and/or shift that is broadcast over every position: z = x · scale + shift.
 
     Subclasses give ``_terms(x) -> (scale, shift)`` (each (B, C) or None; the fast path) and
     ``_reference(x) -> z`` (the paper's formula with convolutions).
     """
-
-    impl: str = "fast"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_residual(x)
@@ -131,6 +130,7 @@ class BroadcastContextBlock(nn.Module):
         raise NotImplementedError
 
 
+@register_block("snl", attribute="simplified_non_local", default_position="after_block")
 class SimplifiedNonLocal(BroadcastContextBlock):
     """GCNet's simplified non-local block (SNL): z_i = x_i + W_v Σ_j softmax_j(W_k x_j) x_j.
 
@@ -181,6 +181,7 @@ class SimplifiedNonLocal(BroadcastContextBlock):
         return x + self.transform(context)  # broadcast add
 
 
+@register_block("gc", attribute="context_block", default_position="after_conv3")
 class GlobalContextBlock(BroadcastContextBlock):
     """Global Context (GC) block of GCNet: pooled context → bottleneck transform → fusion.
 
@@ -231,7 +232,7 @@ class GlobalContextBlock(BroadcastContextBlock):
         self.ratio = check_ratio("ratio", ratio)
         self.layer_norm_eps = check_ratio("layer_norm_eps", layer_norm_eps)
         self.planes = max(1, int(in_channels * ratio))
-        self.pooling = check_choice("pooling", pooling, ("att", "avg"))
+        self.pooling = check_choice("pooling", pooling, POOLINGS)
         fusion = (fusion,) if isinstance(fusion, str) else tuple(fusion)
         if not fusion or len(set(fusion)) != len(fusion):
             raise ValueError(f"fusion must name 'add', 'mul' or both once each, got {fusion!r}")
@@ -271,6 +272,10 @@ class GlobalContextBlock(BroadcastContextBlock):
                     layer.reset_parameters()
             nn.init.zeros_(transform[-1].weight)
             nn.init.zeros_(transform[-1].bias)
+
+    @property
+    def uniform_attention(self) -> bool:
+        return self.pooling == "avg"
 
     def attention_map(self, x: torch.Tensor, queries: torch.Tensor | None = None) -> torch.Tensor:
         """The context mask (B, N): softmax_j(W_k x_j), or 1/N for average pooling."""
@@ -321,6 +326,7 @@ class GlobalContextBlock(BroadcastContextBlock):
         )
 
 
+@register_block("se", attribute="se", default_position="after_conv3")
 class SqueezeExcitation(BroadcastContextBlock):
     """Squeeze-and-Excitation: x · sigmoid(FC(ReLU(FC(mean x)))), FCs as 1×1 convs.
 
@@ -335,6 +341,8 @@ class SqueezeExcitation(BroadcastContextBlock):
     Shape:
         Input and output: (B, C, *S).
     """
+
+    uniform_attention = True  # SE pools by averaging
 
     def __init__(self, in_channels: int, ratio: float = 1 / 16, dim: int = 2, impl: str = "fast"):
         super().__init__()

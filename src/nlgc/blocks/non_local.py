@@ -8,13 +8,20 @@ import torch
 from torch import nn
 
 from nlgc.blocks import pairwise
+from nlgc.blocks.base import IMPLS, ContextBlock, register_block
 from nlgc.blocks.checks import check_choice, check_input, check_positive_int, check_queries
 from nlgc.blocks.nd import batch_norm_nd, conv_nd, max_pool_nd
+from nlgc.blocks.pairwise import PAIRWISE
 
-PAIRWISE = ("embedded_gaussian", "gaussian", "dot_product", "concatenation")
 ATTEND = ("spacetime", "space", "time")
-IMPLS = ("fast", "reference")
 INITS = ("pytorch", "paper")
+
+
+def sub_sampled(spatial: tuple[int, ...]) -> tuple[int, ...]:
+    """The grid after :func:`~nlgc.blocks.nd.max_pool_nd`: space halved (floor), time kept."""
+    if len(spatial) == 1:
+        return (spatial[0] // 2,)
+    return (*spatial[:-2], spatial[-2] // 2, spatial[-1] // 2)
 
 
 def group_positions(t: torch.Tensor, attend: str) -> torch.Tensor:
@@ -41,7 +48,8 @@ def ungroup_positions(y: torch.Tensor, attend: str, spatial: torch.Size) -> torc
     return y.contiguous()
 
 
-class NonLocalBlock(nn.Module):
+@register_block("nl", attribute="non_local_block", default_position="after_block")
+class NonLocalBlock(ContextBlock):
     r"""Non-local block: ``z = x + norm(W_z y)``, ``y_i = (1/C(x)) Σ_j f(x_i, x_j) g(x_j)``.
 
     Args:
@@ -86,6 +94,8 @@ class NonLocalBlock(nn.Module):
         >>> block.attention_map(torch.randn(2, 64, 14, 14), torch.tensor([0, 97])).shape
         torch.Size([2, 2, 49])
     """
+
+    query_specific = True
 
     def __init__(
         self,
@@ -195,6 +205,10 @@ class NonLocalBlock(nn.Module):
             return pairwise.dot_product_weights(q, k, key_mask)
         a, b = self._concat_halves(q, k)
         return pairwise.concatenation_weights(a, b, key_mask)
+
+    def key_spatial(self, spatial: tuple[int, ...]) -> tuple[int, ...]:
+        """Keys are max-pooled by 2 in space with ``sub_sample`` (never in time)."""
+        return sub_sampled(spatial) if self.sub_sample else tuple(spatial)
 
     def _check(self, x: torch.Tensor) -> None:
         check_input(x, self.dim, self.in_channels)

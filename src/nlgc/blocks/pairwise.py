@@ -29,6 +29,14 @@ import torch.nn.functional as F
 
 from nlgc.common import HALF, softmax
 
+# The four pairwise functions f of the Non-local paper (Section 3.2): option value → name
+PAIRWISE = {
+    "embedded_gaussian": "embedded Gaussian",
+    "gaussian": "Gaussian",
+    "dot_product": "dot product",
+    "concatenation": "concatenation",
+}
+
 
 def _normalise_by_count(f: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
     """f / C(x) with C(x) the number of keys each query sees (all keys when no mask)."""

@@ -1,7 +1,7 @@
 """Networks with context blocks: ResNet/ResNeXt backbones, plans, named configurations."""
 
+from nlgc.blocks import BLOCK_TYPES
 from nlgc.models.plan import (
-    BLOCK_TYPES,
     POSITIONS,
     STAGES,
     Insertion,
@@ -15,6 +15,7 @@ from nlgc.models.registry import (
     describe,
     list_models,
     modality,
+    option_names,
     register,
 )
 from nlgc.models.resnet import BasicBlock, Bottleneck, ResNet
@@ -43,6 +44,7 @@ __all__ = [
     "list_models",
     "load_weights",
     "modality",
+    "option_names",
     "register",
     "without_blocks",
 ]

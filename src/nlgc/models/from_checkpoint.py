@@ -10,6 +10,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from nlgc.blocks import PAIRWISE
 from nlgc.models.registry import create_model, list_models
 from nlgc.models.weights import (
     CLASSIFIER,
@@ -109,12 +110,8 @@ def source_options(raw: Mapping) -> dict:
     return {}
 
 
-_PAIRWISE = (
-    {},
-    {"pairwise": "gaussian"},
-    {"pairwise": "dot_product"},
-    {"pairwise": "concatenation"},
-)
+# the NL models' default pairwise function (embedded Gaussian, no option) first, then the others
+_PAIRWISE = ({}, *({"pairwise": p} for p in PAIRWISE if p != "embedded_gaussian"))
 # Caffe2's 32×2 (resnet_video_org) and 8×8 (resnet_video) models have the same tensors
 _CAFFE2_CLIPS = ({"stem_temporal_stride": 2}, {"stem_temporal_stride": 1})
 

@@ -25,86 +25,112 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Iterable, Mapping
+import inspect
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from torch import nn
 
-from nlgc.blocks import (
-    BroadcastContextBlock,
-    GlobalContextBlock,
-    NonLocalBlock,
-    SimplifiedNonLocal,
-    SqueezeExcitation,
-)
+from nlgc.blocks import BLOCK_TYPES, BroadcastContextBlock
 from nlgc.blocks.checks import check_choice
 
 STAGES = ("c2", "c3", "c4", "c5")
 POSITIONS = ("after_conv1", "after_conv2", "after_conv3", "after_add", "after_block")
 INDEX_RULES = ("all", "every_other", "before_last")
+PLACEMENT = ("stages", "indices", "position")  # the Insertion fields an override may replace
+_BUILT_BY_THE_PLAN = {"self", "in_channels", "dim"}  # block arguments a plan fills in itself
+
+
+def block_options(block: str) -> tuple[str, ...]:
+    """The constructor options of the registered block type ``block`` that a plan may set."""
+    cls = BLOCK_TYPES[check_choice("block", block, BLOCK_TYPES)].cls
+    return tuple(
+        p for p in inspect.signature(cls.__init__).parameters if p not in _BUILT_BY_THE_PLAN
+    )
+
+
+def _frozen(value):
+    """Lists (from YAML) as tuples, so that options cannot change under a built model."""
+    return tuple(_frozen(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+class Options(Mapping):
+    """A read-only mapping of block options (lists stored as tuples)."""
+
+    def __init__(self, values: Mapping | None = None):
+        if values is not None and not isinstance(values, Mapping):
+            raise TypeError(f"options must be a mapping, got {type(values).__name__}")
+        self._values = {k: _frozen(v) for k, v in (values or {}).items()}
+
+    def __getitem__(self, key):
+        return self._values[key]
+
+    def __iter__(self) -> Iterator:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Mapping) and dict(self) == dict(other)
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self._values.items(), key=lambda item: item[0])))
+
+    def __repr__(self) -> str:
+        return repr(self._values)
 
 
 @dataclass(frozen=True)
-class BlockType:
-    """A context block class, the attribute name it gets, and its default position."""
-
-    cls: type[nn.Module]
-    attribute: str
-    default_position: str
-
-
-# Attribute names follow the released checkpoints: mmdetection's GCNet (``context_block``),
-# mmaction2's non-local I3D (``non_local_block``) and timm's SE-ResNet (``se``).
-BLOCK_TYPES = {
-    "nl": BlockType(NonLocalBlock, "non_local_block", "after_block"),
-    "snl": BlockType(SimplifiedNonLocal, "simplified_non_local", "after_block"),
-    "gc": BlockType(GlobalContextBlock, "context_block", "after_conv3"),
-    "se": BlockType(SqueezeExcitation, "se", "after_conv3"),
-}
-
-
-@dataclass
 class Insertion:
-    """One kind of block placed in some residual blocks of some stages.
+    """One kind of block placed in some residual blocks of some stages (immutable).
 
     Args:
-        block: ``"nl"``, ``"snl"``, ``"gc"`` or ``"se"``.
+        block: a registered block type (``nlgc.blocks.BLOCK_TYPES``): ``"nl"``, ``"snl"``,
+            ``"gc"``, ``"se"``, …
         stages: stage names among ``c2``…``c5``.
         indices: ``"all"``, ``"every_other"`` (residual blocks 1, 3, 5, … counting from 0, the
             Non-local paper's 5- and 10-block layouts), ``"before_last"`` (the block right
             before the last one of the stage), or explicit indices (negative count from the end).
         position: one of :data:`POSITIONS`; default the block type's own (``after_conv3`` for
             GC and SE, ``after_block`` for NL and SNL).
-        options: keyword arguments for the block's constructor (``ratio``, ``pairwise``, …).
+        options: keyword arguments for the block's constructor (``ratio``, ``pairwise``, …);
+            each must be one of the block's own (:func:`block_options`).
     """
 
     block: str
     stages: tuple[str, ...] = ("c3", "c4", "c5")
     indices: str | tuple[int, ...] = "all"
     position: str | None = None
-    options: dict = field(default_factory=dict)
+    options: Mapping = field(default_factory=Options)
 
     def __post_init__(self):
         check_choice("block", self.block, BLOCK_TYPES)
-        if isinstance(self.stages, str):
-            self.stages = (self.stages,)
-        self.stages = tuple(self.stages)
-        for stage in self.stages:
+        stages = (self.stages,) if isinstance(self.stages, str) else tuple(self.stages)
+        for stage in stages:
             check_choice("stages", stage, STAGES)
-        if isinstance(self.indices, str):
-            check_choice("indices", self.indices, INDEX_RULES)
+        indices = self.indices
+        if isinstance(indices, str):
+            check_choice("indices", indices, INDEX_RULES)
         else:
-            self.indices = tuple(self.indices)
-            if not all(isinstance(i, int) and not isinstance(i, bool) for i in self.indices):
+            indices = tuple(indices)
+            if not all(isinstance(i, int) and not isinstance(i, bool) for i in indices):
                 raise TypeError(
-                    f"indices must be one of {INDEX_RULES} or a list of ints, got {self.indices!r}"
+                    f"indices must be one of {INDEX_RULES} or a list of ints, got {indices!r}"
                 )
-        if self.position is None:
-            self.position = BLOCK_TYPES[self.block].default_position
-        check_choice("position", self.position, POSITIONS)
-        if not isinstance(self.options, Mapping):
-            raise TypeError(f"options must be a mapping, got {type(self.options).__name__}")
-        self.options = dict(self.options)
+        position = self.position or BLOCK_TYPES[self.block].default_position
+        check_choice("position", position, POSITIONS)
+        options = Options(self.options)
+        known = block_options(self.block)
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise ValueError(
+                f"unknown option(s) {unknown} for {self.block!r} blocks "
+                f"({BLOCK_TYPES[self.block].cls.__name__}); valid: {list(known)}"
+            )
+        for name, value in (("stages", stages), ("indices", indices), ("position", position)):
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "options", options)
 
     def select(self, num_blocks: int) -> list[int]:
         """The residual-block indices this insertion uses in a stage of ``num_blocks`` blocks."""
@@ -124,33 +150,49 @@ class Insertion:
         return sorted(set(chosen))
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
-    """Which context blocks go where; ``Plan()`` is the plain backbone."""
+    """Which context blocks go where; ``Plan()`` is the plain backbone (immutable)."""
 
     insertions: tuple[Insertion, ...] = ()
 
     def __post_init__(self):
-        self.insertions = tuple(
+        insertions = tuple(
             i if isinstance(i, Insertion) else Insertion(**i) for i in self.insertions
         )
+        object.__setattr__(self, "insertions", insertions)
+
+    def option_names(self) -> tuple[str, ...]:
+        """Every override :meth:`with_overrides` takes: placement fields and block options."""
+        if not self.insertions:
+            return ()
+        names = {name for i in self.insertions for name in block_options(i.block)}
+        return (*PLACEMENT, *sorted(names))
 
     def with_overrides(self, **overrides) -> Plan:
         """The same plan with Insertion fields (stages, indices, position) replaced and block
-        options (ratio, pooling, fusion, pairwise, …) updated in every insertion."""
-        if not self.insertions and overrides:
+        options (ratio, pooling, fusion, pairwise, …) updated in every insertion whose block
+        takes them. An override no insertion takes is a ValueError listing the valid ones."""
+        if not overrides:
+            return self
+        if not self.insertions:
             raise ValueError(
                 f"this model has no context blocks, so {sorted(overrides)} cannot apply"
             )
-        fields = {"stages", "indices", "position"}
-        updates = {k: v for k, v in overrides.items() if k in fields}
-        options = {k: v for k, v in overrides.items() if k not in fields}
-        return Plan(
-            tuple(
-                dataclasses.replace(i, options={**i.options, **options}, **updates)
-                for i in self.insertions
+        unknown = sorted(set(overrides) - set(self.option_names()))
+        if unknown:
+            raise ValueError(
+                f"unknown option(s) {unknown} for this model's blocks; valid: "
+                f"{list(self.option_names())}"
             )
-        )
+        updates = {k: v for k, v in overrides.items() if k in PLACEMENT}
+        options = {k: v for k, v in overrides.items() if k not in PLACEMENT}
+
+        def updated(insertion: Insertion) -> Insertion:
+            own = {k: v for k, v in options.items() if k in block_options(insertion.block)}
+            return dataclasses.replace(insertion, options={**insertion.options, **own}, **updates)
+
+        return Plan(tuple(updated(i) for i in self.insertions))
 
     def to_dict(self) -> dict:
         """Plain lists, strings and numbers (YAML/JSON-safe)."""

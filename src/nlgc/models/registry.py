@@ -7,8 +7,8 @@ Every name is a row of :data:`MODELS`: (name, architecture, variant), where a na
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable
-from dataclasses import dataclass
+import inspect
+from dataclasses import dataclass, field
 
 from torch import nn
 
@@ -18,41 +18,49 @@ from nlgc.models.video_resnet import VideoResNet
 
 
 @dataclass(frozen=True)
-class ModelSpec:
-    """A named configuration: a builder taking (plan, **model_kwargs), its plan, one line."""
+class Architecture:
+    """A backbone without context blocks: ``cls(plan=..., num_classes=..., **defaults)``.
 
-    build: Callable[..., nn.Module]
-    plan: Plan
-    description: str
+    Every argument of ``cls`` but ``plan`` and ``num_classes`` is an option of the models built
+    on it (``create_model("resnet50", base_channels=32)``); ``defaults`` are this
+    architecture's values for some of them (depth, width, stem).
+    """
+
+    cls: type[nn.Module]
+    title: str
+    defaults: dict = field(default_factory=dict)
     num_classes: int = 1000
     modality: str = "image"  # or "video": input (B, C, H, W) or (B, C, T, H, W)
+
+    def option_names(self) -> tuple[str, ...]:
+        parameters = inspect.signature(self.cls.__init__).parameters
+        return tuple(p for p in parameters if p not in ("self", "plan", "num_classes"))
+
+    def build(self, plan: Plan, num_classes: int, **options) -> nn.Module:
+        return self.cls(plan=plan, num_classes=num_classes, **{**self.defaults, **options})
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A named configuration: an architecture, its plan, one line."""
+
+    architecture: Architecture
+    plan: Plan
+    description: str
+
+    @property
+    def modality(self) -> str:
+        return self.architecture.modality
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
-# Insertion fields and the models' own keyword arguments; every other override is a block option.
-_MODEL_KWARGS = {
-    "features_only",
-    "out_indices",
-    "in_channels",
-    "stem_temporal_stride",
-    "stem",
-    "dropout",
-}
 
-
-def register(
-    name: str,
-    build: Callable[..., nn.Module],
-    plan: Plan,
-    description: str,
-    num_classes: int = 1000,
-    modality: str = "image",
-) -> None:
-    """Add a named configuration; ``build(plan=..., num_classes=..., **kwargs)`` makes it."""
+def register(name: str, architecture: Architecture, plan: Plan, description: str) -> None:
+    """Add a named configuration: ``architecture`` with the blocks of ``plan``."""
     if name in _REGISTRY:
         raise ValueError(f"a model named {name!r} is already registered")
-    _REGISTRY[name] = ModelSpec(build, plan, description, num_classes, modality)
+    _REGISTRY[name] = ModelSpec(architecture, plan, description)
 
 
 def list_models(pattern: str = "*", modality: str | None = None) -> list[str]:
@@ -78,6 +86,15 @@ def default_plan(name: str) -> Plan:
     return _spec(name).plan
 
 
+def option_names(name: str, plan: Plan | None = None) -> tuple[str, ...]:
+    """Every keyword :func:`create_model` takes for ``name`` (with ``plan``, default its own):
+    the network's arguments, then the plan's placement fields and its blocks' options."""
+    spec = _spec(name)
+    model_options = spec.architecture.option_names()
+    plan_options = (plan if plan is not None else spec.plan).option_names()
+    return (*model_options, *(o for o in plan_options if o not in model_options))
+
+
 def _spec(name: str) -> ModelSpec:
     if name not in _REGISTRY:
         close = [n for n in _REGISTRY if name.split("_")[-1] in n][:8]
@@ -95,30 +112,29 @@ def create_model(name: str, num_classes: int | None = None, plan: Plan | None = 
         num_classes: classifier size; default 1000 for image and 400 (Kinetics) for video
             models.
         plan: replace the configuration's plan entirely.
-        **overrides: the model's own arguments (``features_only``, ``out_indices``,
-            ``in_channels``, and for video ``stem_temporal_stride``, ``stem``, ``dropout``),
-            Insertion fields applied to every insertion (``stages``, ``indices``, ``position``)
-            and block options (``ratio``, ``pooling``, ``fusion``, ``layer_norm``, ``pairwise``,
-            ``sub_sample``, …), e.g. the GCNet ablations
-            ``create_model("gc_resnet50", pooling="avg", fusion=("mul",))``.
+        **overrides: the network's own arguments (``features_only``, ``out_indices``,
+            ``in_channels``, ``base_channels``, ``stem``, and for video ``stem_temporal_stride``,
+            ``dropout``, …), Insertion fields applied to every insertion (``stages``,
+            ``indices``, ``position``) and block options (``ratio``, ``pooling``, ``fusion``,
+            ``layer_norm``, ``pairwise``, ``sub_sample``, …), e.g. the GCNet ablations
+            ``create_model("gc_resnet50", pooling="avg", fusion=("mul",))``. The routing comes
+            from the constructors' signatures (:func:`option_names`); an unknown keyword is a
+            ValueError naming it and listing the valid ones.
     """
     spec = _spec(name)
-    model_kwargs = {k: overrides.pop(k) for k in list(overrides) if k in _MODEL_KWARGS}
     plan = plan if plan is not None else spec.plan
-    if overrides:
-        plan = plan.with_overrides(**overrides)
-    num_classes = spec.num_classes if num_classes is None else num_classes
-    return spec.build(plan=plan, num_classes=num_classes, **model_kwargs)
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """A backbone without context blocks: ``build(plan=..., num_classes=..., **kwargs)``."""
-
-    build: Callable[..., nn.Module]
-    title: str
-    num_classes: int = 1000
-    modality: str = "image"
+    model_options = spec.architecture.option_names()
+    unknown = sorted(set(overrides) - set(option_names(name, plan)))
+    if unknown:
+        no_blocks = "" if plan.insertions else " (it has no context blocks)"
+        raise ValueError(
+            f"unknown option(s) {unknown} for model {name!r}{no_blocks}; valid: "
+            f"{list(option_names(name, plan))}"
+        )
+    model_kwargs = {k: v for k, v in overrides.items() if k in model_options}
+    plan = plan.with_overrides(**{k: v for k, v in overrides.items() if k not in model_options})
+    num_classes = spec.architecture.num_classes if num_classes is None else num_classes
+    return spec.architecture.build(plan, num_classes, **model_kwargs)
 
 
 @dataclass(frozen=True)
@@ -129,21 +145,6 @@ class Variant:
     text: str
 
 
-def _resnet(block, layers, groups=1, width_per_group=64, base_channels=64, stem="torchvision"):
-    def build(**kwargs):
-        return ResNet(
-            block,
-            layers,
-            groups=groups,
-            width_per_group=width_per_group,
-            base_channels=base_channels,
-            stem=stem,
-            **kwargs,
-        )
-
-    return build
-
-
 # Video (Non-local paper, Table 1): I3D inflates one kernel in every other residual block.
 _INFLATE = {
     50: ((1, 1, 1), (1, 0, 1, 0), (1, 0, 1, 0, 1, 0), (0, 1, 0)),
@@ -152,36 +153,41 @@ _INFLATE = {
 _DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 
 
-def _video(depth, inflate_style=None):
-    def build(**kwargs):
-        inflate = _INFLATE[depth] if inflate_style else None
-        return VideoResNet(_DEPTHS[depth], inflate, inflate_style or "3x1x1", **kwargs)
-
-    return build
+def _resnet(title: str, block, layers, **defaults) -> Architecture:
+    return Architecture(ResNet, title, {"block": block, "layers": layers, **defaults})
 
 
-RESNET18 = Architecture(_resnet(BasicBlock, (2, 2, 2, 2)), "ResNet-18")
-RESNET34 = Architecture(_resnet(BasicBlock, (3, 4, 6, 3)), "ResNet-34")
-RESNET50 = Architecture(_resnet(Bottleneck, (3, 4, 6, 3)), "ResNet-50")
-RESNET101 = Architecture(_resnet(Bottleneck, (3, 4, 23, 3)), "ResNet-101")
-RESNET50T = Architecture(
-    _resnet(Bottleneck, (3, 4, 6, 3), stem="tiered"),
+def _video(title: str, depth: int, inflate_style: str | None = None) -> Architecture:
+    inflate = {"inflate": _INFLATE[depth], "inflate_style": inflate_style} if inflate_style else {}
+    return Architecture(
+        VideoResNet, title, {"layers": _DEPTHS[depth], **inflate}, num_classes=400, modality="video"
+    )
+
+
+RESNET18 = _resnet("ResNet-18", BasicBlock, (2, 2, 2, 2))
+RESNET34 = _resnet("ResNet-34", BasicBlock, (3, 4, 6, 3))
+RESNET50 = _resnet("ResNet-50", Bottleneck, (3, 4, 6, 3))
+RESNET101 = _resnet("ResNet-101", Bottleneck, (3, 4, 23, 3))
+RESNET50T = _resnet(
     "ResNet-50-T (timm byobnet: tiered 24-32-64 3×3 stem, no max pool)",
+    Bottleneck,
+    (3, 4, 6, 3),
+    stem="tiered",
 )
-RESNET152 = Architecture(_resnet(Bottleneck, (3, 8, 36, 3)), "ResNet-152")
-RESNEXT50 = Architecture(_resnet(Bottleneck, (3, 4, 6, 3), 32, 4), "ResNeXt-50 32×4d")
-RESNEXT101 = Architecture(_resnet(Bottleneck, (3, 4, 23, 3), 32, 4), "ResNeXt-101 32×4d")
+RESNET152 = _resnet("ResNet-152", Bottleneck, (3, 8, 36, 3))
+RESNEXT50 = _resnet("ResNeXt-50 32×4d", Bottleneck, (3, 4, 6, 3), groups=32, width_per_group=4)
+RESNEXT101 = _resnet("ResNeXt-101 32×4d", Bottleneck, (3, 4, 23, 3), groups=32, width_per_group=4)
 # one BasicBlock per stage, 16–128 channels: for CPU demos and quick experiments
-TINY = Architecture(_resnet(BasicBlock, (1, 1, 1, 1), base_channels=16), "tiny ResNet")
+TINY = _resnet("tiny ResNet", BasicBlock, (1, 1, 1, 1), base_channels=16)
 # two stages (c2, c3: stride 8, receptive field 51 px), 16–32 channels: the demo's network, which
 # cannot relate objects more than 51 px apart without a context block
-DEMO = Architecture(_resnet(BasicBlock, (1, 1), base_channels=16), "two-stage demo ResNet")
-C2D50 = Architecture(_video(50), "C2D ResNet-50 (video)", 400, "video")
-I3D50 = Architecture(_video(50, "3x1x1"), "I3D 3×1×1 ResNet-50 (video)", 400, "video")
-I3D333_50 = Architecture(_video(50, "3x3x3"), "I3D 3×3×3 ResNet-50 (video)", 400, "video")
-C2D101 = Architecture(_video(101), "C2D ResNet-101 (video)", 400, "video")
-I3D101 = Architecture(_video(101, "3x1x1"), "I3D 3×1×1 ResNet-101 (video)", 400, "video")
-I3D333_101 = Architecture(_video(101, "3x3x3"), "I3D 3×3×3 ResNet-101 (video)", 400, "video")
+DEMO = _resnet("two-stage demo ResNet", BasicBlock, (1, 1), base_channels=16)
+C2D50 = _video("C2D ResNet-50 (video)", 50)
+I3D50 = _video("I3D 3×1×1 ResNet-50 (video)", 50, "3x1x1")
+I3D333_50 = _video("I3D 3×3×3 ResNet-50 (video)", 50, "3x3x3")
+C2D101 = _video("C2D ResNet-101 (video)", 101)
+I3D101 = _video("I3D 3×1×1 ResNet-101 (video)", 101, "3x1x1")
+I3D333_101 = _video("I3D 3×3×3 ResNet-101 (video)", 101, "3x3x3")
 
 _C3_C5 = ("c3", "c4", "c5")
 # mmaction2's non-local I3D settings: embedded Gaussian, pooling after φ/g, no 1/√d scale, BN.
@@ -329,4 +335,4 @@ MODELS = [
 
 for _name, _arch, _variant in MODELS:
     _text = _arch.title if _variant is PLAIN else f"{_arch.title} + {_variant.text}"
-    register(_name, _arch.build, _variant.plan, _text, _arch.num_classes, _arch.modality)
+    register(_name, _arch, _variant.plan, _text)

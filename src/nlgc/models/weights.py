@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from nlgc.blocks import CONTEXT_BLOCKS
+from nlgc.blocks import ContextBlock
 from nlgc.models.caffe2_pickle import read_caffe2_blobs
 
 CLASSIFIER = ("fc.weight", "fc.bias")
@@ -83,7 +83,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def _block_prefixes(model: nn.Module) -> tuple[str, ...]:
-    return tuple(f"{name}." for name, m in model.named_modules() if isinstance(m, CONTEXT_BLOCKS))
+    return tuple(f"{name}." for name, m in model.named_modules() if isinstance(m, ContextBlock))
 
 
 def _listing(title: str, keys: list[str]) -> str:

@@ -24,7 +24,8 @@ from nlgc.analysis.capture import capture
 from nlgc.analysis.complexity import complexity_table
 from nlgc.analysis.queries import QueryGrid
 from nlgc.analysis.report import Table
-from nlgc.analysis.statistics import GCNET_TABLE1, PAIRWISE_NAMES
+from nlgc.analysis.statistics import GCNET_TABLE1
+from nlgc.blocks import PAIRWISE
 from nlgc.common import eval_mode, write_text_atomic
 from nlgc.data.synthetic import FASHION_MNIST_ENV, fashion_files, fashion_root
 from nlgc.models.from_checkpoint import load_model
@@ -35,7 +36,7 @@ from nlgc.train.datamodule import DataModule
 
 def nl_label(pairwise: str) -> str:
     """The demo's name of the NL variant with ``pairwise``, e.g. "NL embedded Gaussian"."""
-    return f"NL {PAIRWISE_NAMES[pairwise]}"
+    return f"NL {PAIRWISE[pairwise]}"
 
 
 # label → (registered model, block options); the four NL rows are GCNet's Table 1 rows
@@ -121,7 +122,7 @@ def table1(studies: dict) -> Table:
         values = [
             v if v == v else "none (all maps 0)" for v in (ours.input, ours.output, ours.attention)
         ]
-        rows.append([PAIRWISE_NAMES[pairwise], *values, *paper])
+        rows.append([PAIRWISE[pairwise], *values, *paper])
     return Table(
         "GCNet Table 1 on the trained NL models: avg_dist over all position pairs "
         f"({TABLE1_IMAGES} test images; GCNet's values: arXiv:1904.11492 Table 1, COCO val, "
