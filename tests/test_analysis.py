@@ -490,3 +490,54 @@ def test_a_new_block_is_its_own_class_and_one_registration():
         assert record.attention.shape == (2, 16) and record.distances.attention == 0
     finally:
         del BLOCK_TYPES["test_pool"]
+
+
+def decomposable_block(pairwise="embedded_gaussian", sub_sample=True):
+    return randomize(nlgc.NonLocalBlock(6, 2, pairwise, inter_channels=4, sub_sample=sub_sample))
+
+
+@pytest.mark.parametrize("pairwise", ["embedded_gaussian", "gaussian", "dot_product"])
+def test_pairwise_plus_unary_plus_a_constant_are_the_logits(pairwise):
+    from nlgc.analysis.decomposition import logit_terms
+
+    block = decomposable_block(pairwise).double()
+    x = torch.randn(3, 6, 7, 9, dtype=torch.float64)
+    q, k = block.query_key(x)
+    p, u, c = logit_terms(q, k)
+    assert torch.allclose(p + u[:, None, :] + c[:, :, None], q @ k.mT, atol=1e-12, rtol=0)
+    if pairwise != "dot_product":  # inside the softmax the per-query constant cancels
+        weights = torch.softmax(block.logit_scale * (p + u[:, None, :]), -1)
+        assert torch.allclose(weights, block.attention_map(x), atol=1e-12, rtol=0)
+
+
+def test_variance_shares_match_the_materialised_terms():
+    from nlgc.analysis.decomposition import decompose, logit_terms, variances
+
+    block = decomposable_block().double()
+    x = torch.randn(2, 6, 8, 10, dtype=torch.float64) + 0.7  # a shared mean: a real unary part
+    q, k = (t.detach() for t in block.query_key(x))
+    p, u, _ = logit_terms(q, k)
+    var = lambda t: t.var(-1, unbiased=False)  # noqa: E731  over keys
+    unary, pairwise, total = variances(q, k)
+    assert torch.allclose(unary, var(u), atol=1e-12, rtol=1e-10)
+    assert torch.allclose(pairwise, var(p).mean(-1), atol=1e-12, rtol=1e-10)
+    assert torch.allclose(total, var(q @ k.mT).mean(-1), atol=1e-12, rtol=1e-10)
+    # averaged over queries the covariance of the two terms is exactly zero
+    covariance = ((p - p.mean(-1, keepdim=True)) * (u - u.mean(-1, keepdim=True))[:, None]).mean(-1)
+    assert float(covariance.mean(-1).abs().max()) < 1e-12
+    result = decompose(block, x, chunk=7)
+    shares = unary / total
+    assert result.unary_share == pytest.approx(float(shares.mean()), abs=1e-12)
+    assert result.unary_share + result.pairwise_share == pytest.approx(1.0, abs=1e-12)
+    rows = torch.softmax(block.logit_scale * p, -1)
+    assert result.pairwise_att == pytest.approx(float(cosine_distances(rows).mean()), abs=1e-12)
+
+
+def test_decomposition_refuses_what_it_cannot_split():
+    from nlgc.analysis.decomposition import decompose
+
+    x = torch.randn(1, 6, 4, 4)
+    with pytest.raises(ValueError, match="pairwise='concatenation'"):
+        decompose(decomposable_block("concatenation"), x)
+    with pytest.raises(ValueError, match="GlobalContextBlock"):
+        decompose(nlgc.GlobalContextBlock(6), x)

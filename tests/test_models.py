@@ -403,5 +403,5 @@ def test_plans_are_immutable_and_shared_safely():
     second = nlgc.create_model("gc_resnet50")
     assert second.plan == nlgc.models.default_plan("gc_resnet50")
     assert second.layer3[0].context_block.ratio == 1 / 16
-    with pytest.raises(ValueError, match="unknown option.*'gc'.*valid"):
+    with pytest.raises(ValueError, match=r"unknown option.*'gc'.*valid"):
         Insertion("gc", options={"pairwise": "gaussian"})

@@ -201,13 +201,16 @@ def test_fit_validate_test_commands(tmp_path, capsys):
     assert main(["validate", "--config", str(config), "--no-progress"]) == 0
     assert main(["test", "--config", str(config), "--no-progress"]) == 0
     metrics = json.loads((out / "test_metrics.json").read_text())
-    assert {"test/top1", "test/top5", "test/loss"} <= set(metrics)
+    assert {"test/top1", "test/loss"} <= set(metrics)
+    assert "test/top5" not in metrics  # two classes: top-5 would always be 1
     matrix = torch.tensor(metrics["confusion_matrix"]["rows_true_cols_predicted"])
     assert matrix.shape == (2, 2) and int(matrix.sum()) == 96
     assert metrics["test/top1"] == pytest.approx(float(matrix.trace() / matrix.sum()))
     model, report = load_model(out / "checkpoints" / "last.ckpt")
     assert report.model_name == "gc_tiny_resnet" and model.fc.out_features == 2
-    assert '"test/top1"' in capsys.readouterr().out  # the command prints its metrics
+    printed = capsys.readouterr()
+    assert '"test/top1"' in printed.out  # the command prints its metrics
+    assert "Tip:" not in printed.out + printed.err  # and no Lightning advertisement
 
 
 @pytest.mark.slow
@@ -515,3 +518,13 @@ def test_the_demo_says_loudly_when_it_runs_on_drawn_shapes(tmp_path, monkeypatch
     if fashion_files("test", root=Path("/usr/share/datasets/fashion-mnist")) is not None:
         monkeypatch.delenv("NLGC_FASHION_MNIST")
         assert announce_data().startswith(FASHION) and not capsys.readouterr().err
+
+
+def test_top5_only_where_it_can_miss():
+    from nlgc.train.config import ModelConfig
+    from nlgc.train.module import Classifier
+
+    two = Classifier(ModelConfig("tiny_resnet"), num_classes=2)
+    ten = Classifier(ModelConfig("tiny_resnet"), num_classes=10)
+    assert sorted(two.metrics) == ["test_top1", "val_top1"]
+    assert sorted(ten.metrics) == ["test_top1", "test_top5", "val_top1", "val_top5"]

@@ -58,23 +58,34 @@ def cosine_distances(vectors: torch.Tensor) -> torch.Tensor:
     return average_distance(*unit_sum(vectors))
 
 
+def streamed_distances(rows, positions: int, keys: int, chunk: int | None = None):
+    """avg_dist of N attention rows computed a chunk of queries at a time: ``rows(queries)``
+    gives the (B, q, N_keys) rows of the flat query indices ``queries``; (B,) in float64.
+    Memory: ``chunk`` rows per sample (default: as many as fit ``ATTENTION_BUDGET``)."""
+    chunk = chunk or max(1, ATTENTION_BUDGET // max(1, keys))
+    total, count = 0, 0
+    for start in range(0, positions, chunk):
+        queries = torch.arange(start, min(start + chunk, positions))
+        rows_total, rows_count = unit_sum(rows(queries))
+        total, count = total + rows_total, count + rows_count
+    return average_distance(total, count)
+
+
 def attention_distances(block: nn.Module, x: torch.Tensor, chunk: int | None = None):
     """avg_dist of the attention maps of all N query positions of ``x``: (B,) in float64.
 
-    Rows are computed ``chunk`` queries at a time with the block's ``attention_map`` (default:
-    as many as fit ``ATTENTION_BUDGET`` weights per sample). Blocks with one map for every query
-    (SNL, GC, SE) have distance 0 by construction.
+    Rows come from the block's ``attention_map``, streamed (:func:`streamed_distances`).
+    Blocks with one map for every query (SNL, GC, SE) have distance 0 by construction.
     """
     if not block.query_specific:
         return torch.zeros(x.shape[0], dtype=torch.float64)
     positions = math.prod(x.shape[2:])
-    chunk = chunk or max(1, ATTENTION_BUDGET // positions)  # N_keys ≤ N
-    total, count = 0, 0
-    for start in range(0, positions, chunk):
-        queries = torch.arange(start, min(start + chunk, positions), device=x.device)
-        rows_total, rows_count = unit_sum(block.attention_map(x, queries))  # (B, q, N_keys) rows
-        total, count = total + rows_total, count + rows_count
-    return average_distance(total, count)
+    keys = math.prod(block.key_spatial(tuple(x.shape[2:])))
+
+    def rows(queries: torch.Tensor) -> torch.Tensor:
+        return block.attention_map(x, queries.to(x.device))
+
+    return streamed_distances(rows, positions, keys, chunk)
 
 
 @dataclass(frozen=True)

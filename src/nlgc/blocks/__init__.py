@@ -1,4 +1,5 @@
-"""Context blocks: non-local (NL), simplified non-local (SNL), global context (GC), SE.
+"""Context blocks: non-local (NL), disentangled non-local (DNL), simplified non-local (SNL),
+global context (GC), squeeze-excitation (SE).
 
 Every block derives from :class:`ContextBlock` and is registered for model plans in
 :data:`BLOCK_TYPES` by the ``register_block`` line above its class; importing a block's module
@@ -15,6 +16,7 @@ from nlgc.blocks.context import (
     SimplifiedNonLocal,
     SqueezeExcitation,
 )
+from nlgc.blocks.disentangled import DisentangledNonLocal
 from nlgc.blocks.non_local import NonLocalBlock
 from nlgc.blocks.pairwise import PAIRWISE
 
@@ -35,6 +37,7 @@ __all__ = [
     "BlockType",
     "BroadcastContextBlock",
     "ContextBlock",
+    "DisentangledNonLocal",
     "GlobalContextBlock",
     "NonLocalBlock",
     "SimplifiedNonLocal",

@@ -166,8 +166,17 @@ class NonLocalBlock(ContextBlock):
             nn.init.zeros_(last.bias)
 
     @property
-    def _logit_scale(self) -> float:
+    def logit_scale(self) -> float:
+        """s in the logits s·q_iᵀk_j (C'^-1/2 with ``scale``, else 1)."""
         return self.inter_channels**-0.5 if self.scale else 1.0
+
+    def query_key(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The vectors the pairwise function compares: θ(x) (B, N, Cq) and φ(x) (B, Nk, Cq),
+        keys sub-sampled as configured; raw x for the Gaussian. For the Gaussian, embedded
+        Gaussian and dot product the logits are ``logit_scale`` · q kᵀ."""
+        self._check(x)
+        query, key, _ = self._embed(x)
+        return query.flatten(2).mT, key.flatten(2).mT
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)
@@ -189,18 +198,15 @@ class NonLocalBlock(ContextBlock):
             (B, Q, N_keys) over the flattened (sub-sampled) key positions. With ``attend`` space
             or time, keys outside a query's frame or location have weight 0.
         """
-        self._check(x)
-        num_positions = math.prod(x.shape[2:])
+        q, k = self.query_key(x)  # (B, N, Cq), (B, Nk, Cq)
+        num_positions = q.shape[1]
         queries = check_queries(queries, num_positions)
-        query, key, _ = self._embed(x)
-        q = query.flatten(2).mT  # (B, N, Cq)
-        k = key.flatten(2).mT  # (B, Nk, Cq)
         if queries is None:
             queries = torch.arange(num_positions, device=x.device)
         q = q[:, queries]  # (B, Q, Cq)
-        key_mask = self._key_mask(queries, x.shape[2:], key.shape[2:])
+        key_mask = self._key_mask(queries, x.shape[2:], self.key_spatial(x.shape[2:]))
         if self.pairwise in ("gaussian", "embedded_gaussian"):
-            return pairwise.softmax_weights(q, k, self._logit_scale, key_mask)
+            return pairwise.softmax_weights(q, k, self.logit_scale, key_mask)
         if self.pairwise == "dot_product":
             return pairwise.dot_product_weights(q, k, key_mask)
         a, b = self._concat_halves(q, k)
@@ -244,7 +250,7 @@ class NonLocalBlock(ContextBlock):
             return pairwise.concatenation_weights_reference(q, k, w_f) @ v
         if self.pairwise == "dot_product":
             return pairwise.dot_product_weights(q, k) @ v
-        return pairwise.softmax_weights(q, k, self._logit_scale) @ v
+        return pairwise.softmax_weights(q, k, self.logit_scale) @ v
 
     def _fast(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """The same y without an (Nq, Nk) matrix (see nlgc.blocks.pairwise)."""
@@ -252,7 +258,7 @@ class NonLocalBlock(ContextBlock):
             return pairwise.concatenation_attention(*self._concat_halves(q, k), v)
         if self.pairwise == "dot_product":
             return pairwise.dot_product_attention(q, k, v)
-        return pairwise.softmax_attention(q, k, v, self._logit_scale)
+        return pairwise.softmax_attention(q, k, v, self.logit_scale)
 
     def _key_mask(self, queries, query_spatial, key_spatial) -> torch.Tensor | None:
         """(Q, Nk) bool: which keys each query attends to; None when it attends to all."""

@@ -62,9 +62,12 @@ def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: 
     """softmax_weights(q, k, scale) @ v through scaled_dot_product_attention: (..., Nq, Cv).
 
     PyTorch's memory-efficient (flash) kernels need 4-D inputs with a contiguous last dimension
-    and the same head size for q, k and v; otherwise SDPA silently runs its N×N math kernel. The
-    smaller head size is zero-padded (which changes no dot product) and the padding sliced off.
+    and the same head size for q, k and v; otherwise SDPA silently runs its N×N math kernel.
+    3-D inputs get a head dimension; the smaller head size is zero-padded (which changes no dot
+    product) and the padding sliced off.
     """
+    if q.dim() == 3:  # (B, N, C): one head
+        return softmax_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), scale).squeeze(1)
     head, value_head = q.shape[-1], v.shape[-1]
     if value_head < head:
         v = F.pad(v, (0, head - value_head))

@@ -221,6 +221,10 @@ NL = Variant(
     "one embedded-Gaussian non-local block in c4, right before its last residual block "
     "(the Non-local paper's COCO setting)",
 )
+DNL = Variant(
+    Plan((Insertion("dnl", ("c4",), "before_last"),)),
+    "one disentangled non-local block at the NL position in c4 (DNL)",
+)
 SNL = Variant(
     Plan((Insertion("snl", ("c4",), "before_last"),)),
     "one simplified non-local block at the NL position in c4 (GCNet)",
@@ -237,6 +241,9 @@ SNL_AFTER_C3 = Variant(Plan((Insertion("snl", ("c3",), (0,)),)), "an SNL block a
 _MID_C3 = {"stages": ("c3",), "indices": (0,), "position": "after_conv1"}
 NL_MID_C3 = Variant(
     Plan((Insertion("nl", **_MID_C3),)), "an embedded-Gaussian NL block inside c3's block"
+)
+DNL_MID_C3 = Variant(
+    Plan((Insertion("dnl", **_MID_C3),)), "a disentangled non-local block inside c3's block"
 )
 SNL_MID_C3 = Variant(Plan((Insertion("snl", **_MID_C3),)), "an SNL block inside c3's block")
 GC_MID_C3 = Variant(
@@ -284,6 +291,7 @@ MODELS = [
     ("gc_r4_resnet50", RESNET50, GC_R4),
     ("gc_resnet50t", RESNET50T, GC_TIMM),
     ("nl_resnet50", RESNET50, NL),
+    ("dnl_resnet50", RESNET50, DNL),
     ("snl_resnet50", RESNET50, SNL),
     ("se_resnet50", RESNET50, SE),
     ("gc_resnet101", RESNET101, GC),
@@ -302,6 +310,7 @@ MODELS = [
     ("gc_tiny_resnet", TINY, GC_R4),
     ("demo_resnet", DEMO, PLAIN),
     ("nl_demo_resnet", DEMO, NL_MID_C3),
+    ("dnl_demo_resnet", DEMO, DNL_MID_C3),
     ("snl_demo_resnet", DEMO, SNL_MID_C3),
     ("gc_demo_resnet", DEMO, GC_MID_C3),
     ("c2d_resnet50", C2D50, PLAIN),

@@ -46,21 +46,63 @@ class BasicBlock(InsertionPoints, nn.Module):
         return self._run("after_block", self.relu(out))
 
 
+def block_conv(
+    dim: int,
+    inplanes: int,
+    planes: int,
+    kernel: int,
+    stride: int = 1,
+    groups: int = 1,
+    time: int = 1,
+) -> nn.Module:
+    """The residual blocks' convolution: k×k (2D) or time×k×k (3D, strided in space only),
+    padded to keep the size, no bias (a BN follows)."""
+    if dim == 2:
+        return nn.Conv2d(inplanes, planes, kernel, stride, kernel // 2, groups=groups, bias=False)
+    return nn.Conv3d(
+        inplanes,
+        planes,
+        (time, kernel, kernel),
+        (1, stride, stride),
+        (time // 2, kernel // 2, kernel // 2),
+        groups=groups,
+        bias=False,
+    )
+
+
 class Bottleneck(InsertionPoints, nn.Module):
-    """ResNet-50+ residual block: 1×1 → 3×3 (stride, groups) → 1×1, expansion 4 (ResNet v1.5)."""
+    """ResNet-50+ residual block: 1×1 → 3×3 (stride, groups) → 1×1, expansion 4 (ResNet v1.5).
+
+    ``dim`` (class attribute) is 2 here and 3 in :class:`~nlgc.models.video_resnet.Bottleneck3d`,
+    whose ``inflate`` gives conv1 (``"3x1x1"``) or conv2 (``"3x3x3"``) a temporal size of 3.
+    """
 
     expansion = 4
+    dim = 2
     positions = ("after_conv1", "after_conv2", "after_conv3", "after_add", "after_block")
 
-    def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64):
+    def __init__(
+        self,
+        inplanes,
+        planes,
+        stride=1,
+        downsample=None,
+        groups=1,
+        base_width=64,
+        inflate="none",
+    ):
         super().__init__()
+        check_choice("inflate", inflate, ("none", "3x1x1", "3x3x3") if self.dim == 3 else ("none",))
         width = int(planes * (base_width / 64.0)) * groups
-        self.conv1 = nn.Conv2d(inplanes, width, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, groups=groups, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.conv3 = nn.Conv2d(width, planes * self.expansion, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        dim, norm = self.dim, (nn.BatchNorm2d, nn.BatchNorm3d)[self.dim - 2]
+        self.conv1 = block_conv(dim, inplanes, width, 1, time=3 if inflate == "3x1x1" else 1)
+        self.bn1 = norm(width)
+        self.conv2 = block_conv(
+            dim, width, width, 3, stride, groups, time=3 if inflate == "3x3x3" else 1
+        )
+        self.bn2 = norm(width)
+        self.conv3 = block_conv(dim, width, planes * self.expansion, 1)
+        self.bn3 = norm(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
         self._init_insertions()

@@ -40,6 +40,7 @@ Module names are the 2D ResNet's (``conv1``, ``bn1``, ``layer1``…``layer4``, `
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -48,7 +49,36 @@ from nlgc.blocks.checks import check_choice
 from nlgc.models.plan import Plan
 from nlgc.models.resnet import Bottleneck, ResNetBase
 
-STEMS = ("paper", "mmaction2", "mmaction2_c2d", "caffe2")
+
+@dataclass(frozen=True)
+class VideoStem:
+    """The pooling of a video stem: pool1 (time kernel and padding for each conv1 temporal
+    stride the stem allows, 3×3 in space with stride 2) and pool2 after res2 (time kernel and
+    padding, stride 2 in time only)."""
+
+    pool1_time: dict[int, tuple[int, int]]  # stem temporal stride → (time kernel, time padding)
+    pool1_space_padding: int
+    pool2_time: tuple[int, int]  # (time kernel, time padding)
+    note: str = ""  # why a stride is refused
+
+    def pools(self, stride: int) -> tuple[nn.Module, nn.Module]:
+        kernel, padding = self.pool1_time[stride]
+        space = self.pool1_space_padding
+        pool1 = nn.MaxPool3d((kernel, 3, 3), (stride, 2, 2), (padding, space, space))
+        kernel, padding = self.pool2_time
+        return pool1, nn.MaxPool3d((kernel, 1, 1), (2, 1, 1), (padding, 0, 0))
+
+
+# Each row is one source's stem (see the module docstring for where it is read from).
+STEMS = {
+    "paper": VideoStem({2: (3, 1), 1: (1, 0)}, 1, (3, 1)),
+    "mmaction2": VideoStem({2: (1, 0), 1: (1, 0)}, 1, (2, 0)),
+    "mmaction2_c2d": VideoStem(
+        {1: (1, 0)}, 0, (2, 0), "it convolves frame by frame: use stem_temporal_stride=1"
+    ),
+    "caffe2": VideoStem({2: (2, 0), 1: (1, 0)}, 0, (2, 0)),
+}
+BASE_WIDTH = 64  # conv1 and res2; each later stage doubles it
 
 
 class Bottleneck3d(Bottleneck):
@@ -57,22 +87,7 @@ class Bottleneck3d(Bottleneck):
     The forward pass, the insertion positions and the module names are the 2D Bottleneck's.
     """
 
-    def __init__(self, inplanes, planes, stride=1, downsample=None, inflate="none"):
-        nn.Module.__init__(self)
-        width = planes
-        t1 = 3 if inflate == "3x1x1" else 1  # temporal size of conv1
-        t2 = 3 if inflate == "3x3x3" else 1  # temporal size of conv2
-        self.conv1 = nn.Conv3d(inplanes, width, (t1, 1, 1), padding=(t1 // 2, 0, 0), bias=False)
-        self.bn1 = nn.BatchNorm3d(width)
-        self.conv2 = nn.Conv3d(
-            width, width, (t2, 3, 3), (1, stride, stride), (t2 // 2, 1, 1), bias=False
-        )
-        self.bn2 = nn.BatchNorm3d(width)
-        self.conv3 = nn.Conv3d(width, planes * self.expansion, 1, bias=False)
-        self.bn3 = nn.BatchNorm3d(planes * self.expansion)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
-        self._init_insertions()
+    dim = 3
 
 
 class VideoResNet(ResNetBase):
@@ -125,44 +140,43 @@ class VideoResNet(ResNetBase):
 
         t = 5 if any(any(i) for i in inflate) else 1  # I3D inflates conv1 to 5×7×7
         s = stem_temporal_stride
-        self.conv1 = nn.Conv3d(in_channels, 64, (t, 7, 7), (s, 2, 2), (t // 2, 3, 3), bias=False)
-        self.bn1 = nn.BatchNorm3d(64)
-        self.relu = nn.ReLU(inplace=True)
         self.stem = check_choice("stem", stem, STEMS)
-        if stem == "mmaction2_c2d" and s != 1:
+        if s not in STEMS[stem].pool1_time:
             raise ValueError(
-                "stem='mmaction2_c2d' convolves frame by frame: use stem_temporal_stride=1"
+                f"stem={stem!r} takes stem_temporal_stride in {tuple(STEMS[stem].pool1_time)}, "
+                f"got {s}" + (f" ({STEMS[stem].note})" if STEMS[stem].note else "")
             )
-        if stem == "mmaction2_c2d":
-            self.maxpool = nn.MaxPool3d((1, 3, 3), (1, 2, 2))
-            self.pool2 = nn.MaxPool3d((2, 1, 1), (2, 1, 1))
-        elif stem == "mmaction2":
-            self.maxpool = nn.MaxPool3d((1, 3, 3), (s, 2, 2), (0, 1, 1))
-            self.pool2 = nn.MaxPool3d((2, 1, 1), (2, 1, 1))
-        elif stem == "caffe2":
-            self.maxpool = nn.MaxPool3d((s, 3, 3), (s, 2, 2))  # 2×3×3 (32×2) or 1×3×3 (8×8)
-            self.pool2 = nn.MaxPool3d((2, 1, 1), (2, 1, 1))
-        else:
-            pool_t = 3 if s == 2 else 1
-            self.maxpool = nn.MaxPool3d((pool_t, 3, 3), (s, 2, 2), (pool_t // 2, 1, 1))
-            self.pool2 = nn.MaxPool3d((3, 1, 1), (2, 1, 1), (1, 0, 0))
-        self.inplanes = 64
-        self.layer1 = self._make_layer(64, layers[0], 1, inflate[0])
-        self.layer2 = self._make_layer(128, layers[1], 2, inflate[1])
-        self.layer3 = self._make_layer(256, layers[2], 2, inflate[2])
-        self.layer4 = self._make_layer(512, layers[3], 2, inflate[3])
+        base = BASE_WIDTH
+        self.conv1 = nn.Conv3d(in_channels, base, (t, 7, 7), (s, 2, 2), (t // 2, 3, 3), bias=False)
+        self.bn1 = nn.BatchNorm3d(base)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool, self.pool2 = STEMS[stem].pools(s)
+        self.inplanes = base
+        for index, (depth, inflated) in enumerate(zip(layers, inflate, strict=True)):
+            stride = 1 if index == 0 else 2
+            setattr(
+                self,
+                f"layer{index + 1}",
+                self._make_layer(base * 2**index, depth, stride, inflated),
+            )
         if not features_only:
             self.avgpool = nn.AdaptiveAvgPool3d(1)
             self.dropout = nn.Dropout(dropout)
-            self.fc = nn.Linear(2048, num_classes)
+            self.fc = nn.Linear(self.inplanes, num_classes)
         self._finish(plan, dim=3)
 
     def _make_layer(self, planes, blocks, stride, inflate) -> nn.Sequential:
         downsample = None
         if stride != 1 or self.inplanes != planes * Bottleneck3d.expansion:
             downsample = nn.Sequential(
-                nn.Conv3d(self.inplanes, planes * 4, 1, (1, stride, stride), bias=False),
-                nn.BatchNorm3d(planes * 4),
+                nn.Conv3d(
+                    self.inplanes,
+                    planes * Bottleneck3d.expansion,
+                    1,
+                    (1, stride, stride),
+                    bias=False,
+                ),
+                nn.BatchNorm3d(planes * Bottleneck3d.expansion),
             )
         layers = []
         for index in range(blocks):
@@ -173,10 +187,10 @@ class VideoResNet(ResNetBase):
                     planes,
                     stride if index == 0 else 1,
                     downsample if index == 0 else None,
-                    style,
+                    inflate=style,
                 )
             )
-            self.inplanes = planes * 4
+            self.inplanes = planes * Bottleneck3d.expansion
         return nn.Sequential(*layers)
 
     def _between_stages(self, index: int, x: torch.Tensor) -> torch.Tensor:

@@ -102,11 +102,22 @@ class DataConfig:
         self.kinds = tuple(self.kinds)
 
 
+SCHEDULES = ("cosine", "multistep", "constant")
+NO_DECAY = ("norm", "bias", "blocks")  # parameter groups that may be kept out of weight decay
+
+
 @dataclass
 class OptimConfig:
-    """The optimiser (SGD with Nesterov momentum, the papers' choice, or AdamW; a cosine
-    schedule over the trainer's epochs), the loss's label smoothing and the batch
-    augmentation (kornia: random resized crop + flip, flip, or none)."""
+    """The optimiser (SGD with Nesterov momentum, the papers' choice, or AdamW), its learning-rate
+    schedule, the loss's label smoothing and the batch augmentation (kornia: random resized
+    crop + flip, flip, or none).
+
+    The schedule is stepped every optimizer step: ``warmup_epochs`` (may be fractional) of
+    linear warm-up from ``warmup_factor`` · lr, then ``cosine`` annealing to 0 over the rest,
+    ``multistep`` (× ``gamma`` at each epoch of ``milestones``) or ``constant``. ``no_decay``
+    keeps groups of parameters out of weight decay: ``norm`` (BatchNorm / LayerNorm weights and
+    biases), ``bias`` (every bias) and ``blocks`` (every parameter of the context blocks).
+    """
 
     optimizer: str = "sgd"
     lr: float = 0.1
@@ -114,10 +125,32 @@ class OptimConfig:
     weight_decay: float = 1e-4
     label_smoothing: float = 0.0
     augment: str = "standard"
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    warmup_factor: float = 0.1
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    no_decay: tuple[str, ...] = ()
 
     def __post_init__(self):
         check_choice("optim.optimizer", self.optimizer, OPTIMIZERS)
         check_choice("optim.augment", self.augment, AUGMENT)
+        check_choice("optim.schedule", self.schedule, SCHEDULES)
+        self.milestones = tuple(int(m) for m in self.milestones)
+        self.no_decay = (self.no_decay,) if isinstance(self.no_decay, str) else tuple(self.no_decay)
+        for group in self.no_decay:
+            check_choice("optim.no_decay", group, NO_DECAY)
+        if self.warmup_epochs < 0:
+            raise ValueError(f"optim.warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        if not 0 < self.warmup_factor <= 1:
+            raise ValueError(f"optim.warmup_factor must be in (0, 1], got {self.warmup_factor}")
+        if self.schedule == "multistep" and (
+            not self.milestones or list(self.milestones) != sorted(set(self.milestones))
+        ):
+            raise ValueError(
+                "optim.schedule=multistep needs optim.milestones: increasing epochs, got "
+                f"{list(self.milestones)}"
+            )
 
 
 @dataclass

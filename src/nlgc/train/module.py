@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 import torchmetrics
 from kornia import augmentation as K
+from torch import nn
 
+from nlgc.blocks import ContextBlock
 from nlgc.data.io import normalize
 from nlgc.models import create_model, modality
 from nlgc.models.from_checkpoint import METADATA_KEY, model_metadata
@@ -60,14 +63,17 @@ class Classifier(L.LightningModule):
         )
         self.model = create_model(model.name, num_classes, **model.overrides)
         self.video = modality(model.name) == "video"
-        top_k = min(5, num_classes)
-        metrics = {}
-        for split in ("val", "test"):
-            metrics[f"{split}_top1"] = torchmetrics.Accuracy("multiclass", num_classes=num_classes)
-            metrics[f"{split}_top5"] = torchmetrics.Accuracy(
-                "multiclass", num_classes=num_classes, top_k=top_k
-            )
-        self.metrics = torch.nn.ModuleDict(metrics)
+        # top-5 only where it says something: with 5 classes or fewer it is always 1
+        self.top_k = (1, 5) if num_classes > 5 else (1,)
+        self.metrics = torch.nn.ModuleDict(
+            {
+                f"{split}_top{k}": torchmetrics.Accuracy(
+                    "multiclass", num_classes=num_classes, top_k=k
+                )
+                for split in ("val", "test")
+                for k in self.top_k
+            }
+        )
         self.confusion = torchmetrics.ConfusionMatrix("multiclass", num_classes=num_classes)
         self.augmentation = self._augmentation(self.optim.augment)
 
@@ -117,11 +123,13 @@ class Classifier(L.LightningModule):
         return loss
 
     def _evaluate(self, split: str, logits: torch.Tensor, y: torch.Tensor) -> None:
-        top1, top5 = self.metrics[f"{split}_top1"], self.metrics[f"{split}_top5"]
-        top1(logits, y)
-        top5(logits, y)
+        accuracies = {}
+        for k in self.top_k:
+            metric = self.metrics[f"{split}_top{k}"]
+            metric(logits, y)
+            accuracies[f"{split}/top{k}"] = metric
         self.log(f"{split}/loss", F.cross_entropy(logits, y), sync_dist=True)
-        self.log_dict({f"{split}/top1": top1, f"{split}/top5": top5}, prog_bar=True)
+        self.log_dict(accuracies, prog_bar=True)
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
@@ -165,16 +173,63 @@ class Classifier(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.optim
+        groups = parameter_groups(self.model, hp.weight_decay, hp.no_decay)
         if hp.optimizer == "sgd":
-            optimizer = torch.optim.SGD(
-                self.parameters(),
-                lr=hp.lr,
-                momentum=hp.momentum,
-                weight_decay=hp.weight_decay,
-                nesterov=True,
-            )
+            optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=True)
         else:
-            optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        epochs = max(1, self.trainer.max_epochs or 1)
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-        return {"optimizer": optimizer, "lr_scheduler": schedule}
+            optimizer = torch.optim.AdamW(groups, lr=hp.lr)
+        total = self.trainer.estimated_stepping_batches
+        epochs = self.trainer.max_epochs
+        if not math.isfinite(total) or not epochs or epochs < 1:
+            raise ValueError(
+                "the learning-rate schedule needs trainer.max_epochs (a positive number of epochs)"
+            )
+        steps_per_epoch = max(1.0, total / epochs)
+
+        def factor(step: int) -> float:
+            return lr_factor(step, steps_per_epoch, total, hp)
+
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": schedule, "interval": "step"},
+        }
+
+
+NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
+
+
+def parameter_groups(model: nn.Module, weight_decay: float, no_decay=()) -> list[dict]:
+    """The optimizer's parameter groups: those ``no_decay`` names (``norm``, ``bias``,
+    ``blocks``; see OptimConfig) get weight decay 0, the rest ``weight_decay``."""
+    in_blocks = {
+        id(p) for m in model.modules() if isinstance(m, ContextBlock) for p in m.parameters()
+    }
+    decayed, exempt = [], []
+    for module in model.modules():
+        for name, parameter in module.named_parameters(recurse=False):
+            if not parameter.requires_grad:
+                continue
+            keep = (
+                ("norm" in no_decay and isinstance(module, NORMS))
+                or ("bias" in no_decay and name == "bias")
+                or ("blocks" in no_decay and id(parameter) in in_blocks)
+            )
+            (exempt if keep else decayed).append(parameter)
+    groups = [{"params": decayed, "weight_decay": weight_decay}]
+    return [*groups, {"params": exempt, "weight_decay": 0.0}] if exempt else groups
+
+
+def lr_factor(step: int, steps_per_epoch: float, total_steps: float, hp: OptimConfig) -> float:
+    """The learning rate at optimizer ``step`` as a multiple of ``hp.lr``: linear warm-up over
+    ``hp.warmup_epochs``, then the cosine, multistep or constant schedule."""
+    warmup = hp.warmup_epochs * steps_per_epoch
+    if step < warmup:
+        return hp.warmup_factor + (1 - hp.warmup_factor) * step / warmup
+    if hp.schedule == "cosine":
+        progress = min(1.0, (step - warmup) / max(1.0, total_steps - warmup))
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    if hp.schedule == "multistep":
+        epoch = step / steps_per_epoch
+        return hp.gamma ** sum(epoch >= milestone for milestone in hp.milestones)
+    return 1.0

@@ -41,17 +41,29 @@ from nlgc.train.module import METRICS_KEY, Classifier
 log = logging.getLogger(__name__)
 
 
+def _not_a_tip(record: logging.LogRecord) -> bool:
+    """Lightning's advertisements ("💡 Tip: … try installing litlogger") are not run output."""
+    return not record.getMessage().startswith("💡 Tip")
+
+
 @contextlib.contextmanager
 def _lightning_warnings_we_mean(resume: bool = False):
     """Augmentation lives in the LightningModule's on_after_batch_transfer on purpose (it runs
     on the device, after transfer); Lightning warns about that whenever a DataModule is used
     too. A resumed run writes into its own non-empty checkpoint folder on purpose; Lightning
-    warns about that too. Silenced for the duration of a run, not for the process."""
+    warns about that too. Lightning's own use of a deprecated torch pytree class and its tips
+    are not ours to act on. Silenced for the duration of a run, not for the process."""
+    tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
         if resume:
             warnings.filterwarnings("ignore", message="Checkpoint directory .* is not empty")
-        yield
+        tips.addFilter(_not_a_tip)
+        try:
+            yield
+        finally:
+            tips.removeFilter(_not_a_tip)
 
 
 def read_yaml(text: str, source: str):
