@@ -269,7 +269,14 @@ def test_analyze_writes_report_pictures_and_every_number(tmp_path):
     assert row["block"] == "layer3.4.non_local_block" and row["samples"] == 2
     page = report.read_text()
     assert f"{row['attention']:.4g}" in page
-    assert page.count("<img") == 3 and "data:image/png;base64," in page
+    assert page.count("<img") == 4 and "data:image/png;base64," in page  # + the terms' maps
+    assert (
+        "Pairwise / unary decomposition" in page
+        and "terms_00_layer3_4_non_local_block.png" in names
+    )
+    decomposition = metrics["decomposition"]["layer3.4.non_local_block"]
+    assert decomposition["unary_share"] + decomposition["pairwise_share"] == pytest.approx(1)
+    assert f"{decomposition['unary_share']:.4g}" in page
 
 
 def test_analyze_video_and_gc_masks(tmp_path):
@@ -379,7 +386,7 @@ def test_analyze_compares_with_the_checkpoints_own_network_without_blocks(tmp_pa
     assert plain.state_dict().keys() == reference.state_dict().keys()
     assert len(model.state_dict()) > len(plain.state_dict())  # the original keeps its blocks
     rows = complexity_table({"gc": model, "plain": plain}, (1, 3, 64, 64), repeats=1)
-    assert rows[0]["params"] - rows[1]["params"] == sum(
+    assert rows[0].params - rows[1].params == sum(
         p.numel()
         for m in model.modules()
         if isinstance(m, nlgc.GlobalContextBlock)

@@ -65,33 +65,17 @@ def _analyze_parser(sub) -> None:
 
 
 def run_analyze(args) -> None:
-    from nlgc.analysis.analyze import Sample, analyze
+    from nlgc.analysis.analyze import analyze
     from nlgc.analysis.complexity import complexity_table
+    from nlgc.analysis.inputs import read_samples
     from nlgc.analysis.queries import parse_queries
-    from nlgc.clips import uniform_indices
-    from nlgc.data.io import find_media, is_video, read_image, resize_and_crop
-    from nlgc.data.video import probe_video, read_frames
     from nlgc.models import modality, without_blocks
     from nlgc.models.from_checkpoint import load_model
 
     model, report = load_model(args.checkpoint, args.model)
     name = report.model_name
-    files = find_media(args.inputs)[: args.max_inputs]
-    samples = []
-    for path in files:
-        if is_video(path):
-            frames = uniform_indices(probe_video(path).num_frames, args.frames)
-            clip = read_frames(path, frames)
-            pixels = resize_and_crop(clip, args.size)
-        else:
-            pixels = resize_and_crop(read_image(path), args.size)
-        samples.append(Sample.from_pixels(path.name, pixels))
     video = modality(name) == "video"
-    if any(s.is_video != video for s in samples):
-        raise ValueError(
-            f"{name} is a{' video' if video else 'n image'} model, but the inputs "
-            f"include {'images' if video else 'videos'}"
-        )
+    samples = read_samples(args.inputs, args.size, args.frames, video, args.max_inputs)
     size = (args.frames, args.size, args.size) if video else (args.size, args.size)
     queries = parse_queries(args.queries, size)
     rows = None

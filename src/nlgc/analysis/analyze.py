@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -10,36 +9,15 @@ from torch import nn
 
 from nlgc.analysis import plots
 from nlgc.analysis.capture import BlockRecord, capture
+from nlgc.analysis.complexity import ComplexityRow
+from nlgc.analysis.inputs import Sample
 from nlgc.analysis.queries import QuerySpec, describe
-from nlgc.analysis.report import Table, write_report
+from nlgc.analysis.report import Report, Table
 from nlgc.analysis.statistics import QueryIndependence, query_independence, stage_of
 from nlgc.common import eval_mode
-from nlgc.data.io import normalize
 
 MOST_NL_FIGURES = 6  # NL blocks drawn on the first input
 MOST_INPUT_FIGURES = 3  # inputs drawn for the first NL block and in the context-mask figure
-
-
-@dataclass
-class Sample:
-    """One input: ``tensor`` as the model takes it, ``display`` in [0, 1] for pictures.
-
-    Images are (3, H, W), clips (3, T, H, W).
-    """
-
-    name: str
-    tensor: torch.Tensor
-    display: torch.Tensor
-
-    @property
-    def is_video(self) -> bool:
-        return self.tensor.dim() == 4
-
-    @classmethod
-    def from_pixels(cls, name: str, pixels: torch.Tensor) -> Sample:
-        """A sample from (3, [T,] H, W) uint8 pixels: ImageNet-normalised for the model."""
-        display = pixels.float() / 255
-        return cls(name, normalize(display), display)
 
 
 def distance_table(stats: list[QueryIndependence]) -> Table:
@@ -62,11 +40,69 @@ def distance_table(stats: list[QueryIndependence]) -> Table:
     )
 
 
-def complexity_report_table(rows: list[dict]) -> Table:
+def decomposition_table(records: dict[str, BlockRecord]) -> Table:
+    """The pairwise / unary decomposition of every NL and DNL block that has one."""
+    rows = []
+    for name, record in records.items():
+        d = record.decomposition
+        if d is None:
+            continue
+        shares = (
+            ["separate term", "separate term", "-"]
+            if d.unary_share != d.unary_share  # NaN: a DNL block, its terms apart by design
+            else [d.unary_share, d.pairwise_share, d.logit_std]
+        )
+        rows.append([name, record.kind, *shares, d.pairwise_att, d.unary_att, d.samples])
     return Table(
+        "Pairwise / unary decomposition (DNL, Yin et al. 2020): shares of the logits' variance "
+        "over keys, averaged over queries; att distance of each term's own softmax",
+        [
+            "block",
+            "kind",
+            "unary share",
+            "pairwise share",
+            "logit std",
+            "pairwise att",
+            "unary att",
+            "samples",
+        ],
+        rows,
+    )
+
+
+def draw_terms(sample: Sample, records: dict[str, BlockRecord], out_dir: Path):
+    """Per decomposable block (at most MOST_NL_FIGURES): the unary map and the pairwise maps
+    of the queries on the first image, as (caption, png)."""
+    figures = []
+    chosen = [(n, r) for n, r in records.items() if r.terms is not None][:MOST_NL_FIGURES]
+    for index, (name, record) in enumerate(chosen):
+        unary, pairwise = record.terms
+        path = out_dir / f"terms_{index:02d}_{name.replace('.', '_')}.png"
+        plots.plot_query_maps(
+            sample.display,
+            record.queries.tolist(),
+            pairwise[0],
+            (record.spatial, record.key_spatial),
+            f"{name} ({record.kind}): pairwise term of each query; the unary term (left)",
+            path,
+            lead=("unary term (every query)", unary[0]),
+        )
+        figures.append((f"{name}: unary map and pairwise maps of the queries", path))
+    return figures
+
+
+def complexity_report(rows: list[ComplexityRow], out_dir: Path) -> Report:
+    """The cost of model variants: a chart and a table (one row each)."""
+    chart = plots.plot_complexity(rows, Path(out_dir) / "complexity.png")
+    table = Table(
         "Complexity",
-        ["model", "parameters (M)", "GMACs", "latency (ms)"],
-        [[r["name"], r["params"] / 1e6, r["gmacs"], r["ms"]] for r in rows],
+        ["model", "parameters (M)", "GMACs", f"{rows[0].device.upper()} latency (ms)"],
+        [[r.name, r.params / 1e6, r.gmacs, r.ms] for r in rows],
+    )
+    return Report(
+        tables=[table],
+        figures=[("Complexity of the variants", chart)],
+        metrics={"complexity": [r.to_dict() for r in rows]},
     )
 
 
@@ -113,24 +149,11 @@ def draw(samples: list[Sample], records: dict[str, BlockRecord], stats, out_dir:
     return figures
 
 
-def analyze(
-    model: nn.Module,
-    samples: list[Sample],
-    queries: QuerySpec,
-    out_dir: str | Path,
-    settings: dict | None = None,
-    complexity_rows: list[dict] | None = None,
-    title: str = "nlgc analysis",
-    extra_tables: list[Table] = (),
-    extra_figures: list[tuple[str, Path]] = (),
-    extra_metrics: dict | None = None,
-) -> Path:
-    """Run ``model`` on every sample with all its blocks hooked, and write the report.
-
-    Writes ``report.html``, ``metrics.json`` and the PNGs into ``out_dir``; returns the report.
-    ``extra_tables`` and ``extra_figures`` ((caption, png) pairs) go first in the report,
-    ``extra_metrics`` into metrics.json.
-    """
+def analysis_report(
+    model: nn.Module, samples: list[Sample], queries: QuerySpec, out_dir: str | Path
+) -> Report:
+    """Run ``model`` on every sample with all its blocks hooked: GCNet's statistics of every
+    block (table and chart), attention heatmaps and context masks (PNGs in ``out_dir``)."""
     if not samples:
         raise ValueError("analyze needs at least one input")
     out_dir = Path(out_dir)
@@ -139,21 +162,38 @@ def analyze(
         for sample in samples:
             model(sample.tensor.unsqueeze(0))
     stats = query_independence(records)
-    figures = [*extra_figures, *draw(samples, records, stats, out_dir)]
-    tables = [*extra_tables, distance_table(stats)]
+    tables, figures = [distance_table(stats)], draw(samples, records, stats, out_dir)
+    decompositions = {n: r.decomposition for n, r in records.items() if r.decomposition}
+    if decompositions:
+        tables.append(decomposition_table(records))
+        if not samples[0].is_video:
+            figures += draw_terms(samples[0], records, out_dir)
+    return Report(
+        tables=tables,
+        figures=figures,
+        settings={"queries": describe(queries), "inputs": len(samples)},
+        metrics={
+            "inputs": [s.name for s in samples],
+            "query_independence": [s.to_dict() for s in stats],
+            "decomposition": {n: d.to_dict() for n, d in decompositions.items()},
+        },
+    )
+
+
+def analyze(
+    model: nn.Module,
+    samples: list[Sample],
+    queries: QuerySpec,
+    out_dir: str | Path,
+    settings: dict | None = None,
+    complexity_rows: list[ComplexityRow] | None = None,
+    title: str = "nlgc analysis",
+) -> Path:
+    """:func:`analysis_report` (+ :func:`complexity_report` of ``complexity_rows``) written as
+    ``report.html``, ``metrics.json`` and PNGs into ``out_dir``; returns the page's path."""
+    report = Report(title, settings=dict(settings or {})) + analysis_report(
+        model, samples, queries, out_dir
+    )
     if complexity_rows:
-        figures.append(
-            (
-                "Complexity of the variants",
-                plots.plot_complexity(complexity_rows, out_dir / "complexity.png"),
-            )
-        )
-        tables.append(complexity_report_table(complexity_rows))
-    settings = {"queries": describe(queries), "inputs": len(samples), **(settings or {})}
-    metrics = {
-        "inputs": [s.name for s in samples],
-        "query_independence": [s.to_dict() for s in stats],
-        "complexity": complexity_rows or [],
-        **(extra_metrics or {}),
-    }
-    return write_report(out_dir, title, settings, tables, figures, metrics)
+        report += complexity_report(complexity_rows, Path(out_dir))
+    return report.write(out_dir)

@@ -10,7 +10,8 @@ the attention rows of the queries (NL: (B, Q, N_keys); SNL/GC/SE: their one cont
 the block's input x at the queries (B, Q, C) and what the block adds there, z − x (B, Q, C): for NL
 that is W_z y_i after its norm. Memory is O(Q·N) per block: only the query rows are computed.
 Every call also adds GCNet's exact statistics over all positions (``record.distances``, see
-:mod:`nlgc.analysis.statistics`), computed without an N×N matrix.
+:mod:`nlgc.analysis.statistics`), computed without an N×N matrix, and for NL/DNL blocks the
+pairwise / unary decomposition (``record.decomposition``, :mod:`nlgc.analysis.decomposition`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from nlgc.analysis.decomposition import (
+    Decomposition,
+    decomposable,
+    decomposition_of,
+    merge,
+    term_maps,
+)
 from nlgc.analysis.queries import QueryGrid, QuerySpec, resolve
 from nlgc.analysis.statistics import QueryDistances, accumulate, distances_of
 from nlgc.blocks import ContextBlock
@@ -40,6 +48,9 @@ class BlockRecord:
     _inputs: list[torch.Tensor] = field(default_factory=list)
     _deltas: list[torch.Tensor] = field(default_factory=list)
     _distances: list[QueryDistances] = field(default_factory=list)
+    _decompositions: list[Decomposition] = field(default_factory=list)
+    terms: tuple[torch.Tensor, torch.Tensor] | None = None  # first call: unary (B, Nk) and
+    # pairwise maps of the queries (B, Q, Nk), for blocks that decompose (NL, DNL)
 
     @property
     def attention(self) -> torch.Tensor:
@@ -60,6 +71,12 @@ class BlockRecord:
     def distances(self) -> QueryDistances:
         """GCNet's statistics over all positions, averaged over every recorded sample."""
         return accumulate(self._distances)
+
+    @property
+    def decomposition(self) -> Decomposition | None:
+        """The pairwise / unary decomposition over every recorded sample (None where the block
+        does not decompose: see :mod:`nlgc.analysis.decomposition`)."""
+        return merge(self._decompositions) if self._decompositions else None
 
 
 def context_blocks(model: nn.Module) -> dict[str, nn.Module]:
@@ -104,6 +121,10 @@ def capture(model: nn.Module, queries: QuerySpec | None = None):
             rec._deltas.append(_at_queries(output.detach() - x, rec.queries).float().cpu())
             with torch.no_grad():
                 rec._distances.append(distances_of(module, x, output.detach()))
+            if decomposable(module):
+                rec._decompositions.append(decomposition_of(module, x))
+                if rec.terms is None:
+                    rec.terms = tuple(t.float().cpu() for t in term_maps(module, x, rec.queries))
 
         return record
 

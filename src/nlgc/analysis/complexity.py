@@ -9,6 +9,7 @@ ops, normalisation, pooling, sorting.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 import time
@@ -147,21 +148,28 @@ def paired_ms(baseline, candidate, pairs: int = 30, device="cpu", warmup: int = 
     return 1e3 * median(times_a), 1e3 * median(times_b), median(ratios)
 
 
+@dataclass(frozen=True)
+class ComplexityRow:
+    """One model's cost: parameters, GMACs and latency (ms) on ``device``."""
+
+    name: str
+    params: int
+    gmacs: float
+    ms: float
+    device: str
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
 def complexity_table(
     models: dict[str, nn.Module], input_shape: tuple[int, ...], repeats: int = 3
-) -> list[dict]:
-    """One row per model: name, params, gmacs, ms (latency where the model lives) and device
-    (``"cpu"``, ``"cuda"``)."""
+) -> list[ComplexityRow]:
+    """One row per model (named by its key), latency measured where the model lives."""
     rows = []
     for name, model in models.items():
         result = complexity(model, input_shape)
-        rows.append(
-            {
-                "name": name,
-                "params": result.params,
-                "gmacs": result.gmacs,
-                "ms": latency_ms(model, input_shape, repeats),
-                "device": next(model.parameters()).device.type,
-            }
-        )
+        ms = latency_ms(model, input_shape, repeats)
+        device = next(model.parameters()).device.type
+        rows.append(ComplexityRow(name, result.params, result.gmacs, ms, device))
     return rows

@@ -51,7 +51,35 @@ class Decomposition:
     samples: int
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Plain values for JSON; NaN (no value) becomes None."""
+        return {k: None if v != v else v for k, v in asdict(self).items()}
+
+
+def decomposable(block: nn.Module) -> bool:
+    """Whether :func:`decomposition_of` applies: an NL block with bilinear logits over all
+    positions, or a DNL block (whose terms are apart by construction)."""
+    if hasattr(block, "unary_map"):
+        return True
+    try:
+        check_decomposable(block)
+    except ValueError:
+        return False
+    return True
+
+
+def decomposition_of(block: nn.Module, x: torch.Tensor) -> Decomposition:
+    """:func:`decompose` for NL blocks, :func:`disentangled_terms` for DNL blocks."""
+    return disentangled_terms(block, x) if hasattr(block, "unary_map") else decompose(block, x)
+
+
+def merge(parts: list[Decomposition]) -> Decomposition:
+    """Sample-weighted mean of the decompositions of several batches."""
+    if not parts:
+        raise ValueError("merge needs at least one decomposition")
+    samples = sum(p.samples for p in parts)
+    mean = lambda name: sum(getattr(p, name) * p.samples for p in parts) / samples  # noqa: E731
+    names = ("unary_share", "pairwise_share", "logit_std", "pairwise_att", "unary_att")
+    return Decomposition(*(mean(name) for name in names), samples)
 
 
 def check_decomposable(block: nn.Module) -> None:
@@ -121,9 +149,26 @@ def decompose(block: nn.Module, x: torch.Tensor, chunk: int | None = None) -> De
     )
 
 
+def disentangled_terms(block: nn.Module, x: torch.Tensor, chunk: int | None = None):
+    """A DNL block's two terms are apart by construction: the att distance of its pairwise map
+    (streamed rows of ``pairwise_map``) and of its unary map (0); no variance shares (its terms
+    have separate softmaxes)."""
+    with eval_mode(block), torch.no_grad():
+        positions = math.prod(x.shape[2:])
+        keys = math.prod(block.key_spatial(tuple(x.shape[2:])))
+        distance = streamed_distances(
+            lambda queries: block.pairwise_map(x, queries.to(x.device)), positions, keys, chunk
+        )
+    return Decomposition(math.nan, math.nan, math.nan, float(distance.nanmean()), 0.0, x.shape[0])
+
+
 def term_maps(block: nn.Module, x: torch.Tensor, queries: torch.Tensor):
-    """For pictures: the unary map softmax_j(s·U_j) (B, Nk) and the pairwise maps
-    softmax_j(s·P_ij) of the ``queries`` (B, Q, Nk)."""
+    """For pictures: the unary map (B, Nk) and the pairwise maps of the ``queries``
+    (B, Q, Nk): softmax_j(s·U_j) and softmax_j(s·P_ij) of an NL block, or a DNL block's own
+    ``unary_map`` and ``pairwise_map``."""
+    if hasattr(block, "unary_map"):
+        with eval_mode(block), torch.no_grad():
+            return block.unary_map(x), block.pairwise_map(x, queries)
     check_decomposable(block)
     with eval_mode(block), torch.no_grad():
         q, k = block.query_key(x)

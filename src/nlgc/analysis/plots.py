@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 from nlgc.analysis.capture import BlockRecord
+from nlgc.analysis.complexity import ComplexityRow
 from nlgc.analysis.statistics import QueryIndependence
 
 HEATMAP = "jet"
@@ -51,12 +52,34 @@ def plot_query_attention(
 ) -> Path:
     """GCNet Figure 1: the image with the query points, then each query's attention heatmap
     overlaid on the image (upsampled to image size), one shared colour bar."""
-    size = tuple(image.shape[-2:])
     queries = record.queries[:most].tolist()
-    maps = record.attention[sample, : len(queries)]  # (Q, N_keys)
-    heat = torch.stack([_upsample(m, record.key_spatial, size) for m in maps])
+    return plot_query_maps(
+        image,
+        queries,
+        record.attention[sample, : len(queries)],
+        (record.spatial, record.key_spatial),
+        f"{name} ({record.kind}): attention of each query",
+        path,
+    )
+
+
+def plot_query_maps(
+    image: torch.Tensor,
+    queries: list[int],
+    maps: torch.Tensor,
+    grids: tuple[tuple[int, ...], tuple[int, ...]],
+    title: str,
+    path: Path,
+    lead: tuple[str, torch.Tensor] | None = None,
+) -> Path:
+    """The image with its query points, then one heatmap per query (``maps`` (Q, N_keys)),
+    overlaid on the image; ``grids`` are the queries' and the keys' grids. ``lead`` (a
+    title and one (N_keys,) map, e.g. a map shared by every query) goes under the image."""
+    spatial, key_spatial = grids
+    size = tuple(image.shape[-2:])
+    heat = torch.stack([_upsample(m, key_spatial, size) for m in maps])
     columns = min(len(queries), 3) + 1
-    rows = max(1, math.ceil(len(queries) / 3))
+    rows = max(2 if lead is not None else 1, math.ceil(len(queries) / 3))
     fig = Figure(figsize=(3.2 * columns, 3.0 * rows + 0.4), layout="constrained")
     axes = fig.subplots(rows, columns, squeeze=False)
     for ax in axes.flat:
@@ -64,9 +87,15 @@ def plot_query_attention(
     _show(axes[0, 0], image)
     axes[0, 0].set_axis_on()
     axes[0, 0].set_title("input and queries", fontsize=10)
+    if lead is not None:
+        axes[1, 0].set_axis_on()
+        _show(axes[1, 0], image)
+        lead_map = _upsample(lead[1], key_spatial, size).numpy()
+        axes[1, 0].imshow(lead_map, cmap=HEATMAP, alpha=0.55)
+        axes[1, 0].set_title(lead[0], fontsize=10)
     vmax = float(heat.max())
     for number, (flat, h) in enumerate(zip(queries, heat, strict=True)):
-        x, y = _query_pixel(flat, record.spatial, size)
+        x, y = _query_pixel(flat, spatial, size)
         axes[0, 0].plot(x, y, "o", ms=9, mfc="white", mec="black")
         axes[0, 0].annotate(str(number + 1), (x, y), ha="center", va="center", fontsize=6)
         ax = axes[number // 3, 1 + number % 3]
@@ -76,7 +105,7 @@ def plot_query_attention(
         ax.plot(x, y, "o", ms=9, mfc="white", mec="black")
         ax.set_title(f"query {number + 1}", fontsize=10)
     fig.colorbar(shown, ax=axes[:, 1:].ravel().tolist(), shrink=0.8, label="attention weight")
-    fig.suptitle(f"{name} ({record.kind}): attention of each query", fontsize=11)
+    fig.suptitle(title, fontsize=11)
     return _save(fig, path)
 
 
@@ -165,22 +194,21 @@ def plot_distances(stats: Sequence[QueryIndependence], path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_complexity(rows: Sequence[dict], path: Path) -> Path:
-    """Parameters, FLOPs and latency of model variants: dicts with name, params, gmacs, ms and
-    device (the latency axis names it)."""
+def plot_complexity(rows: Sequence[ComplexityRow], path: Path) -> Path:
+    """Parameters, FLOPs and latency of model variants (the latency axis names the device)."""
     fig = Figure(figsize=(11, 0.5 * len(rows) + 1.8), layout="constrained")
     axes = fig.subplots(1, 3, sharey=True)
-    names = [r["name"] for r in rows]
+    names = [r.name for r in rows]
     for ax, (key, label) in zip(
         axes,
         [
             ("params", "parameters (M)"),
             ("gmacs", "GMACs"),
-            ("ms", f"{rows[0].get('device', 'cpu').upper()} latency (ms)"),
+            ("ms", f"{rows[0].device.upper()} latency (ms)"),
         ],
         strict=True,
     ):
-        values = [r[key] / 1e6 if key == "params" else r[key] for r in rows]
+        values = [getattr(r, key) / (1e6 if key == "params" else 1) for r in rows]
         ax.barh(names, values, color="tab:blue")
         ax.set_xlabel(label)
         for y, v in enumerate(values):

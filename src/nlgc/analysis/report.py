@@ -6,7 +6,7 @@ import base64
 import html
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from nlgc.common import write_text_atomic
@@ -59,31 +59,44 @@ def _figure(title: str, path: Path) -> str:
     )
 
 
-def write_report(
-    out_dir: Path,
-    title: str,
-    settings: dict,
-    tables: Sequence[Table],
-    figures: Sequence[tuple[str, Path]],
-    metrics: dict,
-) -> Path:
-    """Write ``report.html`` and ``metrics.json`` into ``out_dir``; return the report's path."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    settings_table = Table("Settings", ["setting", "value"], sorted(settings.items()))
-    parts = [
-        f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title><style>{STYLE}</style>"
-        f"<script>{CHECK}</script></head><body><h1>{html.escape(title)}</h1>",
-        *(_table(t) for t in tables),
-        "<h2>Figures</h2>",
-        *(_figure(caption, path) for caption, path in figures),
-        _table(settings_table),
-        "</body></html>",
-    ]
-    report = out_dir / "report.html"
-    write_text_atomic(report, "\n".join(parts))
-    write_text_atomic(
-        out_dir / "metrics.json", json.dumps({"settings": settings, **metrics}, indent=2)
-    )
-    return report
+@dataclass
+class Report:
+    """What a report shows: tables, figures ((caption, png) pairs), the settings it ran with and
+    the numbers for metrics.json. Parts add up: ``analysis_report(...) + complexity_report(...)``
+    (the left part's title is kept; tables, figures, settings and metrics are concatenated)."""
+
+    title: str = "nlgc analysis"
+    tables: list[Table] = field(default_factory=list)
+    figures: list[tuple[str, Path]] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+
+    def __add__(self, other: Report) -> Report:
+        return Report(
+            self.title,
+            [*self.tables, *other.tables],
+            [*self.figures, *other.figures],
+            {**self.settings, **other.settings},
+            {**self.metrics, **other.metrics},
+        )
+
+    def write(self, out_dir: str | Path) -> Path:
+        """Write ``report.html`` and ``metrics.json`` into ``out_dir``; return the page's path."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        settings_table = Table("Settings", ["setting", "value"], sorted(self.settings.items()))
+        parts = [
+            f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+            f"<title>{html.escape(self.title)}</title><style>{STYLE}</style>"
+            f"<script>{CHECK}</script></head><body><h1>{html.escape(self.title)}</h1>",
+            *(_table(t) for t in self.tables),
+            "<h2>Figures</h2>",
+            *(_figure(caption, path) for caption, path in self.figures),
+            _table(settings_table),
+            "</body></html>",
+        ]
+        page = out_dir / "report.html"
+        write_text_atomic(page, "\n".join(parts))
+        metrics = {"settings": self.settings, **self.metrics}
+        write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2))
+        return page

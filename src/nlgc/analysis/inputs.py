@@ -1,0 +1,55 @@
+"""The inputs of an analysis: images and clips read from files, resized and normalised."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from nlgc.clips import uniform_indices
+from nlgc.data.io import find_media, is_video, normalize, read_image, resize_and_crop
+from nlgc.data.video import probe_video, read_frames
+
+
+@dataclass
+class Sample:
+    """One input: ``tensor`` as the model takes it, ``display`` in [0, 1] for pictures.
+
+    Images are (3, H, W), clips (3, T, H, W).
+    """
+
+    name: str
+    tensor: torch.Tensor
+    display: torch.Tensor
+
+    @property
+    def is_video(self) -> bool:
+        return self.tensor.dim() == 4
+
+    @classmethod
+    def from_pixels(cls, name: str, pixels: torch.Tensor) -> Sample:
+        """A sample from (3, [T,] H, W) uint8 pixels: ImageNet-normalised for the model."""
+        display = pixels.float() / 255
+        return cls(name, normalize(display), display)
+
+
+def read_samples(
+    paths: list[str | Path], size: int, frames: int, video: bool, most: int = 16
+) -> list[Sample]:
+    """The images and videos under ``paths`` (files or folders, at most ``most``) as samples:
+    short side resized to ``size`` and centre-cropped; videos as ``frames`` frames spread
+    evenly over the whole video. ``video`` says what the model takes; other inputs are a
+    ValueError naming them."""
+    samples = []
+    for path in find_media(paths)[:most]:
+        if is_video(path) != video:
+            kind = "a video" if video else "an image"
+            raise ValueError(f"the model is {kind} model, but {path} is not {kind}")
+        if video:
+            clip = read_frames(path, uniform_indices(probe_video(path).num_frames, frames))
+            pixels = resize_and_crop(clip, size)
+        else:
+            pixels = resize_and_crop(read_image(path), size)
+        samples.append(Sample.from_pixels(path.name, pixels))
+    return samples
