@@ -483,8 +483,8 @@ def test_every_shipped_config_builds(path, tmp_path):
     on_cpu = ["trainer.accelerator=cpu", "trainer.devices=1", "trainer.strategy=auto"]
     config = run.load_config(path, [f"out={tmp_path}", *on_cpu, "trainer.precision=32-true"])
     module, _, trainer, _ = run.build(config, progress=False)
-    assert module.model.fc.out_features == config["model"].get("num_classes", 2)
-    assert trainer.max_epochs == config["trainer"]["max_epochs"]
+    assert module.model.fc.out_features == (config.model.num_classes or 2)
+    assert trainer.max_epochs == config.trainer["max_epochs"]
 
 
 def test_config_sections_are_dataclasses_checked_on_reading(tmp_path, capsys):

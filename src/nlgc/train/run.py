@@ -24,6 +24,7 @@ import json
 import logging
 import shutil
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import lightning as L
@@ -78,8 +79,9 @@ def read_yaml(text: str, source: str):
         raise ValueError(f"{source}{where}: not valid YAML for a config: {problem}") from None
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
-    """Read a YAML config safely and apply ``a.b=value`` overrides (values parsed as YAML)."""
+def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+    """Read a YAML config safely, apply ``a.b=value`` overrides (values parsed as YAML) and check
+    every section: the one RunConfig the run uses from here on."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
@@ -97,14 +99,17 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
             if not isinstance(target, dict):
                 raise ValueError(f"override {item!r}: {part!r} is not a section")
         target[last] = read_yaml(value, f"override {item!r}")
-    RunConfig.from_dict(config)  # every section checked now, before anything runs
-    return config
+    return RunConfig.from_dict(config)
 
 
-def build(config: dict | RunConfig, progress: bool = True):
+def as_run_config(config: Mapping | RunConfig) -> RunConfig:
+    """A RunConfig as it is; a mapping (the YAML's sections) parsed and checked once."""
+    return config if isinstance(config, RunConfig) else RunConfig.from_dict(copy.deepcopy(config))
+
+
+def build(config: Mapping | RunConfig, progress: bool = True):
     """(Classifier, DataModule, Trainer, out folder) for a config."""
-    if not isinstance(config, RunConfig):
-        config = RunConfig.from_dict(copy.deepcopy(config))
+    config = as_run_config(config)
     out = config.out
     L.seed_everything(config.seed, workers=True, verbose=False)
     data = DataModule(config.data, config.seed)
@@ -132,7 +137,7 @@ def build(config: dict | RunConfig, progress: bool = True):
     return module, data, trainer, out
 
 
-def fit(config: dict, resume: bool = False, progress: bool = True) -> dict:
+def fit(config: Mapping | RunConfig, resume: bool = False, progress: bool = True) -> dict:
     """Train; with ``resume`` continue from the newest complete checkpoint in
     ``out/checkpoints`` (from the start if a kill came before the first). Returns metrics."""
     module, data, trainer, out = build(config, progress)
@@ -198,7 +203,9 @@ def _weights(out: Path, checkpoint: str | None) -> str | None:
     return str(path) if path.is_file() else None
 
 
-def evaluate(config: dict, stage: str, checkpoint: str | None = None, progress=True) -> dict:
+def evaluate(
+    config: Mapping | RunConfig, stage: str, checkpoint: str | None = None, progress=True
+) -> dict:
     """``validate`` or ``test`` with the run's last checkpoint (or ``checkpoint``); writes
     ``out/{stage}_metrics.json`` with top-1, top-5 and (test) the confusion matrix."""
     module, data, trainer, out = build(config, progress)
