@@ -1,7 +1,8 @@
-"""Copy the result tables into README.md, so that the README cannot drift from what was measured.
+"""Copy the result tables into README.md and docs/*.md, so that they cannot drift from what was
+measured.
 
-python benchmarks/readme_tables.py             # rewrite README.md's generated regions
-python benchmarks/readme_tables.py --check     # exit 1 where README.md differs (a test runs it)
+python benchmarks/readme_tables.py             # rewrite the pages' generated regions
+python benchmarks/readme_tables.py --check     # exit 1 where a page differs (a test runs it)
 python benchmarks/readme_tables.py --demo demo_output/summary.md   # take a new demo run first
 
 A generated region is the text between
@@ -22,17 +23,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
 DEMO = ROOT / "benchmarks" / "results" / "demo_cpu.md"
 REGION = re.compile(r"(<!-- results: (\S+) -->\n)(.*?)(<!-- end results -->)", re.DOTALL)
 
 
-def generated(text: str) -> str:
+def generated(text: str, page: Path) -> str:
     """``text`` with every region replaced by the current content of its file."""
 
     def fill(match: re.Match) -> str:
         source = ROOT / match.group(2)
         if not source.is_file():
-            raise SystemExit(f"README.md names {match.group(2)}, which does not exist")
+            raise SystemExit(f"{page.name} names {match.group(2)}, which does not exist")
         return match.group(1) + "\n" + source.read_text().strip() + "\n\n" + match.group(4)
 
     return REGION.sub(fill, text)
@@ -45,16 +47,19 @@ def main() -> int:
     args = parser.parse_args()
     if args.demo:
         shutil.copyfile(args.demo, DEMO)
-    text = README.read_text()
-    if not REGION.search(text):
-        raise SystemExit("README.md has no generated regions")
-    new = generated(text)
-    if args.check:
+    texts = {page: page.read_text() for page in PAGES}
+    if not any(REGION.search(text) for text in texts.values()):
+        raise SystemExit("no page has generated regions")
+    drifted = []
+    for page, text in texts.items():
+        new = generated(text, page)
         if new != text:
-            print("README.md differs from benchmarks/results: run benchmarks/readme_tables.py")
-            return 1
-        return 0
-    README.write_text(new)
+            drifted.append(page.relative_to(ROOT))
+            if not args.check:
+                page.write_text(new)
+    if args.check and drifted:
+        print(f"{drifted} differ from benchmarks/results: run benchmarks/readme_tables.py")
+        return 1
     return 0
 
 

@@ -1,7 +1,5 @@
 """C2D / I3D video ResNets: Table 1 shapes, inflation, NL placement, Table 2e sizes, weights."""
 
-import re
-
 import numpy as np
 import pytest
 import torch
@@ -11,7 +9,7 @@ from torch import nn
 import nlgc
 from nlgc.analysis.complexity import count_flops
 from nlgc.models import VideoResNet
-from nlgc.models.weights import inflate_state_dict
+from nlgc.models.weights import convert_mmaction2, inflate_state_dict
 
 VIDEO = nlgc.list_models(modality="video")
 
@@ -151,28 +149,94 @@ def test_inflation_divides_repeated_kernels_by_t():
     )
 
 
-def to_mmaction2(state):
-    """Our keys → mmaction2's (ResNet3d of ConvModules, NonLocal3d, I3DHead), written out."""
-    out = {}
-    for key, value in state.items():
-        if key.startswith("fc."):
-            out["cls_head.fc_cls." + key[3:]] = value
-            continue
-        key = re.sub(r"^conv1\.", "conv1.conv.", key)
-        key = re.sub(r"^bn1\.", "conv1.bn.", key)
-        key = re.sub(r"\.conv([123])\.", r".conv\1.conv.", key)
-        key = re.sub(r"\.bn([123])\.", r".conv\1.bn.", key)
-        key = key.replace(".downsample.0.", ".downsample.conv.").replace(
-            ".downsample.1.", ".downsample.bn."
-        )
-        key = re.sub(r"non_local_block\.(g|phi)\.", r"non_local_block.\1.0.conv.", key)
-        key = key.replace("non_local_block.theta.", "non_local_block.theta.conv.")
-        key = key.replace("non_local_block.out.weight", "non_local_block.conv_out.conv.weight")
-        key = key.replace("non_local_block.norm.", "non_local_block.conv_out.bn.")
-        if key.endswith("non_local_block.out.bias"):
-            continue  # mmaction2's conv_out has no bias (BN follows)
-        out["backbone." + key] = value
-    return out
+class ConvModule(nn.Module):
+    """mmcv's ConvModule as mmaction2 builds it: ``conv`` (no bias when a norm follows) and
+    ``bn``; ``norm=False``: a conv with bias and nothing else (its act is not a module here)."""
+
+    def __init__(self, cin, cout, kernel, norm=True, two_d=False):
+        super().__init__()
+        conv = nn.Conv2d if two_d else nn.Conv3d
+        self.conv = conv(cin, cout, kernel, bias=not norm)
+        if norm:
+            self.bn = (nn.BatchNorm2d if two_d else nn.BatchNorm3d)(cout)
+
+
+class NonLocal3d(nn.Module):
+    """mmcv's ``_NonLocalNd`` (``mmcv/cnn/bricks/non_local.py``) with sub_sample: g, θ, φ as
+    ConvModules without norm, g and φ wrapped with a max pool (φ is the pool alone for the
+    Gaussian), ``conv_out`` a ConvModule with BN."""
+
+    def __init__(self, channels, mode):
+        super().__init__()
+        inter = channels // 2
+        pool = nn.MaxPool3d((1, 2, 2))
+        self.g = nn.Sequential(ConvModule(channels, inter, 1, norm=False), pool)
+        if mode != "gaussian":
+            self.theta = ConvModule(channels, inter, 1, norm=False)
+            self.phi = nn.Sequential(ConvModule(channels, inter, 1, norm=False), pool)
+        self.conv_out = ConvModule(inter, channels, 1)
+
+
+class MMBottleneck3d(nn.Module):
+    """mmaction2's ``Bottleneck3d`` (``resnet3d.py``): conv1/conv2/conv3 ConvModules (the
+    inflated kernel in conv1 for 3x1x1), a ConvModule downsample, the NL block after it."""
+
+    def __init__(self, inplanes, planes, inflate, downsample, non_local, mode, two_d):
+        super().__init__()
+        t = 3 if inflate else 1
+        kernel = lambda k, time: (k, k) if two_d else (time, k, k)  # noqa: E731
+        self.conv1 = ConvModule(inplanes, planes, kernel(1, t), two_d=two_d)
+        self.conv2 = ConvModule(planes, planes, kernel(3, 1), two_d=two_d)
+        self.conv3 = ConvModule(planes, planes * 4, kernel(1, 1), two_d=two_d)
+        if downsample:
+            self.downsample = ConvModule(inplanes, planes * 4, kernel(1, 1), two_d=two_d)
+        if non_local:
+            self.non_local_block = NonLocal3d(planes * 4, mode)
+
+
+def mmaction2_network(depths, num_classes, inflate=(), non_local=(), mode="", two_d=False):
+    """mmaction2's Recognizer3D (``backbone`` = ResNet3d or the C2D class's 2D ResNet,
+    ``cls_head.fc_cls``) as modules named as mmaction2 names them, with random weights: its
+    state dict is what an mmaction2 checkpoint holds, derived from the source's structure and
+    not from nlgc's keys. ``inflate``/``non_local``: (stage, block) pairs."""
+    backbone = nn.Module()
+    conv1_t = 5 if inflate else 1
+    backbone.conv1 = ConvModule(3, 64, (7, 7) if two_d else (conv1_t, 7, 7), two_d=two_d)
+    inplanes = 64
+    for stage, depth in enumerate(depths, start=1):
+        planes = 64 * 2 ** (stage - 1)
+        blocks = [
+            MMBottleneck3d(
+                inplanes if index == 0 else planes * 4,
+                planes,
+                (stage, index) in inflate,
+                index == 0,
+                (stage, index) in non_local,
+                mode,
+                two_d,
+            )
+            for index in range(depth)
+        ]
+        setattr(backbone, f"layer{stage}", nn.Sequential(*blocks))
+        inplanes = planes * 4
+    recognizer = nn.Module()
+    recognizer.backbone = backbone
+    recognizer.cls_head = nn.Module()
+    recognizer.cls_head.fc_cls = nn.Linear(2048, num_classes)
+    return randomize_network(recognizer)
+
+
+I3D_R50_INFLATE = {
+    (s, i)
+    for s, row in enumerate(((1, 1, 1), (1, 0, 1, 0), (1, 0, 1, 0, 1, 0), (0, 1, 0)), 1)
+    for i, v in enumerate(row)
+    if v
+}
+NL5_R50 = {(2, 1), (2, 3), (3, 1), (3, 3), (3, 5)}
+
+
+def mmaction2_state(network) -> dict:
+    return dict(network.state_dict())
 
 
 def mmaction2_non_local(mm, prefix, x, mode="embedded_gaussian"):
@@ -237,8 +301,8 @@ def mmaction2_i3d_logits(mm, x, mode):
 
 
 def test_mmaction2_resnet101_i3d_runs_as_in_mmaction2(tmp_path):
-    source = randomize_network(nlgc.create_model("i3d_resnet101", num_classes=3, stem="mmaction2"))
-    mm = to_mmaction2(source.state_dict())
+    inflate = {(1, 0), (1, 1), (1, 2), (2, 0), (2, 2), (4, 1)} | {(3, i) for i in range(0, 23, 2)}
+    mm = mmaction2_state(mmaction2_network((3, 4, 23, 3), 3, inflate))
     path = tmp_path / "i3d_r101.pth"
     torch.save({"state_dict": mm}, path)
     model, report = nlgc.load_model(path)
@@ -252,12 +316,8 @@ def test_mmaction2_resnet101_i3d_runs_as_in_mmaction2(tmp_path):
 @pytest.mark.parametrize("mode", ["embedded_gaussian", "dot_product", "gaussian"])
 def test_mmaction2_checkpoint_runs_as_in_mmaction2(tmp_path, mode):
     options = {} if mode == "embedded_gaussian" else {"pairwise": mode}
-    source = nlgc.create_model("nl_i3d_resnet50", num_classes=7, stem="mmaction2", **options)
-    randomize_network(source)
-    for name, module in source.named_modules():
-        if name.endswith("non_local_block"):
-            module.out.bias.data.zero_()  # mmaction2's conv_out has none
-    mm = to_mmaction2(source.state_dict())  # random weights in mmaction2's file layout
+    network = mmaction2_network((3, 4, 6, 3), 7, I3D_R50_INFLATE, NL5_R50, mode)
+    mm = mmaction2_state(network)  # random weights in mmaction2's own module layout
     assert "backbone.layer2.1.non_local_block.g.0.conv.weight" in mm
     assert "backbone.layer2.1.non_local_block.conv_out.bn.running_var" in mm
     path = tmp_path / f"i3d_imagenet-pretrained-r50-nl-{mode}.pth"
@@ -284,9 +344,12 @@ def test_mmaction2_checkpoint_runs_as_in_mmaction2(tmp_path, mode):
 
 
 def test_mmaction2_non_local_semantics_match():
-    block = randomize(nlgc.NonLocalBlock(16, 3, sub_sample=True))
-    block.out.bias.data.zero_()
-    mm = to_mmaction2({f"layer1.0.non_local_block.{k}": v for k, v in block.state_dict().items()})
+    source = randomize(NonLocal3d(16, "embedded_gaussian"))
+    mm = {f"backbone.layer1.0.non_local_block.{k}": v for k, v in source.state_dict().items()}
+    prefix = "layer1.0.non_local_block."
+    converted = {k.removeprefix(prefix): v for k, v in convert_mmaction2(mm).items()}
+    block = nlgc.NonLocalBlock(16, 3, sub_sample=True).eval()
+    block.load_state_dict(converted, strict=True)
     x = torch.randn(2, 16, 4, 6, 8)
     expected = mmaction2_non_local(mm, "backbone.layer1.0.non_local_block.", x)
     with torch.no_grad():
@@ -564,11 +627,7 @@ def mmaction2_c2d_logits(mm, x):
 
 
 def test_mmaction2_c2d_checkpoint_runs_as_in_mmaction2(tmp_path):
-    options = {"stem": "mmaction2_c2d", "stem_temporal_stride": 1}
-    source = randomize_network(nlgc.create_model("c2d_resnet50", num_classes=6, **options))
-    mm = {  # the C2D class's file: 2D kernels
-        k: v.squeeze(2) if v.dim() == 5 else v for k, v in to_mmaction2(source.state_dict()).items()
-    }
+    mm = mmaction2_state(mmaction2_network((3, 4, 6, 3), 6, two_d=True))  # the C2D class
     assert mm["backbone.conv1.conv.weight"].shape == (64, 3, 7, 7)
     path = tmp_path / "c2d_r50-in1k-pre_8xb32-8x8x1-100e_kinetics400-rgb.pth"
     torch.save({"state_dict": mm}, path)

@@ -48,23 +48,29 @@ def _not_a_tip(record: logging.LogRecord) -> bool:
 
 
 @contextlib.contextmanager
+def _without_tips():
+    """Lightning's tips dropped while a Trainer is built and runs (not for the process)."""
+    tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    tips.addFilter(_not_a_tip)
+    try:
+        yield
+    finally:
+        tips.removeFilter(_not_a_tip)
+
+
+@contextlib.contextmanager
 def _lightning_warnings_we_mean(resume: bool = False):
     """Augmentation lives in the LightningModule's on_after_batch_transfer on purpose (it runs
     on the device, after transfer); Lightning warns about that whenever a DataModule is used
     too. A resumed run writes into its own non-empty checkpoint folder on purpose; Lightning
     warns about that too. Lightning's own use of a deprecated torch pytree class and its tips
     are not ours to act on. Silenced for the duration of a run, not for the process."""
-    tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _without_tips():
         warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
         if resume:
             warnings.filterwarnings("ignore", message="Checkpoint directory .* is not empty")
-        tips.addFilter(_not_a_tip)
-        try:
-            yield
-        finally:
-            tips.removeFilter(_not_a_tip)
+        yield
 
 
 def read_yaml(text: str, source: str):
@@ -126,14 +132,15 @@ def build(config: Mapping | RunConfig, progress: bool = True):
         save_top_k=-1,
         save_last=True,
     )
-    trainer = L.Trainer(
-        default_root_dir=out,
-        logger=[CSVLogger(out, name="logs"), TensorBoardLogger(out, name="tensorboard")],
-        callbacks=[checkpoints],
-        plugins=[AtomicCheckpointIO()],
-        enable_progress_bar=progress,
-        **trainer_options,
-    )
+    with _without_tips():
+        trainer = L.Trainer(
+            default_root_dir=out,
+            logger=[CSVLogger(out, name="logs"), TensorBoardLogger(out, name="tensorboard")],
+            callbacks=[checkpoints],
+            plugins=[AtomicCheckpointIO()],
+            enable_progress_bar=progress,
+            **trainer_options,
+        )
     return module, data, trainer, out
 
 
