@@ -430,44 +430,51 @@ def test_every_video_model_builds_and_runs():
             assert model(x).shape == (1, 3), name
 
 
-CAFFE2_BN = {"weight": "s", "bias": "b", "running_mean": "rm", "running_var": "riv"}
-
-
-def to_caffe2(state):
-    """Our keys → the official Caffe2 blob names (video-nonlocal-net), numpy arrays."""
+def caffe2_blobs(num_classes=400, non_local=True, seed=0):
+    """The blobs an official video-nonlocal-net R50 I3D file holds, named as its builders name
+    them (``resnet_video_org.py`` / ``resnet_helper.py``: ``res{stage}_{i}_branch2{a,b,c}``,
+    ``branch1`` projections, ``_bn_{s,b,rm,riv}``; ``nonlocal_helper.py``:
+    ``nonlocal_conv{stage}_{i}_{theta,phi,g,out}`` after blocks 1, 3, 5 of res3/res4;
+    ``pred``), with random values: derived from the source's builders, not from our keys."""
+    rng = np.random.default_rng(seed)
     blobs = {}
-    for key, value in state.items():
-        *path, leaf = key.split(".")
-        if leaf == "num_batches_tracked":
-            continue
-        wb = {"weight": "w", "bias": "b"}.get(leaf)
-        if path == ["conv1"]:
-            name = "conv1_w"
-        elif path == ["bn1"]:
-            name = f"res_conv1_bn_{CAFFE2_BN[leaf]}"
-        elif path == ["fc"]:
-            name = f"pred_{wb}"
-        else:
-            block = f"res{int(path[0][5:]) + 1}_{path[1]}"
-            part = path[2:]
-            if part[0] == "non_local_block":
-                block = f"nonlocal_conv{int(path[0][5:]) + 1}_{path[1]}"
-                name = (
-                    f"{block}_bn_{CAFFE2_BN[leaf]}"
-                    if part[1] == "norm"
-                    else f"{block}_{part[1]}_{wb}"
-                )
-            elif part[0] == "downsample":
-                name = (
-                    f"{block}_branch1_w"
-                    if part[1] == "0"
-                    else f"{block}_branch1_bn_{CAFFE2_BN[leaf]}"
-                )
-            elif part[0].startswith("conv"):
-                name = f"{block}_branch2{'abc'[int(part[0][4:]) - 1]}_w"
-            else:
-                name = f"{block}_branch2{'abc'[int(part[0][2:]) - 1]}_bn_{CAFFE2_BN[leaf]}"
-        blobs[name] = value.detach().numpy().copy()
+
+    def add(name, *shape):
+        blobs[name] = (rng.standard_normal(shape) * 0.05).astype(np.float32)
+
+    def add_bn(prefix, channels):
+        blobs[f"{prefix}_s"] = rng.uniform(0.2, 0.4, channels).astype(np.float32)
+        blobs[f"{prefix}_b"] = (rng.standard_normal(channels) * 0.05).astype(np.float32)
+        blobs[f"{prefix}_rm"] = (rng.standard_normal(channels) * 0.05).astype(np.float32)
+        blobs[f"{prefix}_riv"] = rng.uniform(0.5, 1.5, channels).astype(np.float32)
+
+    add("conv1_w", 64, 3, 5, 7, 7)
+    add_bn("res_conv1_bn", 64)
+    use_temp_conv = {2: (1, 1, 1), 3: (1, 0, 1, 0), 4: (1, 0, 1, 0, 1, 0), 5: (0, 1, 0)}
+    dim_in = 64
+    for stage, temporal in use_temp_conv.items():
+        inner = 64 * 2 ** (stage - 2)
+        for index, temp in enumerate(temporal):
+            p = f"res{stage}_{index}"
+            add(f"{p}_branch2a_w", inner, dim_in, 1 + 2 * temp, 1, 1)
+            add(f"{p}_branch2b_w", inner, inner, 1, 3, 3)
+            add(f"{p}_branch2c_w", inner * 4, inner, 1, 1, 1)
+            for branch, channels in (("2a", inner), ("2b", inner), ("2c", inner * 4)):
+                add_bn(f"{p}_branch{branch}_bn", channels)
+            if index == 0:
+                add(f"{p}_branch1_w", inner * 4, dim_in, 1, 1, 1)
+                add_bn(f"{p}_branch1_bn", inner * 4)
+            dim_in = inner * 4
+            if non_local and stage in (3, 4) and index % 2 == 1:
+                nl = f"nonlocal_conv{stage}_{index}"
+                for part in ("theta", "phi", "g"):
+                    add(f"{nl}_{part}_w", dim_in // 2, dim_in, 1, 1, 1)
+                    add(f"{nl}_{part}_b", dim_in // 2)
+                add(f"{nl}_out_w", dim_in, dim_in // 2, 1, 1, 1)
+                add(f"{nl}_out_b", dim_in)
+                add_bn(f"{nl}_bn", dim_in)
+    add("pred_w", num_classes, 2048)
+    add("pred_b", num_classes)
     return blobs
 
 
@@ -524,10 +531,7 @@ def caffe2_logits(b, x, temporal_stride):
 def test_official_caffe2_pkl_runs_as_in_caffe2(tmp_path, clip, temporal_stride):
     import pickle
 
-    options = {"stem": "caffe2", "pool_position": "before", "scale": True}
-    options["stem_temporal_stride"] = temporal_stride
-    source = randomize_network(nlgc.create_model("nl_i3d_resnet50", num_classes=5, **options))
-    blobs = to_caffe2(source.state_dict())
+    blobs = caffe2_blobs(num_classes=5)
     blobs.update(lr=np.array(0.01, np.float32), res2_0_branch2a_w_momentum=np.zeros(3, np.float32))
     path = tmp_path / f"i3d_nonlocal_{clip}_IN_pretrain_400k.pkl"
     path.write_bytes(pickle.dumps({"blobs": blobs}, protocol=2))
@@ -567,13 +571,13 @@ def test_caffe2_affine_bn_becomes_batch_norm_computing_x_s_plus_b():
 def test_caffe2_files_that_fit_no_network_are_refused(tmp_path):
     import pickle
 
-    blobs = to_caffe2(nlgc.create_model("i3d_resnet50", stem="caffe2").state_dict())
+    blobs = caffe2_blobs(non_local=False)
     del blobs["res4_5_branch2a_w"]  # a ResNet with 5 res4 blocks: none of ours
     path = tmp_path / "odd.pkl"
     path.write_bytes(pickle.dumps({"blobs": blobs}, protocol=2))
     with pytest.raises(ValueError, match=r"odd\.pkl .*fit no registered model"):
         nlgc.load_model(path)
-    blobs = to_caffe2(nlgc.create_model("i3d_resnet50", stem="caffe2").state_dict())
+    blobs = caffe2_blobs(non_local=False)
     blobs["res3_0_branch2b_w"] = blobs["res3_0_branch2b_w"][:, :, :, :2]  # a wrong shape
     path.write_bytes(pickle.dumps({"blobs": blobs}, protocol=2))
     with pytest.raises(ValueError, match=r"layer2\.0\.conv2\.weight"):
@@ -583,10 +587,7 @@ def test_caffe2_files_that_fit_no_network_are_refused(tmp_path):
 def test_caffe2_affine_non_local_models_are_refused(tmp_path):
     import pickle
 
-    source = nlgc.create_model("nl_i3d_resnet50", stem="caffe2", pool_position="before", scale=True)
-    blobs = {
-        k: v for k, v in to_caffe2(source.state_dict()).items() if not k.endswith(("_rm", "_riv"))
-    }
+    blobs = {k: v for k, v in caffe2_blobs().items() if not k.endswith(("_rm", "_riv"))}
     path = tmp_path / "i3d_nonlocal_128x1_I3D_pretrain_400k.pkl"
     path.write_bytes(pickle.dumps({"blobs": blobs}, protocol=2))
     with pytest.raises(ValueError, match=r"128x1.*temporal groups"):

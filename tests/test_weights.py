@@ -6,6 +6,7 @@ import os
 import pytest
 import torch
 from conftest import randomize, relative_max_error
+from torch import nn
 
 import nlgc
 from nlgc.models.from_checkpoint import load_model
@@ -149,14 +150,14 @@ def test_load_model_reads_the_network_from_the_tensors(tmp_path):
         assert not report.kept or how  # the mmdetection file has no classifier
     from conftest import randomize_network
 
-    source = randomize_network(nlgc.create_model("gc_resnet50t", num_classes=4))
+    timm = dict(randomize_network(timm_gcresnet50t(4)).state_dict())
     path = tmp_path / "gcresnet50t.pth"
-    torch.save(to_timm_byobnet(source.state_dict()), path)
+    torch.save(timm, path)
     model, report = nlgc.load_model(path)
     assert report.model_name == "gc_resnet50t" and model.fc.out_features == 4
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
-        torch.testing.assert_close(model.eval()(x), source(x))
+        torch.testing.assert_close(model.eval()(x), timm_gcresnet50t_logits(timm, x))
 
 
 def write_pickle(path, content, protocol=2):
@@ -216,31 +217,58 @@ def np_ones():
     return np.ones((400, 2048), np.float32)
 
 
-def to_timm_byobnet(state):
-    """Our gc_resnet50t keys → timm's gcresnet50t (byobnet) keys, written out."""
-    stem = {"conv1.0": "stem.conv1.conv", "conv1.1": "stem.conv1.bn", "conv1.3": "stem.conv2.conv"}
-    stem.update({"conv1.4": "stem.conv2.bn", "conv1.6": "stem.conv3.conv", "bn1": "stem.conv3.bn"})
-    parts = {"conv1": "conv1_1x1.conv", "bn1": "conv1_1x1.bn", "conv2": "conv2_kxk.conv"}
-    parts.update({"bn2": "conv2_kxk.bn", "conv3": "conv3_1x1.conv", "bn3": "conv3_1x1.bn"})
-    parts.update({"downsample.0": "shortcut.conv", "downsample.1": "shortcut.bn"})
-    gc = "context_block_after_conv2."
-    parts.update(
-        {gc + "conv_mask": "attn.conv_attn", gc + "channel_add_conv.0": "attn.mlp_add.fc1"}
-    )
-    parts.update({gc + "channel_add_conv.1": "attn.mlp_add.norm"})
-    parts.update({gc + "channel_add_conv.3": "attn.mlp_add.fc2"})
-    timm = {}
-    for key, value in state.items():
-        module, leaf = key.rsplit(".", 1)
-        if module in stem:
-            name = stem[module]
-        elif module == "fc":
-            name = "head.fc"
-        else:
-            layer, index, rest = module.split(".", 2)
-            name = f"stages.{int(layer[5:]) - 1}.{index}.{parts[rest]}"
-        timm[f"{name}.{leaf}"] = value.flatten() if name.endswith("mlp_add.norm") else value
-    return timm
+class ConvNormAct(nn.Sequential):
+    """timm's ConvNormAct: ``conv`` (no bias) and ``bn`` (its activation holds no tensors)."""
+
+    def __init__(self, cin, cout, kernel=1, stride=1):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+
+
+class GlobalContextTimm(nn.Module):
+    """timm's ``GlobalContext`` ('gca', ``timm/layers/global_context.py``): ``conv_attn`` and a
+    ConvMlp ``mlp_add`` (``fc1``, ``norm`` = LayerNorm2d over C/8 channels, ``fc2``)."""
+
+    def __init__(self, channels):
+        super().__init__()
+        hidden = channels // 8  # make_divisible(C · 1/8, divisor 1)
+        self.conv_attn = nn.Conv2d(channels, 1, 1)
+        self.mlp_add = nn.Module()
+        self.mlp_add.fc1 = nn.Conv2d(channels, hidden, 1)
+        self.mlp_add.norm = nn.LayerNorm(hidden, eps=1e-6)
+        self.mlp_add.fc2 = nn.Conv2d(hidden, channels, 1)
+
+
+def timm_gcresnet50t(num_classes):
+    """timm's ``gcresnet50t`` (``timm/models/byobnet.py``: tiered stem of three ConvNormAct,
+    ``stages.i.j`` BottleneckBlocks with conv1_1x1, conv2_kxk, attn, conv3_1x1 and a conv1x1
+    ``shortcut``; ``head.fc``) as modules named as timm names them, random weights: its state
+    dict is what a timm checkpoint holds, derived from timm's structure, not from our keys."""
+    net = nn.Module()
+    net.stem = nn.Module()
+    net.stem.conv1 = ConvNormAct(3, 24, 3, 2)
+    net.stem.conv2 = ConvNormAct(24, 32, 3)
+    net.stem.conv3 = ConvNormAct(32, 64, 3, 2)
+    stages, cin = [], 64
+    for index, depth in enumerate((3, 4, 6, 3)):
+        cout, blocks = 256 * 2**index, []
+        for j in range(depth):
+            block, mid = nn.Module(), cout // 4
+            stride = 2 if j == 0 and index > 0 else 1
+            block.conv1_1x1 = ConvNormAct(cin, mid)
+            block.conv2_kxk = ConvNormAct(mid, mid, 3, stride)
+            block.attn = GlobalContextTimm(mid)
+            block.conv3_1x1 = ConvNormAct(mid, cout)
+            if j == 0:
+                block.shortcut = ConvNormAct(cin, cout, 1, stride)
+            blocks.append(block)
+            cin = cout
+        stages.append(nn.Sequential(*blocks))
+    net.stages = nn.Sequential(*stages)
+    net.head = nn.Module()
+    net.head.fc = nn.Linear(2048, num_classes)
+    return net
 
 
 def timm_gcresnet50t_logits(t, x):
@@ -293,8 +321,7 @@ def timm_gcresnet50t_logits(t, x):
 def test_timm_gcresnet50t_state_dict_runs_as_in_timm(tmp_path):
     from conftest import randomize_network
 
-    source = randomize_network(nlgc.create_model("gc_resnet50t", num_classes=10))
-    timm = to_timm_byobnet(source.state_dict())
+    timm = dict(randomize_network(timm_gcresnet50t(10)).state_dict())
     assert "stages.2.5.attn.mlp_add.norm.weight" in timm and "stem.conv3.bn.running_var" in timm
     assert timm["stages.0.0.attn.mlp_add.fc1.weight"].shape == (8, 64, 1, 1)  # C/8 of 64
     path = tmp_path / "gcresnet50t.pth"
