@@ -39,9 +39,10 @@ demo: $(VENV)/.installed fashion-mnist
 demo-quick: $(VENV)/.installed fashion-mnist
 	$(VENV)/bin/nlgc demo --quick
 
-# the README's per-seed table: every variant for seeds 0–4 (5 × the default demo)
+# the README's per-seed table: every variant for seeds 0–4 (5 × the default demo), copied in
 demo-seeds: $(VENV)/.installed fashion-mnist
 	$(VENV)/bin/nlgc demo --seeds 0 1 2 3 4 --out demo_output
+	$(PY) benchmarks/readme_tables.py --demo demo_output/summary.md
 
 tour: $(VENV)/.installed
 	$(PY) examples/blocks_tour.py
