@@ -106,13 +106,14 @@ def reproducible(threads: int):
     algorithms on (the demo's trainers ask for them too); both as before after the block."""
     threads_before = torch.get_num_threads()
     deterministic_before = torch.are_deterministic_algorithms_enabled()
+    warn_only_before = torch.is_deterministic_algorithms_warn_only_enabled()
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
     try:
         yield
     finally:
         torch.set_num_threads(threads_before)
-        torch.use_deterministic_algorithms(deterministic_before)
+        torch.use_deterministic_algorithms(deterministic_before, warn_only=warn_only_before)
 
 
 def demo_config(
