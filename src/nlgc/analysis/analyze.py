@@ -40,32 +40,42 @@ def distance_table(stats: list[QueryIndependence]) -> Table:
     )
 
 
+DECOMPOSITION_COLUMNS = ["unary share", "pairwise share", "logit std", "pairwise att", "unary att"]
+
+
+def decomposition_cells(record: BlockRecord) -> list:
+    """A block's decomposition as table cells, in the order of DECOMPOSITION_COLUMNS."""
+    d = record.decomposition
+    if d.unary_share != d.unary_share:  # NaN: a DNL block, its terms apart by design
+        return ["separate term", "separate term", "-", d.pairwise_att, d.unary_att]
+    return [d.unary_share, d.pairwise_share, d.logit_std, d.pairwise_att, d.unary_att]
+
+
+def plot_terms(display: torch.Tensor, record: BlockRecord, title: str, path: Path) -> Path:
+    """The unary map and the pairwise maps of the record's queries on ``display``."""
+    unary, pairwise = record.terms
+    return plots.plot_query_maps(
+        display,
+        record.queries.tolist(),
+        pairwise[0],
+        (record.spatial, record.key_spatial),
+        f"{title}: pairwise term of each query; the unary term (left)",
+        path,
+        lead=("unary term (every query)", unary[0]),
+    )
+
+
 def decomposition_table(records: dict[str, BlockRecord]) -> Table:
     """The pairwise / unary decomposition of every NL and DNL block that has one."""
-    rows = []
-    for name, record in records.items():
-        d = record.decomposition
-        if d is None:
-            continue
-        shares = (
-            ["separate term", "separate term", "-"]
-            if d.unary_share != d.unary_share  # NaN: a DNL block, its terms apart by design
-            else [d.unary_share, d.pairwise_share, d.logit_std]
-        )
-        rows.append([name, record.kind, *shares, d.pairwise_att, d.unary_att, d.samples])
+    rows = [
+        [name, record.kind, *decomposition_cells(record), record.decomposition.samples]
+        for name, record in records.items()
+        if record.decomposition is not None
+    ]
     return Table(
         "Pairwise / unary decomposition (DNL, Yin et al. 2020): shares of the logits' variance "
         "over keys, averaged over queries; att distance of each term's own softmax",
-        [
-            "block",
-            "kind",
-            "unary share",
-            "pairwise share",
-            "logit std",
-            "pairwise att",
-            "unary att",
-            "samples",
-        ],
+        ["block", "kind", *DECOMPOSITION_COLUMNS, "samples"],
         rows,
     )
 
@@ -76,17 +86,8 @@ def draw_terms(sample: Sample, records: dict[str, BlockRecord], out_dir: Path):
     figures = []
     chosen = [(n, r) for n, r in records.items() if r.terms is not None][:MOST_NL_FIGURES]
     for index, (name, record) in enumerate(chosen):
-        unary, pairwise = record.terms
         path = out_dir / f"terms_{index:02d}_{name.replace('.', '_')}.png"
-        plots.plot_query_maps(
-            sample.display,
-            record.queries.tolist(),
-            pairwise[0],
-            (record.spatial, record.key_spatial),
-            f"{name} ({record.kind}): pairwise term of each query; the unary term (left)",
-            path,
-            lead=("unary term (every query)", unary[0]),
-        )
+        plot_terms(sample.display, record, f"{name} ({record.kind})", path)
         figures.append((f"{name}: unary map and pairwise maps of the queries", path))
     return figures
 

@@ -26,7 +26,12 @@ import torch
 from tqdm import tqdm
 
 from nlgc.analysis import plots
-from nlgc.analysis.analyze import complexity_report
+from nlgc.analysis.analyze import (
+    DECOMPOSITION_COLUMNS,
+    complexity_report,
+    decomposition_cells,
+    plot_terms,
+)
 from nlgc.analysis.capture import BlockRecord, capture
 from nlgc.analysis.complexity import complexity_table
 from nlgc.analysis.inputs import Sample
@@ -167,16 +172,7 @@ def block_study(model, images: torch.Tensor, display: torch.Tensor, out: Path, l
         path = plots.plot_query_attention(display, record, name, out / f"heatmap_{slug(label)}.png")
         figures.append((f"{label} ({name}): attention of 9 queries", path))
     if record.terms is not None:
-        unary, pairwise = record.terms
-        path = plots.plot_query_maps(
-            display,
-            record.queries.tolist(),
-            pairwise[0],
-            (record.spatial, record.key_spatial),
-            f"{label}: pairwise term of each query; the unary term (left)",
-            out / f"terms_{slug(label)}.png",
-            lead=("unary term (every query)", unary[0]),
-        )
+        path = plot_terms(display, record, label, out / f"terms_{slug(label)}.png")
         figures.append((f"{label}: unary map and pairwise maps of 9 queries", path))
     return name, record, figures
 
@@ -234,29 +230,16 @@ def table1(studies: dict) -> Table:
 
 def decomposition_rows(studies: dict) -> Table:
     """The pairwise / unary decomposition of every trained NL (bilinear) and DNL block."""
-    rows = []
-    for label, (_, record, _) in studies.items():
-        d = record.decomposition
-        if d is None:
-            continue
-        if d.unary_share == d.unary_share:
-            shares = [d.unary_share, d.pairwise_share, d.logit_std]
-        else:  # DNL: its terms have their own softmaxes by design
-            shares = ["separate term", "separate term", "-"]
-        rows.append([label, *shares, d.pairwise_att, d.unary_att, record.distances.attention])
+    rows = [
+        [label, *decomposition_cells(record), record.distances.attention]
+        for label, (_, record, _) in studies.items()
+        if record.decomposition is not None
+    ]
     return Table(
         "Pairwise / unary decomposition (DNL, Yin et al. 2020) of the trained blocks: shares of "
         "the logits' variance over keys (averaged over queries), att distance of each term's "
         f"own softmax and of the whole map ({TABLE1_IMAGES} test images)",
-        [
-            "variant",
-            "unary share",
-            "pairwise share",
-            "logit std",
-            "pairwise att",
-            "unary att",
-            "att (whole map)",
-        ],
+        ["variant", *DECOMPOSITION_COLUMNS, "att (whole map)"],
         rows,
     )
 
