@@ -154,6 +154,31 @@ def test_attend_time_is_a_1d_block_per_location(pw):
     assert relative_error(video(x), expected) < 1e-12
 
 
+@pytest.mark.parametrize("pw", PAIRWISE)
+@pytest.mark.parametrize(("sub_sample", "position"), [(False, "after"), (True, "before")])
+@pytest.mark.parametrize("impl", ["fast", "reference"])
+def test_temporal_group_is_one_block_per_group_of_frames(pw, sub_sample, position, impl):
+    """Caffe2's add_nonlocal_group: frames cut into consecutive groups, each attended alone;
+    its attention map gives weight 0 outside a query's group and reproduces the output."""
+    grouped = make(pw, 3, sub_sample, position, temporal_group=2, impl=impl)
+    whole = make(pw, 3, sub_sample, position, impl=impl)
+    whole.load_state_dict(grouped.state_dict())
+    x = torch.randn(2, 6, 6, 4, 5, dtype=torch.float64)
+    groups = x.unflatten(2, (3, 2)).transpose(1, 2).flatten(0, 1)  # (B·3, C, 2, H, W)
+    expected = whole(groups).unflatten(0, (2, 3)).transpose(1, 2).flatten(2, 3)
+    assert relative_error(grouped(x), expected) < 1e-12
+    weights = grouped.attention_map(x)  # (B, N, Nk)
+    _, _, value = grouped._embed(x)
+    y = (weights @ value.flatten(2).mT).mT.unflatten(2, x.shape[2:])
+    torch.testing.assert_close(x + grouped.norm(grouped.out(y)), grouped(x), rtol=1e-10, atol=1e-12)
+    keys_per_frame = weights.shape[-1] // 6
+    assert weights[:, :20, 2 * keys_per_frame :].abs().max() == 0  # frame 0 sees frames 0, 1
+    with pytest.raises(ValueError, match="not a multiple of temporal_group=2"):
+        grouped(torch.randn(1, 6, 3, 4, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="temporal_group groups frames"):
+        NonLocalBlock(6, 2, temporal_group=2)
+
+
 def test_parameter_count_and_submodules():
     block = NonLocalBlock(1024)
     assert sum(p.numel() for p in block.parameters()) == 2_101_760

@@ -9,7 +9,8 @@ from torch import nn
 import nlgc
 from nlgc.analysis.complexity import count_flops
 from nlgc.models import VideoResNet
-from nlgc.models.weights import convert_mmaction2, inflate_state_dict
+from nlgc.models.sources import caffe2, mmaction2
+from nlgc.models.weights import inflate_state_dict
 
 VIDEO = nlgc.list_models(modality="video")
 
@@ -347,7 +348,7 @@ def test_mmaction2_non_local_semantics_match():
     source = randomize(NonLocal3d(16, "embedded_gaussian"))
     mm = {f"backbone.layer1.0.non_local_block.{k}": v for k, v in source.state_dict().items()}
     prefix = "layer1.0.non_local_block."
-    converted = {k.removeprefix(prefix): v for k, v in convert_mmaction2(mm).items()}
+    converted = {k.removeprefix(prefix): v for k, v in mmaction2.convert(mm).items()}
     block = nlgc.NonLocalBlock(16, 3, sub_sample=True).eval()
     block.load_state_dict(converted, strict=True)
     x = torch.randn(2, 16, 4, 6, 8)
@@ -426,8 +427,9 @@ def test_every_video_model_builds_and_runs():
     x = torch.randn(1, 3, 4, 32, 32)
     for name in VIDEO:
         model = nlgc.create_model(name, num_classes=3).eval()
+        clip = torch.randn(1, 3, 32, 32, 32) if "grouped" in name else x  # 8 frames in res3
         with torch.no_grad():
-            assert model(x).shape == (1, 3), name
+            assert model(clip).shape == (1, 3), name
 
 
 def caffe2_blobs(num_classes=400, non_local=True, seed=0):
@@ -478,19 +480,35 @@ def caffe2_blobs(num_classes=400, non_local=True, seed=0):
     return blobs
 
 
-def caffe2_logits(b, x, temporal_stride):
+def caffe2_logits(b, x, temporal_stride, affine=False):
     """video-nonlocal-net's resnet_video_org (32×2, ``temporal_stride`` 2: conv1 temporal stride
     2, pool1 2×3×3 stride 2) or resnet_video (8×8, 1: conv1 temporal stride 1, pool1 1×3×3
     stride (1, 2, 2)), R50, VIDEO_ARC_CHOICE 2 (I3D), with its
     spacetime_nonlocal (max pool before φ/g, USE_SCALE, softmax, BN, Sum), written out from
-    ``lib/models/resnet_video_org.py``, ``resnet_helper.py`` and ``nonlocal_helper.py``."""
+    ``lib/models/resnet_video_org.py``, ``resnet_helper.py`` and ``nonlocal_helper.py``. With
+    ``affine`` (MODEL.USE_AFFINE, the frozen-BN models): every BN is an AffineNd x·s + b and
+    res3's NL blocks are ``add_nonlocal_group`` with group_size 4: the frames cut into
+    consecutive groups of 4 (Transpose, Reshape to (B·groups, 4, C, H, W), Transpose), one
+    spacetime_nonlocal per group, reshaped back."""
     F = torch.nn.functional
     b = {k: torch.from_numpy(v) for k, v in b.items()}
     eps = 1.0000001e-5  # cfg.MODEL.BN_EPSILON
 
-    def conv_bn(conv, bn, t, stride, pads):
-        t = F.conv3d(t, b[f"{conv}_w"], None, stride, pads)
+    def norm(t, bn):
+        if affine:  # AffineNd: per channel scale and shift
+            shape = (1, -1, 1, 1, 1)
+            return t * b[f"{bn}_s"].view(shape) + b[f"{bn}_b"].view(shape)
         return F.batch_norm(t, b[f"{bn}_rm"], b[f"{bn}_riv"], b[f"{bn}_s"], b[f"{bn}_b"], eps=eps)
+
+    def conv_bn(conv, bn, t, stride, pads):
+        return norm(F.conv3d(t, b[f"{conv}_w"], None, stride, pads), bn)
+
+    def nonlocal_group(prefix, x, group_size=4):
+        batch, channels, frames, height, width = x.shape
+        groups = x.transpose(1, 2).reshape(-1, group_size, channels, height, width)
+        out = nonlocal_(prefix, groups.transpose(1, 2))  # (B·G, C, 4, H, W)
+        out = out.transpose(1, 2).reshape(batch, frames, channels, height, width)
+        return out.transpose(1, 2)
 
     def nonlocal_(prefix, x):
         conv = lambda name, t: F.conv3d(t, b[f"{prefix}_{name}_w"], b[f"{prefix}_{name}_b"])  # noqa: E731
@@ -503,8 +521,7 @@ def caffe2_logits(b, x, temporal_stride):
         affinity = theta.mT @ phi * theta.shape[1] ** -0.5  # (B, N, N_keys)
         y = (g @ affinity.softmax(2).mT).reshape(x.shape[0], -1, *x.shape[2:])
         out = F.conv3d(y, b[f"{prefix}_out_w"], b[f"{prefix}_out_b"])
-        bn = [b[f"{prefix}_bn_{k}"] for k in ("rm", "riv", "s", "b")]
-        return x + F.batch_norm(out, *bn, eps=eps)
+        return x + norm(out, f"{prefix}_bn")
 
     t = temporal_stride
     x = F.relu(conv_bn("conv1", "res_conv1_bn", x, (t, 2, 2), (2, 3, 3)))
@@ -521,7 +538,8 @@ def caffe2_logits(b, x, temporal_stride):
                 x = conv_bn(f"{p}_branch1", f"{p}_branch1_bn", x, (1, s, s), 0)
             x = F.relu(out + x)
             if stage in (3, 4) and index % 2 == 1:
-                x = nonlocal_(f"nonlocal_conv{stage}_{index}", x)
+                grouped = affine and stage == 3
+                x = (nonlocal_group if grouped else nonlocal_)(f"nonlocal_conv{stage}_{index}", x)
         if stage == 2:
             x = F.max_pool3d(x, (2, 1, 1), (2, 1, 1))
     return F.linear(x.mean((2, 3, 4)), b["pred_w"], b["pred_b"])  # pool5 over the whole map
@@ -556,10 +574,9 @@ def test_official_caffe2_pkl_runs_as_in_caffe2(tmp_path, clip, temporal_stride):
 
 
 def test_caffe2_affine_bn_becomes_batch_norm_computing_x_s_plus_b():
-    from nlgc.models.weights import convert_caffe2
 
     s, b = torch.rand(64) + 0.5, torch.randn(64)
-    state = convert_caffe2(
+    state = caffe2.convert(
         {"conv1_w": torch.zeros(64, 3, 5, 7, 7), "res_conv1_bn_s": s, "res_conv1_bn_b": b}
     )
     bn = torch.nn.BatchNorm3d(64).eval()
@@ -584,14 +601,25 @@ def test_caffe2_files_that_fit_no_network_are_refused(tmp_path):
         nlgc.load_model(path, "i3d_resnet50")  # named: the shapes that do not fit are listed
 
 
-def test_caffe2_affine_non_local_models_are_refused(tmp_path):
+def test_caffe2_affine_non_local_file_runs_as_in_caffe2(tmp_path):
+    """The 'affine' 32×4 NL model: frozen BN as affine blobs, res3 NL within groups of 4."""
     import pickle
 
-    blobs = {k: v for k, v in caffe2_blobs().items() if not k.endswith(("_rm", "_riv"))}
-    path = tmp_path / "i3d_nonlocal_128x1_I3D_pretrain_400k.pkl"
+    blobs = {k: v for k, v in caffe2_blobs(num_classes=5).items() if not k.endswith(("_rm", "_riv"))}
+    for name in [k for k in blobs if k.startswith("nonlocal") and k.endswith(("out_w", "bn_s"))]:
+        blobs[name] = blobs[name] * 10  # NL outputs that weigh in the logits
+    path = tmp_path / "i3d_nonlocal_32x4_I3D_pretrain_400k.pkl"
     path.write_bytes(pickle.dumps({"blobs": blobs}, protocol=2))
-    with pytest.raises(ValueError, match=r"128x1.*temporal groups"):
-        nlgc.load_model(path, stem_temporal_stride=2)
+    model, report = nlgc.load_model(path, stem_temporal_stride=1)
+    assert report.model_name == "nl_grouped_i3d_resnet50" and report.source == "caffe2"
+    assert model.layer2[1].non_local_block.temporal_group == 4
+    assert model.layer3[1].non_local_block.temporal_group is None
+    x = torch.randn(1, 3, 32, 48, 48)
+    with torch.no_grad():
+        expected = caffe2_logits(blobs, x, 1, affine=True)
+        assert relative_max_error(model.eval()(x), expected) <= 1e-5
+        ungrouped, _ = nlgc.load_model(path, "nl_i3d_resnet50", stem_temporal_stride=1)
+        assert relative_max_error(ungrouped.eval()(x), expected) > 1e-3  # the groups matter
 
 
 def mmaction2_c2d_logits(mm, x):

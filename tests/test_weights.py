@@ -148,16 +148,8 @@ def test_load_model_reads_the_network_from_the_tensors(tmp_path):
         model, report = nlgc.load_model(state)
         assert report.model_name == name, (name, report.model_name)
         assert not report.kept or how  # the mmdetection file has no classifier
-    from conftest import randomize_network
-
-    timm = dict(randomize_network(timm_gcresnet50t(4)).state_dict())
-    path = tmp_path / "gcresnet50t.pth"
-    torch.save(timm, path)
-    model, report = nlgc.load_model(path)
-    assert report.model_name == "gc_resnet50t" and model.fc.out_features == 4
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        torch.testing.assert_close(model.eval()(x), timm_gcresnet50t_logits(timm, x))
+        assert report.source == ("mmdetection" if how else "torchvision")
+        assert model.preprocessing.mean == (0.485, 0.456, 0.406)  # the source's convention
 
 
 def write_pickle(path, content, protocol=2):
@@ -220,9 +212,9 @@ def np_ones():
 class ConvNormAct(nn.Sequential):
     """timm's ConvNormAct: ``conv`` (no bias) and ``bn`` (its activation holds no tensors)."""
 
-    def __init__(self, cin, cout, kernel=1, stride=1):
+    def __init__(self, cin, cout, kernel=1, stride=1, groups=1):
         super().__init__()
-        self.conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False)
+        self.conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(cout)
 
 
@@ -240,24 +232,44 @@ class GlobalContextTimm(nn.Module):
         self.mlp_add.fc2 = nn.Conv2d(hidden, channels, 1)
 
 
-def timm_gcresnet50t(num_classes):
-    """timm's ``gcresnet50t`` (``timm/models/byobnet.py``: tiered stem of three ConvNormAct,
-    ``stages.i.j`` BottleneckBlocks with conv1_1x1, conv2_kxk, attn, conv3_1x1 and a conv1x1
-    ``shortcut``; ``head.fc``) as modules named as timm names them, random weights: its state
-    dict is what a timm checkpoint holds, derived from timm's structure, not from our keys."""
+# timm/models/byobnet.py model_cfgs: ByoBlockCfg(type='bottle', d, c, s, gs, br=0.25) per stage,
+# stem_chs=64, stem_type='tiered', stem_pool, act_layer, num_features, attn_layer='gca'
+BYOBNET_CFGS = {
+    "gc_resnet50t": {"d": (3, 4, 6, 3), "c": (256, 512, 1024, 2048), "gs": 0, "act": "relu",
+                     "pool": False, "features": 0},
+    "gc_resnext26ts": {"d": (2, 2, 2, 2), "c": (256, 512, 1024, 2048), "gs": 32, "act": "silu",
+                       "pool": True, "features": 0},
+    "gc_resnext50ts": {"d": (3, 4, 6, 3), "c": (256, 512, 1024, 2048), "gs": 32, "act": "silu",
+                       "pool": True, "features": 0},
+    "gc_resnet33ts": {"d": (2, 3, 3, 2), "c": (256, 512, 1536, 1536), "gs": 0, "act": "silu",
+                      "pool": False, "features": 1280},
+}  # fmt: skip
+# timm's published parameter counts (results/results-imagenet.csv), in millions
+TIMM_PARAMS = {"gc_resnet50t": 25.90, "gc_resnext26ts": 10.48, "gc_resnext50ts": 15.67,
+               "gc_resnet33ts": 19.88}  # fmt: skip
+
+
+def timm_byobnet(cfg, num_classes):
+    """A timm byobnet GC network (``timm/models/byobnet.py``: tiered stem of three ConvNormAct
+    (``Stem``; with ``stem_pool='maxpool'`` a ``pool`` and strides 2-1-1), ``stages.i.j``
+    BottleneckBlocks with conv1_1x1, conv2_kxk (groups = mid / gs), attn, conv3_1x1 and a
+    conv1x1 ``shortcut``; ``final_conv`` when num_features; ``head.fc``) as modules named as
+    timm names them, random weights: its state dict is what a timm checkpoint holds, derived
+    from timm's structure, not from our keys."""
     net = nn.Module()
     net.stem = nn.Module()
     net.stem.conv1 = ConvNormAct(3, 24, 3, 2)
     net.stem.conv2 = ConvNormAct(24, 32, 3)
-    net.stem.conv3 = ConvNormAct(32, 64, 3, 2)
+    net.stem.conv3 = ConvNormAct(32, 64, 3, 1 if cfg["pool"] else 2)
     stages, cin = [], 64
-    for index, depth in enumerate((3, 4, 6, 3)):
-        cout, blocks = 256 * 2**index, []
+    for index, (depth, cout) in enumerate(zip(cfg["d"], cfg["c"], strict=True)):
+        blocks = []
         for j in range(depth):
             block, mid = nn.Module(), cout // 4
             stride = 2 if j == 0 and index > 0 else 1
+            groups = mid // cfg["gs"] if cfg["gs"] else 1
             block.conv1_1x1 = ConvNormAct(cin, mid)
-            block.conv2_kxk = ConvNormAct(mid, mid, 3, stride)
+            block.conv2_kxk = ConvNormAct(mid, mid, 3, stride, groups)
             block.attn = GlobalContextTimm(mid)
             block.conv3_1x1 = ConvNormAct(mid, cout)
             if j == 0:
@@ -266,24 +278,29 @@ def timm_gcresnet50t(num_classes):
             cin = cout
         stages.append(nn.Sequential(*blocks))
     net.stages = nn.Sequential(*stages)
+    if cfg["features"]:
+        net.final_conv = ConvNormAct(cin, cfg["features"])
+        cin = cfg["features"]
     net.head = nn.Module()
-    net.head.fc = nn.Linear(2048, num_classes)
+    net.head.fc = nn.Linear(cin, num_classes)
     return net
 
 
-def timm_gcresnet50t_logits(t, x):
-    """timm's gcresnet50t written out from ``timm/models/byobnet.py`` (tiered stem of three
-    ConvNormAct 3×3, strides 2-1-2, no pool; BottleneckBlock 1×1 → 3×3 (stride) → GlobalContext
-    'gca' → 1×1, conv1x1 shortcut; ClassifierHead) and ``timm/layers/global_context.py``
-    (softmax attention pooling, ConvMlp fc1 → LayerNorm2d(ε=1e-6) → ReLU → fc2, added)."""
+def timm_byobnet_logits(t, cfg, x):
+    """The byobnet forward written out from ``timm/models/byobnet.py`` (Stem, BottleneckBlock:
+    1×1 → k×k (stride, groups) → GlobalContext 'gca' → 1×1, conv1x1 shortcut, activation
+    after the add; final_conv; ClassifierHead) and ``timm/layers/global_context.py`` (softmax
+    attention pooling, ConvMlp fc1 → LayerNorm2d(ε=1e-6) → ReLU → fc2, added)."""
     F = torch.nn.functional
+    act = F.silu if cfg["act"] == "silu" else F.relu
 
-    def conv_norm_act(prefix, x, stride=1, act=True):
+    def conv_norm_act(prefix, x, stride=1, apply_act=True):
         weight = t[f"{prefix}.conv.weight"]
-        x = F.conv2d(x, weight, None, stride, weight.shape[-1] // 2)
+        groups = x.shape[1] // weight.shape[1]
+        x = F.conv2d(x, weight, None, stride, weight.shape[-1] // 2, groups=groups)
         stats = [t[f"{prefix}.bn.{k}"] for k in ("running_mean", "running_var", "weight", "bias")]
         x = F.batch_norm(x, *stats)
-        return F.relu(x) if act else x
+        return act(x) if apply_act else x
 
     def global_context(prefix, x):
         attn = F.conv2d(x, t[f"{prefix}.conv_attn.weight"], t[f"{prefix}.conv_attn.bias"])
@@ -302,37 +319,51 @@ def timm_gcresnet50t_logits(t, x):
 
     x = conv_norm_act("stem.conv1", x, 2)
     x = conv_norm_act("stem.conv2", x)
-    x = conv_norm_act("stem.conv3", x, 2)
-    for stage, blocks in enumerate((3, 4, 6, 3)):
+    x = conv_norm_act("stem.conv3", x, 1 if cfg["pool"] else 2)
+    if cfg["pool"]:
+        x = F.max_pool2d(x, 3, 2, 1)
+    for stage, blocks in enumerate(cfg["d"]):
         for index in range(blocks):
             p = f"stages.{stage}.{index}"
             stride = 2 if index == 0 and stage > 0 else 1
             shortcut = x
             if f"{p}.shortcut.conv.weight" in t:
-                shortcut = conv_norm_act(f"{p}.shortcut", x, stride, act=False)
+                shortcut = conv_norm_act(f"{p}.shortcut", x, stride, apply_act=False)
             y = conv_norm_act(f"{p}.conv1_1x1", x)
             y = conv_norm_act(f"{p}.conv2_kxk", y, stride)
             y = global_context(f"{p}.attn", y)
-            y = conv_norm_act(f"{p}.conv3_1x1", y, act=False)
-            x = F.relu(y + shortcut)
+            y = conv_norm_act(f"{p}.conv3_1x1", y, apply_act=False)
+            x = act(y + shortcut)
+    if cfg["features"]:
+        x = conv_norm_act("final_conv", x)
     return F.linear(x.mean((2, 3)), t["head.fc.weight"], t["head.fc.bias"])
 
 
-def test_timm_gcresnet50t_state_dict_runs_as_in_timm(tmp_path):
+@pytest.mark.parametrize("name", list(BYOBNET_CFGS))
+def test_timm_byobnet_state_dict_runs_as_in_timm(tmp_path, name):
     from conftest import randomize_network
 
-    timm = dict(randomize_network(timm_gcresnet50t(10)).state_dict())
-    assert "stages.2.5.attn.mlp_add.norm.weight" in timm and "stem.conv3.bn.running_var" in timm
-    assert timm["stages.0.0.attn.mlp_add.fc1.weight"].shape == (8, 64, 1, 1)  # C/8 of 64
-    path = tmp_path / "gcresnet50t.pth"
+    cfg = BYOBNET_CFGS[name]
+    timm = dict(randomize_network(timm_byobnet(cfg, 10)).state_dict())
+    path = tmp_path / f"{name}.pth"
     torch.save(timm, path)  # timm saves the bare state dict
-    model = nlgc.create_model("gc_resnet50t", num_classes=10).eval()
-    report = nlgc.load_weights(model, path)
+    model, report = load_model(path)  # found by its tensors
+    assert report.model_name == name and report.source == "timm"
     assert not report.kept and not report.replaced and not report.ignored
     x = torch.randn(2, 3, 96, 80)
     with torch.no_grad():
-        expected = timm_gcresnet50t_logits(timm, x)
-        assert relative_max_error(model(x), expected) <= 1e-5
+        assert relative_max_error(model.eval()(x), timm_byobnet_logits(timm, cfg, x)) <= 1e-5
+    params = sum(p.numel() for p in nlgc.create_model(name).parameters()) / 1e6
+    assert round(params, 2) == TIMM_PARAMS[name]
+
+
+def test_timm_gcresnet50t_into_other_networks_is_refused(tmp_path):
+    timm = timm_byobnet(BYOBNET_CFGS["gc_resnet50t"], 10).state_dict()
+    assert timm["stages.0.0.attn.mlp_add.fc1.weight"].shape == (8, 64, 1, 1)  # C/8 of 64
+    path = tmp_path / "gcresnet50t.pth"
+    torch.save(timm, path)
+    model = nlgc.create_model("gc_resnet50t", num_classes=10)
+    assert not nlgc.load_weights(model, path).kept
     assert model.layer1[0].context_block_after_conv2.channel_add_conv[1].eps == 1e-6
     with pytest.raises(ValueError, match=r"gcresnet50t\.pth does not match the model"):
         nlgc.load_weights(nlgc.create_model("gc_resnet50"), path)  # another network

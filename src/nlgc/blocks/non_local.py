@@ -24,8 +24,11 @@ def sub_sampled(spatial: tuple[int, ...]) -> tuple[int, ...]:
     return (*spatial[:-2], spatial[-2] // 2, spatial[-1] // 2)
 
 
-def group_positions(t: torch.Tensor, attend: str) -> torch.Tensor:
-    """(B, C, *S) -> (B, G, n, C): the G groups of n positions that attend to each other."""
+def group_positions(t: torch.Tensor, attend: str, frames: int | None = None) -> torch.Tensor:
+    """(B, C, *S) -> (B, G, n, C): the G groups of n positions that attend to each other
+    (``frames``: spacetime within consecutive groups of that many frames)."""
+    if frames is not None:  # (B, C, T, H, W) -> (B, T/frames, frames·H·W, C)
+        return t.unflatten(2, (-1, frames)).flatten(3).permute(0, 2, 3, 1)
     if attend == "space":  # every frame on its own: (B, T, H·W, C)
         return t.flatten(3).permute(0, 2, 3, 1)
     if attend == "time":  # every location across frames: (B, H·W, T, C)
@@ -33,13 +36,17 @@ def group_positions(t: torch.Tensor, attend: str) -> torch.Tensor:
     return t.flatten(2).mT.unsqueeze(1)  # all positions: (B, 1, N, C)
 
 
-def ungroup_positions(y: torch.Tensor, attend: str, spatial: torch.Size) -> torch.Tensor:
+def ungroup_positions(
+    y: torch.Tensor, attend: str, spatial: torch.Size, frames: int | None = None
+) -> torch.Tensor:
     """Inverse of group_positions: (B, G, n, C) -> (B, C, *spatial), contiguous.
 
     The copy is O(N·C) and gives W_z a plain layout (it also keeps inductor's dynamic-shape
     stride ordering, which fails on the permuted view, out of trouble).
     """
-    if attend == "space":
+    if frames is not None:
+        y = y.permute(0, 3, 1, 2).unflatten(3, (frames, *spatial[1:])).flatten(2, 3)
+    elif attend == "space":
         y = y.permute(0, 3, 1, 2).unflatten(3, spatial[1:])
     elif attend == "time":
         y = y.permute(0, 3, 2, 1).unflatten(3, spatial[1:])
@@ -67,6 +74,10 @@ class NonLocalBlock(ContextBlock):
             reproduce its released weights).
         attend: for video, ``"spacetime"`` (default), ``"space"`` (within each frame) or
             ``"time"`` (across frames at the same location), the paper's Table 2d.
+        temporal_group: for video with ``attend="spacetime"``, attend only within consecutive
+            groups of this many frames (T must be a multiple): the official Caffe2 code's
+            ``add_nonlocal_group`` (``lib/models/nonlocal_helper.py``), used with 4 frames in
+            res3 of its "affine" 32×4 and 128×1 models. None (default): all frames.
         norm: ``"bn"`` puts BatchNorm after W_z (paper); ``None`` uses W_z alone.
         zero_init: start as an exact identity: BN γ = β = 0 with ``norm="bn"`` (paper), else
             W_z = 0.
@@ -106,6 +117,7 @@ class NonLocalBlock(ContextBlock):
         sub_sample: bool = False,
         pool_position: str = "after",
         attend: str = "spacetime",
+        temporal_group: int | None = None,
         norm: str | None = "bn",
         zero_init: bool = True,
         init: str = "pytorch",
@@ -127,6 +139,14 @@ class NonLocalBlock(ContextBlock):
                 "sub_sample=True pools space, but attend='time' attends only across frames at "
                 "one location; use sub_sample=False with attend='time'"
             )
+        if temporal_group is not None:
+            check_positive_int("temporal_group", temporal_group)
+            if dim != 3 or self.attend != "spacetime":
+                raise ValueError(
+                    "temporal_group groups frames: it needs dim=3 and attend='spacetime', got "
+                    f"dim={dim}, attend={attend!r}"
+                )
+        self.temporal_group = temporal_group
         self.norm_type = check_choice("norm", norm, ("bn", None))
         self.zero_init = bool(zero_init)
         self.init = check_choice("init", init, INITS)
@@ -181,9 +201,10 @@ class NonLocalBlock(ContextBlock):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)
         query, key, value = self._embed(x)  # (B, Cq, *S), (B, Cq, *S'), (B, C', *S')
-        q, k, v = (group_positions(t, self.attend) for t in (query, key, value))  # (B, G, n, C)
+        frames = self.temporal_group
+        q, k, v = (group_positions(t, self.attend, frames) for t in (query, key, value))
         y = self._reference(q, k, v) if self.impl == "reference" else self._fast(q, k, v)
-        y = ungroup_positions(y, self.attend, x.shape[2:])  # (B, C', *S)
+        y = ungroup_positions(y, self.attend, x.shape[2:], frames)  # (B, C', *S)
         return x + self.norm(self.out(y))
 
     def attention_map(self, x: torch.Tensor, queries: torch.Tensor | None = None) -> torch.Tensor:
@@ -196,7 +217,8 @@ class NonLocalBlock(ContextBlock):
 
         Returns:
             (B, Q, N_keys) over the flattened (sub-sampled) key positions. With ``attend`` space
-            or time, keys outside a query's frame or location have weight 0.
+            or time (or ``temporal_group``), keys outside a query's frame, location (or group
+            of frames) have weight 0.
         """
         q, k = self.query_key(x)  # (B, N, Cq), (B, Nk, Cq)
         num_positions = q.shape[1]
@@ -222,6 +244,10 @@ class NonLocalBlock(ContextBlock):
             raise ValueError(
                 f"x is too small for sub_sample=True: pooling by 2 needs a spatial size of at "
                 f"least 2, got shape {tuple(x.shape)}"
+            )
+        if self.temporal_group is not None and x.shape[2] % self.temporal_group:
+            raise ValueError(
+                f"x has {x.shape[2]} frames, not a multiple of temporal_group={self.temporal_group}"
             )
         check_choice("impl", self.impl, IMPLS)
 
@@ -262,9 +288,13 @@ class NonLocalBlock(ContextBlock):
 
     def _key_mask(self, queries, query_spatial, key_spatial) -> torch.Tensor | None:
         """(Q, Nk) bool: which keys each query attends to; None when it attends to all."""
-        if self.attend == "spacetime":
+        if self.attend == "spacetime" and self.temporal_group is None:
             return None
         keys = torch.arange(math.prod(key_spatial), device=queries.device)
+        if self.temporal_group is not None:  # same group of frames
+            group_q = queries // (self.temporal_group * math.prod(query_spatial[1:]))
+            group_k = keys // (self.temporal_group * math.prod(key_spatial[1:]))
+            return group_q[:, None] == group_k[None, :]
         if self.attend == "space":  # same frame
             frame_q = queries // math.prod(query_spatial[1:])
             frame_k = keys // math.prod(key_spatial[1:])
@@ -277,5 +307,6 @@ class NonLocalBlock(ContextBlock):
             f"{self.in_channels}, dim={self.dim}, pairwise={self.pairwise!r}, "
             f"inter_channels={self.inter_channels}, sub_sample={self.sub_sample}, "
             f"pool_position={self.pool_position!r}, attend={self.attend!r}, "
+            f"temporal_group={self.temporal_group}, "
             f"norm={self.norm_type!r}, init={self.init!r}, scale={self.scale}, impl={self.impl!r}"
         )

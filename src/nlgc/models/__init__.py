@@ -21,12 +21,14 @@ from nlgc.models.registry import (
 from nlgc.models.resnet import BasicBlock, Bottleneck, ResNet
 from nlgc.models.video_inference import fully_convolutional_scores
 from nlgc.models.video_resnet import Bottleneck3d, VideoResNet
-from nlgc.models.weights import convert_mmaction2, inflate_weights, load_weights
+from nlgc.models.weights import inflate_weights, load_weights
+from nlgc.models.zoo import ZOO, list_weights, weights_entry
 
 __all__ = [
     "BLOCK_TYPES",
     "POSITIONS",
     "STAGES",
+    "ZOO",
     "BasicBlock",
     "Bottleneck",
     "Bottleneck3d",
@@ -35,16 +37,17 @@ __all__ = [
     "ResNet",
     "VideoResNet",
     "apply_plan",
-    "convert_mmaction2",
     "create_model",
     "default_plan",
     "describe",
     "fully_convolutional_scores",
     "inflate_weights",
     "list_models",
+    "list_weights",
     "load_weights",
     "modality",
     "option_names",
     "register",
+    "weights_entry",
     "without_blocks",
 ]

@@ -1,34 +1,35 @@
-"""Rebuild the network a checkpoint was trained in: from nlgc's own metadata, from the file's
-tensors (which registered model, built as its source builds it, has exactly those), or by name."""
+"""Rebuild the network a checkpoint was trained in: from nlgc's own metadata, from a zoo name,
+or from the file's tensors (which registered model, built as its source builds it, has exactly
+those).
+
+A file is read once, its source detected once (:mod:`nlgc.models.sources`), its tensors
+converted once; then the network is built and loaded.
+"""
 
 from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Mapping
 
 import torch
 from torch import nn
 
 from nlgc.blocks import PAIRWISE
+from nlgc.models.download import cache_dir, download, fetch
 from nlgc.models.registry import create_model, list_models
+from nlgc.models.sources import WeightsSource, detect_source
+from nlgc.models.sources.native import read_metadata
 from nlgc.models.weights import (
     CLASSIFIER,
     LoadReport,
-    is_caffe2_layout,
-    is_mmaction2_layout,
-    load_weights,
+    load_converted,
     nlgc_layout,
     read_weights_file,
     state_dict_of,
 )
-
-METADATA_KEY = "nlgc_model"  # {"name": ..., "num_classes": ..., "overrides": {...}}
-
-
-def model_metadata(name: str, num_classes: int, overrides: dict | None = None) -> dict:
-    """What nlgc stores in its checkpoints so that ``load_model`` can rebuild the network."""
-    return {"name": name, "num_classes": num_classes, "overrides": dict(overrides or {})}
+from nlgc.models.zoo import ZooEntry, default_entry, list_weights, weights_entry
 
 
 def load_model(
@@ -36,84 +37,101 @@ def load_model(
 ) -> tuple[nn.Module, LoadReport]:
     """The network a checkpoint was trained in, with its weights, and a load report.
 
-    ``checkpoint`` is a file (nlgc, torchvision, timm, mmdetection/GCNet, mmaction2, official
-    Caffe2 ``.pkl``) or a state dict; ``name`` and ``kwargs`` (``create_model`` overrides)
-    choose the network where the file cannot tell. Without a name: nlgc's training checkpoints
-    name their model; otherwise the registered models whose state-dict keys and shapes are the
-    file's (after converting its layout) fit, built the way that source builds them
-    (``stem="mmaction2"`` for mmaction2 files; ``stem="caffe2"`` with pooling before φ/g and the
-    1/√C' scale for Caffe2 files). One fit is built and loaded; several (mmaction2's embedded
-    Gaussian and dot product have the same tensors, so do Caffe2's 32×2 and 8×8 models, told
-    apart by ``stem_temporal_stride=2`` or ``1``) or none raise a ValueError that lists what
-    fits. The number of classes is read from the file's classifier. ``report.model_name`` is
-    the registered name, ``report.options`` the overrides used. With neither a checkpoint nor a
-    name the call fails; with a name only, the fresh model is returned.
+    ``checkpoint`` is a zoo name (``"nl_i3d_resnet50.mmaction2_eg_32x2_k400"``, see
+    ``nlgc weights list``; downloaded into the cache once), a URL, a file (nlgc, torchvision,
+    timm, GCNet/mmdetection, mmaction2, Caffe2 ``.pkl``, PySlowFast) or a state dict; ``name``
+    and ``kwargs`` (``create_model`` overrides) choose the network where the file cannot tell.
+    Without a name: nlgc's training checkpoints name their model; otherwise the registered
+    models whose state-dict keys and shapes are the file's (after converting its layout) fit,
+    built the way that source builds them. One fit is built and loaded; several (mmaction2's
+    embedded Gaussian and dot product have the same tensors, so do Caffe2's 32×2 and 8×8
+    models, told apart by ``stem_temporal_stride=2`` or ``1``) or none raise a ValueError that
+    lists what fits. The number of classes is read from the file's classifier.
+
+    The model carries ``preprocessing`` (:class:`~nlgc.models.preprocessing.Preprocessing`, the
+    zoo entry's or its source's input convention; None for nlgc's own checkpoints) and
+    ``class_names`` (a list where the zoo entry's source publishes them, else None).
+    ``report.model_name`` is the registered name, ``report.options`` the overrides used,
+    ``report.source`` the weights source.
     """
     if checkpoint is None:
         if name is None:
             raise ValueError("give a model name (--model) or a checkpoint (--checkpoint)")
-        return create_model(name, **kwargs), LoadReport(model_name=name, options=kwargs)
+        model = create_model(name, **kwargs)
+        return _labelled(model, None, None), LoadReport(model_name=name, options=kwargs)
+    entry = None
+    if isinstance(checkpoint, str) and checkpoint in list_weights():
+        entry = weights_entry(checkpoint)
+        checkpoint, name = fetch(entry), name or entry.model
+        kwargs = {**entry.options, **kwargs}
+    elif isinstance(checkpoint, str) and re.match(r"https?://", checkpoint):
+        checkpoint = _downloaded(checkpoint)
     if isinstance(checkpoint, Mapping):
-        raw, where = dict(checkpoint), "the state dict"
+        data, where = dict(checkpoint), "the state dict"
     else:
         data, where = read_weights_file(checkpoint), os.fspath(checkpoint)  # read once
-        meta = (data.get("hyper_parameters") or {}).get(METADATA_KEY)  # a Lightning checkpoint
-        if meta:
+        native = read_metadata(data)
+        if native is not None:
+            meta, state = native
             model = create_model(meta["name"], meta["num_classes"], **meta["overrides"])
-            prefix = "model."  # the Classifier's submodule
-            state = {
-                k.removeprefix(prefix): v
-                for k, v in data["state_dict"].items()
-                if k.startswith(prefix)
-            }
-            report = load_weights(model, state)
-            report.model_name, report.options = meta["name"], meta["overrides"]
-            return model, report
-        raw = state_dict_of(data)
-    if (
-        is_caffe2_layout(raw)
-        and "res_conv1_bn_rm" not in raw
-        and any("nonlocal_conv3" in k for k in raw)
-    ):
-        raise ValueError(
-            f"{where} is a Caffe2 'affine' NL model: its res3 NL blocks attend within temporal "
-            "groups (res_stage_nonlocal_group), a network nlgc does not build"
-        )
-    state, _ = nlgc_layout(raw)
+            report = load_converted(model, state, [], where)
+            report.model_name, report.options, report.source = (
+                meta["name"],
+                meta["overrides"],
+                "nlgc",
+            )
+            return _labelled(model, None, None), report
+    raw = state_dict_of(data)
+    source = detect_source(raw)  # detected once
+    refusal = source.refusal(raw)
+    if refusal:
+        raise ValueError(f"{where}: {refusal}")
+    state, ignored = nlgc_layout(raw, source)  # converted once
     fc = state.get("fc.weight")  # every source's classifier, once its layout is converted
     if fc is not None and "num_classes" not in kwargs:
         kwargs = {**kwargs, "num_classes": fc.shape[0]}
+    name = name or source.model_for(raw)
     if name is None:
-        name, options = _the_one_fit(state, source_options(raw), kwargs, where)
+        name, options = _the_one_fit(state, source, source.build_options(raw), kwargs, where)
         kwargs = {**options, **kwargs}
     else:
-        kwargs = {**source_options(raw), **kwargs}
+        kwargs = {**source.build_options(raw), **kwargs}
     model = create_model(name, **kwargs)
-    report = load_weights(model, raw)
-    report.model_name, report.options = name, kwargs
-    return model, report
+    report = load_converted(model, state, ignored, where)
+    report.model_name, report.options, report.source = name, kwargs, source.name
+    return _labelled(model, entry, source), report
 
 
-def source_options(raw: Mapping) -> dict:
-    """How the file's source builds its networks, as create_model overrides."""
-    if is_mmaction2_layout(raw):
-        conv1 = raw.get("backbone.conv1.conv.weight", raw.get("conv1.conv.weight"))
-        if conv1 is not None and conv1.dim() == 4:  # the C2D class: 2D convolutions
-            return {"stem": "mmaction2_c2d", "stem_temporal_stride": 1}
-        return {"stem": "mmaction2"}
-    if is_caffe2_layout(raw):
-        non_local = any(k.startswith("nonlocal_conv") for k in raw)
-        return {
-            "stem": "caffe2",
-            **({"pool_position": "before", "scale": True} if non_local else {}),
-        }
-    return {}
+def pretrained_model(name: str, tag: str | bool, **overrides) -> nn.Module:
+    """``create_model(name, pretrained=tag)``: the zoo entry's network with its weights."""
+    entry = default_entry(name, tag)
+    model, _ = load_model(entry.name, **overrides)
+    return model
+
+
+def _labelled(model: nn.Module, entry: ZooEntry | None, source: WeightsSource | None):
+    """The model with the input convention and class names of its weights (None if unknown)."""
+    model.preprocessing = entry.preprocessing if entry else (source and source.preprocessing)
+    names = entry.class_names() if entry else None
+    fc = getattr(model, "fc", None)
+    model.class_names = (
+        names if names and fc is not None and fc.out_features == len(names) else None
+    )
+    return model
+
+
+def _downloaded(url: str):
+    """A URL's file in the cache (downloaded once), hash-checked where its name carries one."""
+    filename = url.rsplit("/", 1)[-1]
+    path = cache_dir() / filename
+    if not path.is_file():
+        match = re.search(r"-([0-9a-f]{8,64})\.[a-z]+$", filename)
+        download(url, path, match.group(1) if match else None)
+    return path
 
 
 # the NL models' default pairwise function (embedded Gaussian, no option) first, then the others
 _PAIRWISE = ({}, *({"pairwise": p} for p in PAIRWISE if p != "embedded_gaussian"))
-# Caffe2's 32×2 (resnet_video_org) and 8×8 (resnet_video) models have the same tensors
-_CAFFE2_CLIPS = ({"stem_temporal_stride": 2}, {"stem_temporal_stride": 1})
 
 
 @functools.lru_cache(maxsize=1024)
@@ -136,15 +154,16 @@ def _signature(state: Mapping) -> frozenset:
     )
 
 
-def _the_one_fit(state: dict, source: dict, given: dict, where: str) -> tuple[str, dict]:
+def _the_one_fit(
+    state: dict, source: WeightsSource, built_as: dict, given: dict, where: str
+) -> tuple[str, dict]:
     wanted = _signature(state)
     kind = "video" if state.get("conv1.weight", torch.empty(0)).dim() == 5 else "image"
     fits = []
-    clips = _CAFFE2_CLIPS if source.get("stem") == "caffe2" else ({},)
-    for name in list_models(modality=kind):
+    for name in list_models(modality=kind, fit_by_tensors=True):
         for pairwise in _PAIRWISE if name.startswith("nl") else ({},):
-            for clip in clips:
-                options = {**source, **pairwise, **clip, **given}
+            for alternative in source.alternatives:
+                options = {**built_as, **pairwise, **alternative, **given}
                 options.pop("num_classes", None)
                 key = tuple(sorted(options.items()))
                 if (name, key) not in fits and _signature_of(name, key) == wanted:

@@ -47,6 +47,7 @@ class ModelSpec:
     architecture: Architecture
     plan: Plan
     description: str
+    fit_by_tensors: bool = True  # False: its tensors are another model's (it differs in function)
 
     @property
     def modality(self) -> str:
@@ -56,20 +57,29 @@ class ModelSpec:
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register(name: str, architecture: Architecture, plan: Plan, description: str) -> None:
-    """Add a named configuration: ``architecture`` with the blocks of ``plan``."""
+def register(
+    name: str, architecture: Architecture, plan: Plan, description: str, fit_by_tensors=True
+) -> None:
+    """Add a named configuration: ``architecture`` with the blocks of ``plan``.
+    ``fit_by_tensors=False`` for a network whose tensors are exactly another's (only its
+    function differs): ``load_model`` then builds it only where a file's source names it."""
     if name in _REGISTRY:
         raise ValueError(f"a model named {name!r} is already registered")
-    _REGISTRY[name] = ModelSpec(architecture, plan, description)
+    _REGISTRY[name] = ModelSpec(architecture, plan, description, fit_by_tensors)
 
 
-def list_models(pattern: str = "*", modality: str | None = None) -> list[str]:
+def list_models(
+    pattern: str = "*", modality: str | None = None, fit_by_tensors: bool | None = None
+) -> list[str]:
     """Registered names matching a shell-style pattern, e.g. ``list_models("gc_*")``, of one
-    ``modality`` (``"image"`` or ``"video"``) or of both."""
+    ``modality`` (``"image"`` or ``"video"``) or of both (and, if given, of one
+    ``fit_by_tensors``)."""
     return sorted(
         name
         for name, spec in _REGISTRY.items()
-        if fnmatch.fnmatch(name, pattern) and modality in (None, spec.modality)
+        if fnmatch.fnmatch(name, pattern)
+        and modality in (None, spec.modality)
+        and fit_by_tensors in (None, spec.fit_by_tensors)
     )
 
 
@@ -104,11 +114,21 @@ def _spec(name: str) -> ModelSpec:
     return _REGISTRY[name]
 
 
-def create_model(name: str, num_classes: int | None = None, plan: Plan | None = None, **overrides):
+def create_model(
+    name: str,
+    num_classes: int | None = None,
+    plan: Plan | None = None,
+    pretrained: bool | str = False,
+    **overrides,
+):
     """Build a registered model.
 
     Args:
         name: see :func:`list_models`.
+        pretrained: ``True`` for the model's first released weights in the zoo, a tag
+            (``"tv2_in1k"``) for those, False (default) for a fresh network; downloaded once
+            into the cache (see :mod:`nlgc.models.download`). With ``num_classes`` of another
+            size the classifier is re-initialised for fine-tuning.
         num_classes: classifier size; default 1000 for image and 400 (Kinetics) for video
             models.
         plan: replace the configuration's plan entirely.
@@ -122,6 +142,13 @@ def create_model(name: str, num_classes: int | None = None, plan: Plan | None = 
             ValueError naming it and listing the valid ones.
     """
     spec = _spec(name)
+    if pretrained:
+        if plan is not None:
+            raise ValueError("pretrained weights come with their own plan: pass plan=None")
+        from nlgc.models.from_checkpoint import pretrained_model  # it builds through this module
+
+        given = {} if num_classes is None else {"num_classes": num_classes}
+        return pretrained_model(name, pretrained, **given, **overrides)
     plan = plan if plan is not None else spec.plan
     model_options = spec.architecture.option_names()
     unknown = sorted(set(overrides) - set(option_names(name, plan)))
@@ -173,6 +200,29 @@ RESNET50T = _resnet(
     Bottleneck,
     (3, 4, 6, 3),
     stem="tiered",
+)
+_TS = {"activation": "silu", "stem": "tiered_maxpool", "group_size": 32}  # timm byobnet "ts"
+RESNEXT26TS = _resnet(
+    "ResNeXt-26-TS (timm byobnet: tiered stem + max pool, SiLU, 3×3 group size 32)",
+    Bottleneck,
+    (2, 2, 2, 2),
+    **_TS,
+)
+RESNEXT50TS = _resnet(
+    "ResNeXt-50-TS (timm byobnet: tiered stem + max pool, SiLU, 3×3 group size 32)",
+    Bottleneck,
+    (3, 4, 6, 3),
+    **_TS,
+)
+RESNET33TS = _resnet(
+    "ResNet-33-TS (timm byobnet: tiered stem, SiLU, widths 256-512-1536-1536, 1280-wide 1×1 "
+    "head conv)",
+    Bottleneck,
+    (2, 3, 3, 2),
+    stem="tiered",
+    activation="silu",
+    widths=(256, 512, 1536, 1536),
+    head_channels=1280,
 )
 RESNET152 = _resnet("ResNet-152", Bottleneck, (3, 8, 36, 3))
 RESNEXT50 = _resnet("ResNeXt-50 32×4d", Bottleneck, (3, 4, 6, 3), groups=32, width_per_group=4)
@@ -276,6 +326,16 @@ NL10_VIDEO_50 = Variant(
     Plan((Insertion("nl", ("c3", "c4"), "all", options=_NL_VIDEO),)),
     "10 non-local blocks (every residual block of res3 and res4)",
 )
+NL5_GROUPED_VIDEO_50 = Variant(
+    Plan(
+        (
+            Insertion("nl", ("c3",), (1, 3), options={**_NL_VIDEO, "temporal_group": 4}),
+            Insertion("nl", ("c4",), (1, 3, 5), options=_NL_VIDEO),
+        )
+    ),
+    "5 non-local blocks (res3 {1, 3} attending within groups of 4 frames, res4 {1, 3, 5}): the "
+    "official Caffe2 'affine' 32×4 and 128×1 models (res_stage_nonlocal_group)",
+)
 GC_VIDEO = Variant(GC.plan, "3D GC blocks in every bottleneck of res3–res5")
 
 # Every named model: (name, architecture, variant). `nlgc models` lists them with their lines.
@@ -290,6 +350,9 @@ MODELS = [
     ("gc_resnet50", RESNET50, GC),
     ("gc_r4_resnet50", RESNET50, GC_R4),
     ("gc_resnet50t", RESNET50T, GC_TIMM),
+    ("gc_resnext26ts", RESNEXT26TS, GC_TIMM),
+    ("gc_resnext50ts", RESNEXT50TS, GC_TIMM),
+    ("gc_resnet33ts", RESNET33TS, GC_TIMM),
     ("nl_resnet50", RESNET50, NL),
     ("dnl_resnet50", RESNET50, DNL),
     ("snl_resnet50", RESNET50, SNL),
@@ -320,6 +383,7 @@ MODELS = [
     ("gc_c2d_resnet50", C2D50, GC_VIDEO),
     ("i3d_resnet50", I3D50, PLAIN),
     ("nl_i3d_resnet50", I3D50, NL5_VIDEO_50),
+    ("nl_grouped_i3d_resnet50", I3D50, NL5_GROUPED_VIDEO_50),
     ("nl1_i3d_resnet50", I3D50, NL1_VIDEO),
     ("nl10_i3d_resnet50", I3D50, NL10_VIDEO_50),
     ("gc_i3d_resnet50", I3D50, GC_VIDEO),
@@ -344,4 +408,4 @@ MODELS = [
 
 for _name, _arch, _variant in MODELS:
     _text = _arch.title if _variant is PLAIN else f"{_arch.title} + {_variant.text}"
-    register(_name, _arch, _variant.plan, _text)
+    register(_name, _arch, _variant.plan, _text, _variant is not NL5_GROUPED_VIDEO_50)

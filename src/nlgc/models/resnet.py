@@ -23,13 +23,22 @@ class BasicBlock(InsertionPoints, nn.Module):
     expansion = 1
     positions = ("after_conv1", "after_conv3", "after_add", "after_block")
 
-    def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64):
+    def __init__(
+        self,
+        inplanes,
+        planes,
+        stride=1,
+        downsample=None,
+        groups=1,
+        base_width=64,
+        activation: type[nn.Module] = nn.ReLU,
+    ):
         super().__init__()
         if groups != 1 or base_width != 64:
             raise ValueError("BasicBlock supports only groups=1 and width_per_group=64")
         self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.relu = nn.ReLU(inplace=True)
+        self.relu = activation(inplace=True)
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = downsample
@@ -71,7 +80,8 @@ def block_conv(
 
 
 class Bottleneck(InsertionPoints, nn.Module):
-    """ResNet-50+ residual block: 1×1 → 3×3 (stride, groups) → 1×1, expansion 4 (ResNet v1.5).
+    """ResNet-50+ residual block: 1×1 → 3×3 (stride, groups) → 1×1, expansion 4 (ResNet v1.5);
+    ``activation`` ReLU (torchvision) or SiLU (timm's "ts" byobnets).
 
     ``dim`` (class attribute) is 2 here and 3 in :class:`~nlgc.models.video_resnet.Bottleneck3d`,
     whose ``inflate`` gives conv1 (``"3x1x1"``) or conv2 (``"3x3x3"``) a temporal size of 3.
@@ -90,6 +100,7 @@ class Bottleneck(InsertionPoints, nn.Module):
         groups=1,
         base_width=64,
         inflate="none",
+        activation: type[nn.Module] = nn.ReLU,
     ):
         super().__init__()
         check_choice("inflate", inflate, ("none", "3x1x1", "3x3x3") if self.dim == 3 else ("none",))
@@ -103,7 +114,7 @@ class Bottleneck(InsertionPoints, nn.Module):
         self.bn2 = norm(width)
         self.conv3 = block_conv(dim, width, planes * self.expansion, 1)
         self.bn3 = norm(planes * self.expansion)
-        self.relu = nn.ReLU(inplace=True)
+        self.relu = activation(inplace=True)  # named relu in every network (no tensors)
         self.downsample = downsample
         self._init_insertions()
 
@@ -136,6 +147,7 @@ class ResNetBase(nn.Module):
         expansion: int,
         base: int = 64,
         num_stages: int = 4,
+        widths: Sequence[int] | None = None,
     ):
         out_indices = tuple(out_indices)
         if not out_indices or any(i not in range(num_stages) for i in out_indices):
@@ -147,7 +159,7 @@ class ResNetBase(nn.Module):
             {
                 "stage": stage,
                 "module": f"layer{i + 1}",
-                "channels": base * 2**i * expansion,
+                "channels": widths[i] if widths else base * 2**i * expansion,
                 "stride": 4 * 2**i,
             }
             for i, stage in enumerate(STAGES)
@@ -175,6 +187,7 @@ class ResNetBase(nn.Module):
         return x
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.final_conv(x) if hasattr(self, "final_conv") else x  # timm's num_features
         return self.fc(torch.flatten(self.avgpool(x), 1))  # (B, num_classes)
 
     def forward(self, x: torch.Tensor):
@@ -206,10 +219,19 @@ class ResNet(ResNetBase):
         in_channels: input image channels.
         base_channels: width of the stem and of c2 (64 in every standard ResNet; smaller for
             quick experiments, e.g. 16 in the demo's ``tiny_resnet``).
-        stem: ``"torchvision"`` (7×7 conv, stride 2, then a 3×3 max pool) or ``"tiered"``
+        stem: ``"torchvision"`` (7×7 conv, stride 2, then a 3×3 max pool), ``"tiered"``
             (timm's "T" ResNets, byobnet ``stem_type="tiered"``, ``stem_pool=""``: 3×3 convs of
             3/8, 1/2 and 1 × base channels with strides 2, 1, 2 and no max pool; ``conv1`` is
-            then a Sequential of those convs and the first two BN + ReLU).
+            then a Sequential of those convs and the first two BN + activation) or
+            ``"tiered_maxpool"`` (byobnet's ``stem_pool="maxpool"``: strides 2, 1, 1, then a
+            3×3 max pool with stride 2).
+        widths: output channels of each stage; default base_channels · 2^i · expansion
+            (timm's ``gcresnet33ts``: 256, 512, 1536, 1536).
+        group_size: channels per group of the 3×3 convolutions (timm's ``gs=32``; groups =
+            width / group_size in each stage), instead of ``groups``/``width_per_group``.
+        activation: ``"relu"`` or ``"silu"`` (timm's "ts" networks), in the stem and blocks.
+        head_channels: a 1×1 conv + BN + activation to this width before the pooling (timm's
+            ``num_features``, module ``final_conv``); default none.
 
     Shape:
         - Input: (B, in_channels, H, W).
@@ -230,43 +252,73 @@ class ResNet(ResNetBase):
         in_channels: int = 3,
         base_channels: int = 64,
         stem: str = "torchvision",
+        widths: Sequence[int] | None = None,
+        group_size: int | None = None,
+        activation: str = "relu",
+        head_channels: int | None = None,
     ):
         super().__init__()
         if not 1 <= len(layers) <= 4:
             raise ValueError(f"layers must give 1 to 4 stage depths, got {layers!r}")
+        if widths is not None and len(widths) != len(layers):
+            raise ValueError(f"widths must give one width per stage {layers!r}, got {widths!r}")
         if out_indices is None:
             out_indices = range(len(layers))
         self._set_outputs(
-            features_only, out_indices, block.expansion, base_channels, num_stages=len(layers)
+            features_only, out_indices, block.expansion, base_channels, len(layers), widths
         )
-        self.groups, self.base_width = groups, width_per_group
+        self.groups, self.base_width, self.group_size = groups, width_per_group, group_size
+        self.activation = {"relu": nn.ReLU, "silu": nn.SiLU}[
+            check_choice("activation", activation, ("relu", "silu"))
+        ]
         self.inplanes = base = base_channels
-        self.stem = check_choice("stem", stem, ("torchvision", "tiered"))
-        if stem == "tiered":
-            widths = (3 * base // 8, base // 2)
-            self.conv1 = nn.Sequential(
-                nn.Conv2d(in_channels, widths[0], 3, 2, 1, bias=False),
-                nn.BatchNorm2d(widths[0]),
-                nn.ReLU(inplace=True),
-                nn.Conv2d(widths[0], widths[1], 3, 1, 1, bias=False),
-                nn.BatchNorm2d(widths[1]),
-                nn.ReLU(inplace=True),
-                nn.Conv2d(widths[1], base, 3, 2, 1, bias=False),
-            )
-            self.maxpool = nn.Identity()
+        self.stem = check_choice("stem", stem, ("torchvision", "tiered", "tiered_maxpool"))
+        if stem.startswith("tiered"):
+            self.conv1 = self._tiered_stem(in_channels, base, 1 if stem == "tiered_maxpool" else 2)
         else:
             self.conv1 = nn.Conv2d(in_channels, base, 7, 2, 3, bias=False)
-            self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.maxpool = nn.Identity() if stem == "tiered" else nn.MaxPool2d(3, 2, 1)
         self.bn1 = nn.BatchNorm2d(base)
-        self.relu = nn.ReLU(inplace=True)
+        self.relu = self.activation(inplace=True)
         for index, depth in enumerate(layers):
             stride = 1 if index == 0 else 2
-            layer = self._make_layer(block, base * 2**index, depth, stride=stride)
-            setattr(self, f"layer{index + 1}", layer)
+            planes = widths[index] // block.expansion if widths else base * 2**index
+            setattr(self, f"layer{index + 1}", self._make_layer(block, planes, depth, stride))
         if not features_only:
+            if head_channels:
+                self.final_conv = nn.Sequential(
+                    nn.Conv2d(self.inplanes, head_channels, 1, bias=False),
+                    nn.BatchNorm2d(head_channels),
+                    self.activation(inplace=True),
+                )
             self.avgpool = nn.AdaptiveAvgPool2d(1)
-            self.fc = nn.Linear(self.inplanes, num_classes)
+            self.fc = nn.Linear(head_channels or self.inplanes, num_classes)
         self._finish(plan, dim=2)
+
+    def _tiered_stem(self, in_channels: int, base: int, last_stride: int) -> nn.Sequential:
+        widths = (3 * base // 8, base // 2)
+        return nn.Sequential(
+            nn.Conv2d(in_channels, widths[0], 3, 2, 1, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            self.activation(inplace=True),
+            nn.Conv2d(widths[0], widths[1], 3, 1, 1, bias=False),
+            nn.BatchNorm2d(widths[1]),
+            self.activation(inplace=True),
+            nn.Conv2d(widths[1], base, 3, last_stride, 1, bias=False),
+        )
+
+    def _grouping(self, planes: int) -> tuple[int, int]:
+        """(groups, width_per_group) of a stage's 3×3 convolutions, from ``group_size`` if set:
+        torchvision's width int(planes · w/64) · groups is then ``planes``."""
+        if self.group_size is None:
+            return self.groups, self.base_width
+        groups = planes // self.group_size
+        if planes % self.group_size or 64 % groups:
+            raise ValueError(
+                f"group_size={self.group_size} does not divide a stage width of {planes} into "
+                "a number of groups that divides 64"
+            )
+        return groups, 64 // groups
 
     def _make_layer(self, block, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
         downsample = None
@@ -275,10 +327,9 @@ class ResNet(ResNetBase):
                 nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
                 nn.BatchNorm2d(planes * block.expansion),
             )
-        layers = [block(self.inplanes, planes, stride, downsample, self.groups, self.base_width)]
+        groups, width = self._grouping(planes)
+        kwargs = {"groups": groups, "base_width": width, "activation": self.activation}
+        layers = [block(self.inplanes, planes, stride, downsample, **kwargs)]
         self.inplanes = planes * block.expansion
-        for _ in range(1, blocks):
-            layers.append(
-                block(self.inplanes, planes, groups=self.groups, base_width=self.base_width)
-            )
+        layers += [block(self.inplanes, planes, **kwargs) for _ in range(1, blocks)]
         return nn.Sequential(*layers)

@@ -16,7 +16,7 @@ from torch import nn
 from nlgc.blocks import ContextBlock
 from nlgc.data.io import normalize
 from nlgc.models import create_model, modality
-from nlgc.models.from_checkpoint import METADATA_KEY, model_metadata
+from nlgc.models.sources.native import METADATA_KEY, model_metadata
 from nlgc.models.video_inference import multi_view_scores
 from nlgc.train.config import ModelConfig, OptimConfig, VideoTest
 

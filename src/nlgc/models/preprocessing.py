@@ -1,0 +1,60 @@
+"""The input a network's weights were trained on: how to turn pixels into its tensors."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from nlgc.blocks.checks import check_choice
+
+CROPS = ("center", "three_crop")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Normalisation, sizes and clip sampling, as the weights' source evaluates them.
+
+    Args:
+        mean, std: per channel (R, G, B order), on pixels in [0, ``pixel_max``].
+        pixel_max: 1.0 when mean/std are given for [0, 1] (torchvision, timm), 255.0 for 0–255
+            (mmaction2, Caffe2).
+        input_size: the side of the crop the network sees.
+        resize: the short side an image or frame is resized to before cropping.
+        crop: ``"center"`` (one crop) or ``"three_crop"`` (left/centre/right, the video
+            models' test protocol).
+        interpolation: of the resize (``"bilinear"``, ``"bicubic"``).
+        clip_len, frame_interval, num_clips: video only: frames per clip, the step between
+            them, and the clips per video averaged at test time.
+    """
+
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    pixel_max: float = 1.0
+    input_size: int = 224
+    resize: int = 256
+    crop: str = "center"
+    interpolation: str = "bilinear"
+    clip_len: int | None = None
+    frame_interval: int | None = None
+    num_clips: int | None = None
+
+    def __post_init__(self):
+        check_choice("crop", self.crop, CROPS)
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError(f"mean and std need 3 values, std > 0; got {self.mean}, {self.std}")
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, …) RGB in [0, 1] → the network's input."""
+        if pixels.dim() < 3 or pixels.shape[1] != 3:
+            raise ValueError(f"pixels must be (B, 3, ...) RGB, got shape {tuple(pixels.shape)}")
+        shape = (1, 3) + (1,) * (pixels.dim() - 2)
+        mean = torch.tensor(self.mean, dtype=pixels.dtype, device=pixels.device).view(shape)
+        std = torch.tensor(self.std, dtype=pixels.dtype, device=pixels.device).view(shape)
+        return (pixels * self.pixel_max - mean) / std
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+IMAGENET = Preprocessing()  # torchvision's V1 weights: resize 256, centre crop 224, bilinear

@@ -1,0 +1,390 @@
+"""Released checkpoints nlgc can run, by name: where each is published and what it expects.
+
+Every entry was read from its source's README, metafile or pretrained config (named in
+``note`` or its source module). A name is ``<nlgc model>.<tag>`` (timm's convention):
+``nlgc.create_model("nl_i3d_resnet50", pretrained="mmaction2_eg_32x2_k400")`` or
+``nlgc.load_model("nl_i3d_resnet50.mmaction2_eg_32x2_k400")``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass, field, replace
+from importlib import resources
+
+from nlgc.models.preprocessing import IMAGENET, Preprocessing
+from nlgc.models.sources.caffe2 import CAFFE2_32X2
+from nlgc.models.sources.mmaction2 import KINETICS_32X2
+from nlgc.models.sources.timm import BYOBNET
+
+HASHES = ("torch.hub", "openmmlab", "none")
+_HEX = {"torch.hub": r"-([0-9a-f]{8,64})\.[a-z]+$", "openmmlab": r"-([0-9a-f]{8})\.pth$"}
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One released checkpoint.
+
+    Args:
+        model, tag: the nlgc network it builds and the weights' tag; the name is both.
+        url: the file's address exactly as its source publishes it.
+        source: the weights source (:mod:`nlgc.models.sources`) whose layout the file is in.
+        hash: how its file name carries its SHA-256: ``"torch.hub"`` (``-<prefix>.pth``),
+            ``"openmmlab"`` (``-<8 hex>.pth``, mmcv's ``publish_model``) or ``"none"``.
+        accuracy, protocol: what the source reports and how it measured it.
+        preprocessing: the input the weights expect.
+        options: ``create_model`` overrides that build the source's network (its stem, …).
+        classes: ``"imagenet1k"``, ``"kinetics400"`` or ``""`` (a detector's backbone).
+        hf_hub: the Hugging Face repository that also holds the weights (timm), if any.
+        license: as the source states it ("" where it states none).
+    """
+
+    model: str
+    tag: str
+    url: str
+    source: str
+    hash: str
+    accuracy: str
+    protocol: str
+    preprocessing: Preprocessing
+    options: dict = field(default_factory=dict)
+    classes: str = ""
+    hf_hub: str = ""
+    license: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}.{self.tag}"
+
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+    @property
+    def sha256_prefix(self) -> str | None:
+        """The hex prefix of the file's SHA-256 its name carries, None without one."""
+        if self.hash == "none":
+            return None
+        match = re.search(_HEX[self.hash], self.filename)
+        return match.group(1) if match else None
+
+    @property
+    def num_classes(self) -> int | None:
+        return {"imagenet1k": 1000, "kinetics400": 400}.get(self.classes)
+
+    def class_names(self) -> list[str] | None:
+        """The names of the classifier's outputs, in order, where the source publishes them."""
+        if not self.classes:
+            return None
+        text = resources.files("nlgc.models").joinpath(f"labels/{self.classes}.txt").read_text()
+        return text.splitlines()
+
+
+_TV = "https://download.pytorch.org/models/"
+_TIMM = "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-attn-weights/"
+_MMDET = "https://download.openmmlab.com/mmdetection/v2.0/gcnet/"
+_GCNET = "https://open-mmlab.s3.ap-northeast-2.amazonaws.com/mmdetection/models/gcnet/"
+_MMACTION = "https://download.openmmlab.com/mmaction/v1.0/recognition/"
+_CAFFE2 = "https://dl.fbaipublicfiles.com/video-nonlocal/"
+_SLOWFAST = "https://dl.fbaipublicfiles.com/pyslowfast/model_zoo/kinetics400/"
+_IN1K = "ImageNet-1k val"
+_COCO = "COCO val2017, Mask R-CNN R50-FPN 1x (GCNet README / mmdetection configs/gcnet)"
+_K400_TEST = "Kinetics-400 val, 10 clips × 3 crops"
+
+
+def _timm(model: str, timm_name: str, file: str, top1: str, top5: str) -> ZooEntry:
+    tag = timm_name.split(".", 1)[1]
+    return ZooEntry(
+        model,
+        tag,
+        _TIMM + file,
+        "timm",
+        "torch.hub",
+        f"top-1 {top1}, top-5 {top5}",
+        f"{_IN1K} at 256 px, crop_pct 0.9, bicubic (timm results-imagenet.csv)",
+        BYOBNET,
+        classes="imagenet1k",
+        hf_hub=f"timm/{timm_name}",
+        license="apache-2.0",
+    )
+
+
+def _mmaction2(model, tag, path, top1, top5, clip=(32, 2), **options) -> ZooEntry:
+    length, interval = clip
+    test = replace(KINETICS_32X2, clip_len=length, frame_interval=interval)
+    if clip == (8, 8):  # the C2D config tests 224 three crops of a 224 short side
+        test = replace(test, resize=224, input_size=224)
+    return ZooEntry(
+        model,
+        tag,
+        _MMACTION + path,
+        "mmaction2",
+        "openmmlab",
+        f"top-1 {top1}, top-5 {top5}",
+        f"{_K400_TEST} (mmaction2 metafile.yml)",
+        test,
+        options=options,
+        classes="kinetics400",
+        license="Apache-2.0",
+    )
+
+
+def _caffe2(model, tag, file, top1, top5, clip, url=_CAFFE2, note="") -> ZooEntry:
+    length, interval = clip
+    stride = 2 if clip in ((32, 2), (128, 1)) else 1  # resnet_video_org vs resnet_video
+    return ZooEntry(
+        model,
+        tag,
+        url + file,
+        "caffe2",
+        "none",
+        f"top-1 {top1}, top-5 {top5}",
+        f"{_K400_TEST} of 256 px, fully convolutional ({note or 'video-nonlocal-net README'})",
+        replace(CAFFE2_32X2, clip_len=length, frame_interval=interval),
+        options={"stem_temporal_stride": stride},
+        classes="kinetics400",
+        license="CC-BY-NC-4.0" if url == _CAFFE2 else "Apache-2.0",
+    )
+
+
+ZOO: tuple[ZooEntry, ...] = (
+    ZooEntry(
+        "resnet50",
+        "tv_in1k",
+        _TV + "resnet50-0676ba61.pth",
+        "torchvision",
+        "torch.hub",
+        "top-1 76.130, top-5 92.862",
+        f"{_IN1K}, resize 256, centre crop 224 (torchvision ResNet50_Weights.IMAGENET1K_V1)",
+        IMAGENET,
+        classes="imagenet1k",
+        license="BSD-3-Clause",
+    ),
+    ZooEntry(
+        "resnet50",
+        "tv2_in1k",
+        _TV + "resnet50-11ad3fa6.pth",
+        "torchvision",
+        "torch.hub",
+        "top-1 80.858, top-5 95.434",
+        f"{_IN1K}, resize 232, centre crop 224 (torchvision ResNet50_Weights.IMAGENET1K_V2)",
+        replace(IMAGENET, resize=232),
+        classes="imagenet1k",
+        license="BSD-3-Clause",
+    ),
+    _timm(
+        "gc_resnet50t", "gcresnet50t.ra2_in1k", "gcresnet50t_256-96374d1c.pth", "80.944", "95.458"
+    ),
+    _timm(
+        "gc_resnext26ts",
+        "gcresnext26ts.ch_in1k",
+        "gcresnext26ts_256-e414378b.pth",
+        "77.810",
+        "93.816",
+    ),
+    _timm(
+        "gc_resnext50ts",
+        "gcresnext50ts.ch_in1k",
+        "gcresnext50ts_256-3e0f515e.pth",
+        "80.608",
+        "95.180",
+    ),
+    _timm(
+        "gc_resnet33ts",
+        "gcresnet33ts.ra2_in1k",
+        "gcresnet33ts_256-0e0cd345.pth",
+        "80.072",
+        "94.986",
+    ),
+    ZooEntry(
+        "gc_resnet50",
+        "gcnet_mask_rcnn_r16_coco",
+        _GCNET + "mask_rcnn_r16_gcb_c3-c5_r50_fpn_1x_20190602-c550c707.pth",
+        "mmdetection",
+        "openmmlab",
+        "box AP 38.5, mask AP 35.1 (fixBN backbone)",
+        _COCO,
+        IMAGENET,
+        options={"features_only": True},
+        license="Apache-2.0",
+    ),
+    ZooEntry(
+        "gc_r4_resnet50",
+        "gcnet_mask_rcnn_r4_coco",
+        _GCNET + "mask_rcnn_r4_gcb_c3-c5_r50_fpn_1x_20190602-18ae2dfd.pth",
+        "mmdetection",
+        "openmmlab",
+        "box AP 38.9, mask AP 35.5 (fixBN backbone)",
+        _COCO,
+        IMAGENET,
+        options={"features_only": True},
+        license="Apache-2.0",
+    ),
+    ZooEntry(
+        "gc_resnet50",
+        "mmdet_mask_rcnn_r16_coco",
+        _MMDET + "mask_rcnn_r50_fpn_r16_gcb_c3-c5_1x_coco/"
+        "mask_rcnn_r50_fpn_r16_gcb_c3-c5_1x_coco_20200515_211915-187da160.pth",
+        "mmdetection",
+        "openmmlab",
+        "box AP 39.7, mask AP 35.9",
+        _COCO,
+        IMAGENET,
+        options={"features_only": True},
+        license="Apache-2.0",
+    ),
+    ZooEntry(
+        "gc_r4_resnet50",
+        "mmdet_mask_rcnn_r4_coco",
+        _MMDET + "mask_rcnn_r50_fpn_r4_gcb_c3-c5_1x_coco/"
+        "mask_rcnn_r50_fpn_r4_gcb_c3-c5_1x_coco_20200204-17235656.pth",
+        "mmdetection",
+        "openmmlab",
+        "box AP 39.9, mask AP 36.0",
+        _COCO,
+        IMAGENET,
+        options={"features_only": True},
+        license="Apache-2.0",
+    ),
+    _mmaction2(
+        "c2d_resnet50",
+        "mmaction2_8x8_k400",
+        "c2d/c2d_r50-in1k-pre_8xb32-8x8x1-100e_kinetics400-rgb/"
+        "c2d_r50-in1k-pre_8xb32-8x8x1-100e_kinetics400-rgb_20221027-3ca304fa.pth",
+        "73.89",
+        "91.21",
+        clip=(8, 8),
+    ),
+    _mmaction2(
+        "i3d_resnet50",
+        "mmaction2_32x2_k400",
+        "i3d/i3d_imagenet-pretrained-r50_8xb8-32x2x1-100e_kinetics400-rgb/"
+        "i3d_imagenet-pretrained-r50_8xb8-32x2x1-100e_kinetics400-rgb_20220812-e213c223.pth",
+        "73.47",
+        "91.27",
+    ),
+    _mmaction2(
+        "nl_i3d_resnet50",
+        "mmaction2_eg_32x2_k400",
+        "i3d/i3d_imagenet-pretrained-r50-nl-embedded-gaussian_8xb8-32x2x1-100e_kinetics400-rgb/"
+        "i3d_imagenet-pretrained-r50-nl-embedded-gaussian_8xb8-32x2x1-100e_kinetics400-rgb"
+        "_20220812-afd8f562.pth",
+        "74.73",
+        "91.80",
+    ),
+    _mmaction2(
+        "nl_i3d_resnet50",
+        "mmaction2_dot_32x2_k400",
+        "i3d/i3d_imagenet-pretrained-r50-nl-dot-product_8xb8-32x2x1-100e_kinetics400-rgb/"
+        "i3d_imagenet-pretrained-r50-nl-dot-product_8xb8-32x2x1-100e_kinetics400-rgb"
+        "_20220812-8e1f2148.pth",
+        "74.80",
+        "92.07",
+        pairwise="dot_product",
+    ),
+    _mmaction2(
+        "nl_i3d_resnet50",
+        "mmaction2_gauss_32x2_k400",
+        "i3d/i3d_imagenet-pretrained-r50-nl-gaussian_8xb8-32x2x1-100e_kinetics400-rgb/"
+        "i3d_imagenet-pretrained-r50-nl-gaussian_8xb8-32x2x1-100e_kinetics400-rgb"
+        "_20220812-0c5cbf5a.pth",
+        "73.97",
+        "91.33",
+        pairwise="gaussian",
+    ),
+    *(
+        _caffe2(f"{net}_resnet50", f"caffe2_{clip}_k400", file, top1, top5, frames)
+        for net, clip, file, top1, top5, frames in (
+            ("c2d", "32x2", "c2d_baseline_32x2_IN_pretrain_400k.pkl", "72.0", "90.0", (32, 2)),
+            ("nl_c2d", "32x2", "c2d_nonlocal_32x2_IN_pretrain_400k.pkl", "73.9", "91.0", (32, 2)),
+            ("i3d", "32x2", "i3d_baseline_32x2_IN_pretrain_400k.pkl", "73.6", "90.8", (32, 2)),
+            ("nl_i3d", "32x2", "i3d_nonlocal_32x2_IN_pretrain_400k.pkl", "74.9", "91.6", (32, 2)),
+            ("c2d", "8x8", "c2d_baseline_8x8_IN_pretrain_400k.pkl", "71.9", "90.0", (8, 8)),
+            ("nl_c2d", "8x8", "c2d_nonlocal_8x8_IN_pretrain_400k.pkl", "74.4", "91.4", (8, 8)),
+            ("i3d", "8x8", "i3d_baseline_8x8_IN_pretrain_400k.pkl", "73.4", "90.9", (8, 8)),
+            ("nl_i3d", "8x8", "i3d_nonlocal_8x8_IN_pretrain_400k.pkl", "74.7", "91.6", (8, 8)),
+            (
+                "i3d",
+                "affine_32x4",
+                "i3d_baseline_32x4_I3D_pretrain_400k.pkl",
+                "75.5",
+                "92.0",
+                (32, 4),
+            ),
+            (
+                "nl_grouped_i3d",
+                "affine_32x4",
+                "i3d_nonlocal_32x4_I3D_pretrain_400k.pkl",
+                "76.5",
+                "92.6",
+                (32, 4),
+            ),
+            (
+                "i3d",
+                "affine_128x1",
+                "i3d_baseline_128x1_I3D_pretrain_400k.pkl",
+                "75.2",
+                "92.0",
+                (128, 1),
+            ),
+            (
+                "nl_grouped_i3d",
+                "affine_128x1",
+                "i3d_nonlocal_128x1_I3D_pretrain_400k.pkl",
+                "76.5",
+                "92.7",
+                (128, 1),
+            ),
+        )
+    ),
+    _caffe2(
+        "i3d_resnet50",
+        "pyslowfast_8x8_k400",
+        "I3D_8x8_R50.pkl",
+        "73.5",
+        "90.8",
+        (8, 8),
+        url=_SLOWFAST,
+        note="PySlowFast MODEL_ZOO.md, Caffe2-format file",
+    ),
+    _caffe2(
+        "nl_i3d_resnet50",
+        "pyslowfast_8x8_k400",
+        "I3D_NLN_8x8_R50.pkl",
+        "74.0",
+        "91.1",
+        (8, 8),
+        url=_SLOWFAST,
+        note="PySlowFast MODEL_ZOO.md, Caffe2-format file",
+    ),
+)
+_BY_NAME = {entry.name: entry for entry in ZOO}
+
+
+def list_weights(pattern: str = "*") -> list[str]:
+    """Zoo names matching a shell-style pattern, e.g. ``list_weights("nl_i3d*")``."""
+    return [name for name in _BY_NAME if fnmatch.fnmatch(name, pattern)]
+
+
+def weights_entry(name: str) -> ZooEntry:
+    """The zoo entry called ``name`` (``<model>.<tag>``)."""
+    if name not in _BY_NAME:
+        model = name.split(".", 1)[0]
+        close = [n for n in _BY_NAME if n.startswith(model + ".")] or list(_BY_NAME)[:6]
+        raise ValueError(f"no released weights named {name!r}; e.g. {close} (nlgc weights list)")
+    return _BY_NAME[name]
+
+
+def default_entry(model: str, tag: str | bool = True) -> ZooEntry:
+    """The entry ``create_model(model, pretrained=tag)`` means: the named tag, or with ``True``
+    the model's first entry in :data:`ZOO`."""
+    if isinstance(tag, str):
+        return weights_entry(f"{model}.{tag}")
+    for entry in ZOO:
+        if entry.model == model:
+            return entry
+    raise ValueError(
+        f"no released weights for model {model!r}; models with weights: "
+        f"{sorted({e.model for e in ZOO})}"
+    )
