@@ -432,12 +432,13 @@ def test_every_video_model_builds_and_runs():
             assert model(clip).shape == (1, 3), name
 
 
-def caffe2_blobs(num_classes=400, non_local=True, seed=0):
+def caffe2_blobs(num_classes=400, non_local=True, seed=0, c2d=False):
     """The blobs an official video-nonlocal-net R50 I3D file holds, named as its builders name
     them (``resnet_video_org.py`` / ``resnet_helper.py``: ``res{stage}_{i}_branch2{a,b,c}``,
     ``branch1`` projections, ``_bn_{s,b,rm,riv}``; ``nonlocal_helper.py``:
     ``nonlocal_conv{stage}_{i}_{theta,phi,g,out}`` after blocks 1, 3, 5 of res3/res4;
-    ``pred``), with random values: derived from the source's builders, not from our keys."""
+    ``pred``), with random values: derived from the source's builders, not from our keys.
+    ``c2d``: VIDEO_ARC_CHOICE 1 (no temporal kernels: conv1 1×7×7, every 1×1 1×1×1)."""
     rng = np.random.default_rng(seed)
     blobs = {}
 
@@ -450,9 +451,11 @@ def caffe2_blobs(num_classes=400, non_local=True, seed=0):
         blobs[f"{prefix}_rm"] = (rng.standard_normal(channels) * 0.05).astype(np.float32)
         blobs[f"{prefix}_riv"] = rng.uniform(0.5, 1.5, channels).astype(np.float32)
 
-    add("conv1_w", 64, 3, 5, 7, 7)
+    add("conv1_w", 64, 3, 1 if c2d else 5, 7, 7)
     add_bn("res_conv1_bn", 64)
     use_temp_conv = {2: (1, 1, 1), 3: (1, 0, 1, 0), 4: (1, 0, 1, 0, 1, 0), 5: (0, 1, 0)}
+    if c2d:
+        use_temp_conv = {stage: (0,) * len(row) for stage, row in use_temp_conv.items()}
     dim_in = 64
     for stage, temporal in use_temp_conv.items():
         inner = 64 * 2 ** (stage - 2)
@@ -605,7 +608,8 @@ def test_caffe2_affine_non_local_file_runs_as_in_caffe2(tmp_path):
     """The 'affine' 32×4 NL model: frozen BN as affine blobs, res3 NL within groups of 4."""
     import pickle
 
-    blobs = {k: v for k, v in caffe2_blobs(num_classes=5).items() if not k.endswith(("_rm", "_riv"))}
+    blobs = caffe2_blobs(num_classes=5)
+    blobs = {k: v for k, v in blobs.items() if not k.endswith(("_rm", "_riv"))}
     for name in [k for k in blobs if k.startswith("nonlocal") and k.endswith(("out_w", "bn_s"))]:
         blobs[name] = blobs[name] * 10  # NL outputs that weigh in the logits
     path = tmp_path / "i3d_nonlocal_32x4_I3D_pretrain_400k.pkl"

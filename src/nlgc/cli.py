@@ -1,4 +1,5 @@
-"""The ``nlgc`` command: ``fit``, ``validate``, ``test``, ``demo``, ``analyze``, ``models``."""
+"""The ``nlgc`` command: ``fit``, ``validate``, ``test``, ``demo``, ``analyze``, ``predict``,
+``models``, ``weights``."""
 
 from __future__ import annotations
 
@@ -41,7 +42,9 @@ def _analyze_parser(sub) -> None:
     )
     source = p.add_argument_group("model (one of, or both for a foreign checkpoint)")
     source.add_argument("--model", help="a registered name (see `nlgc models`)")
-    source.add_argument("--checkpoint", type=Path, help="an nlgc checkpoint or a state dict")
+    source.add_argument(
+        "--checkpoint", help="an nlgc checkpoint, a state dict, a zoo name or a URL"
+    )
     p.add_argument(
         "--inputs",
         nargs="+",
@@ -75,7 +78,10 @@ def run_analyze(args) -> None:
     model, report = load_model(args.checkpoint, args.model)
     name = report.model_name
     video = modality(name) == "video"
-    samples = read_samples(args.inputs, args.size, args.frames, video, args.max_inputs)
+    preprocessing = getattr(model, "preprocessing", None)  # the weights' own normalisation
+    samples = read_samples(
+        args.inputs, args.size, args.frames, video, args.max_inputs, preprocessing
+    )
     size = (args.frames, args.size, args.size) if video else (args.size, args.size)
     queries = parse_queries(args.queries, size)
     rows = None
@@ -170,6 +176,77 @@ def run_demo(args) -> None:
     demo(args.out, quick=args.quick, seeds=tuple(args.seeds), threads=args.threads)
 
 
+def _weights_parser(sub) -> None:
+    p = sub.add_parser("weights", help="released weights by name: list, info, download")
+    action = p.add_subparsers(dest="action", required=True)
+    listing = action.add_parser("list", help="zoo names (model.tag) with their accuracy")
+    listing.add_argument("pattern", nargs="?", default="*")
+    for name, text in (("info", "everything about one entry"), ("download", "into the cache")):
+        q = action.add_parser(name, help=text)
+        q.add_argument("name", help="a zoo name, see `nlgc weights list`")
+    p.set_defaults(run=run_weights)
+
+
+def run_weights(args) -> None:
+    from nlgc.models.download import cached_path, fetch
+    from nlgc.models.zoo import list_weights, weights_entry
+
+    if args.action == "list":
+        for name in list_weights(args.pattern):
+            entry = weights_entry(name)
+            cached = "cached" if cached_path(entry).is_file() else ""
+            print(f"{name:<44} {entry.accuracy:<40} {cached}")
+        return
+    entry = weights_entry(args.name)
+    if args.action == "download":
+        print(fetch(entry))
+        return
+    fields = {
+        "name": entry.name,
+        "network": f"{entry.model} {entry.options or ''}".strip(),
+        "source": entry.source,
+        "url": entry.url,
+        "hash": f"{entry.hash} ({entry.sha256_prefix or 'no hash in the name'})",
+        "accuracy": entry.accuracy,
+        "protocol": entry.protocol,
+        "preprocessing": entry.preprocessing.as_dict(),
+        "classes": entry.classes or "-",
+        "hugging face": entry.hf_hub or "-",
+        "license": entry.license or "not stated",
+        "cache path": cached_path(entry),
+    }
+    for key, value in fields.items():
+        print(f"{key + ':':<15} {value}")
+
+
+def _predict_parser(sub) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="top-5 classes of images or videos",
+        description="Classify images or videos with released weights (by zoo name) or a "
+        "checkpoint, using the weights' own preprocessing.",
+    )
+    p.add_argument("--weights", help="a zoo name (nlgc weights list), a URL or a file")
+    p.add_argument("--model", help="the registered network, where the file cannot tell")
+    p.add_argument("inputs", nargs="+", metavar="PATH", help="image/video files or folders")
+    p.add_argument("--top", type=positive_int, default=5)
+    p.set_defaults(run=run_predict)
+
+
+def run_predict(args) -> None:
+    from nlgc.analysis.predict import predict
+    from nlgc.models import modality
+    from nlgc.models.from_checkpoint import load_model
+
+    if args.weights is None:
+        raise ValueError("give --weights: a zoo name, a URL or a checkpoint file")
+    model, report = load_model(args.weights, args.model)
+    print(report)
+    video = modality(report.model_name) == "video"
+    for prediction in predict(model, args.inputs, video, args.top):
+        print(prediction)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nlgc", description="Non-local and GC networks.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -179,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     _demo_parser(sub)
     _train_parsers(sub)
     _analyze_parser(sub)
+    _predict_parser(sub)
+    _weights_parser(sub)
     return parser
 
 
@@ -194,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.run(args)
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as error:
+    except (ValueError, TypeError, OSError, ImportError) as error:  # OSError: downloads too
         print(f"nlgc {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -43,8 +43,9 @@ def crop_offsets(long_side: int, crop: int, num_crops: int) -> list[int]:
     return [centre] if num_crops == 1 else [0, centre, long_side - crop]
 
 
-def resize_short_side(frames: torch.Tensor, size: int) -> torch.Tensor:
-    """(N, C, H, W) frames resized (bilinear, antialiased) so the short side is ``size``.
+def resize_short_side(frames: torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:
+    """(N, C, H, W) frames resized (``mode`` bilinear or bicubic, antialiased) so the short side
+    is ``size``.
 
     uint8 frames stay uint8 (PyTorch's vectorised uint8 kernel, several times faster than
     float; within one grey level of the float result).
@@ -54,4 +55,4 @@ def resize_short_side(frames: torch.Tensor, size: int) -> torch.Tensor:
     h, w = frames.shape[-2:]
     scale = size / min(h, w)
     resized = (max(size, round(h * scale)), max(size, round(w * scale)))
-    return F.interpolate(frames, size=resized, mode="bilinear", align_corners=False, antialias=True)
+    return F.interpolate(frames, size=resized, mode=mode, align_corners=False, antialias=True)

@@ -10,6 +10,7 @@ import torch
 from nlgc.clips import uniform_indices
 from nlgc.data.io import find_media, is_video, normalize, read_image, resize_and_crop
 from nlgc.data.video import probe_video, read_frames
+from nlgc.models.preprocessing import Preprocessing
 
 
 @dataclass
@@ -28,19 +29,30 @@ class Sample:
         return self.tensor.dim() == 4
 
     @classmethod
-    def from_pixels(cls, name: str, pixels: torch.Tensor) -> Sample:
-        """A sample from (3, [T,] H, W) uint8 pixels: ImageNet-normalised for the model."""
+    def from_pixels(
+        cls, name: str, pixels: torch.Tensor, preprocessing: Preprocessing | None = None
+    ) -> Sample:
+        """A sample from (3, [T,] H, W) uint8 pixels, normalised as ``preprocessing`` says
+        (the weights' own convention), ImageNet's mean/std without one."""
         display = pixels.float() / 255
-        return cls(name, normalize(display), display)
+        if preprocessing is None:
+            return cls(name, normalize(display), display)
+        return cls(name, preprocessing.normalize(display.unsqueeze(0))[0], display)
 
 
 def read_samples(
-    paths: list[str | Path], size: int, frames: int, video: bool, most: int = 16
+    paths: list[str | Path],
+    size: int,
+    frames: int,
+    video: bool,
+    most: int = 16,
+    preprocessing: Preprocessing | None = None,
 ) -> list[Sample]:
     """The images and videos under ``paths`` (files or folders, at most ``most``) as samples:
     short side resized to ``size`` and centre-cropped; videos as ``frames`` frames spread
-    evenly over the whole video. ``video`` says what the model takes; other inputs are a
-    ValueError naming them."""
+    evenly over the whole video; normalised with ``preprocessing`` (a loaded model's
+    ``model.preprocessing``) or ImageNet's mean/std. ``video`` says what the model takes; other
+    inputs are a ValueError naming them."""
     samples = []
     for path in find_media(paths)[:most]:
         if is_video(path) != video:
@@ -51,5 +63,5 @@ def read_samples(
             pixels = resize_and_crop(clip, size)
         else:
             pixels = resize_and_crop(read_image(path), size)
-        samples.append(Sample.from_pixels(path.name, pixels))
+        samples.append(Sample.from_pixels(path.name, pixels, preprocessing))
     return samples

@@ -114,14 +114,20 @@ def write_video(
             container.mux(packet)
 
 
-def resize_and_crop(pixels: torch.Tensor, size: int) -> torch.Tensor:
-    """(3, [T,] H, W) uint8 → short side resized to ``size``, centre crop: (3, [T,] size, size)
-    uint8 (4× less to move to a device than float; ``x.float() / 255`` there)."""
+def resize_and_crop(
+    pixels: torch.Tensor, size: int, crop: int | None = None, mode: str = "bilinear"
+) -> torch.Tensor:
+    """(3, [T,] H, W) uint8 → short side resized to ``size`` (``mode``), centre crop of side
+    ``crop`` (default ``size``): (3, [T,] crop, crop) uint8 (4× less to move to a device than
+    float; ``x.float() / 255`` there)."""
+    crop = crop or size
+    if crop > size:
+        raise ValueError(f"crop must be at most the resized short side {size}, got {crop}")
     video = pixels.dim() == 4
     frames = pixels.transpose(0, 1) if video else pixels.unsqueeze(0)  # (T, 3, H, W)
-    frames = resize_short_side(frames, size)  # uint8 → uint8
-    top, left = (frames.shape[-2] - size) // 2, (frames.shape[-1] - size) // 2
-    frames = frames[..., top : top + size, left : left + size].contiguous()
+    frames = resize_short_side(frames, size, mode)  # uint8 → uint8
+    top, left = (frames.shape[-2] - crop) // 2, (frames.shape[-1] - crop) // 2
+    frames = frames[..., top : top + crop, left : left + crop].contiguous()
     return frames.transpose(0, 1) if video else frames[0]
 
 

@@ -1,0 +1,279 @@
+"""The zoo: every entry's network from its source's layout, downloads through a loopback
+server (cache, atomic writes, hashes, offline errors), weights by name, predict."""
+
+import hashlib
+import http.server
+import pickle
+import threading
+
+import numpy as np
+import pytest
+import torch
+from test_video import (
+    I3D_R50_INFLATE,
+    NL5_R50,
+    caffe2_blobs,
+    mmaction2_network,
+    mmaction2_state,
+)
+from test_weights import BYOBNET_CFGS, timm_byobnet
+
+import nlgc
+from nlgc.cli import main
+from nlgc.models import ZOO
+from nlgc.models.download import WeightsUnavailable, cached_path, download, fetch
+from nlgc.models.sources import detect_source
+from nlgc.models.weights import nlgc_layout
+from nlgc.models.zoo import ZooEntry, default_entry, list_weights, weights_entry
+
+
+def source_layout(entry: ZooEntry) -> dict:
+    """The tensors a file of ``entry`` holds, from the source networks the tests write out
+    (their names and shapes, not ours), with random or empty values."""
+    if entry.source == "timm":
+        return timm_byobnet(BYOBNET_CFGS[entry.model], 1000).state_dict()
+    if entry.source == "mmaction2":
+        if entry.model.startswith("c2d"):
+            return mmaction2_state(mmaction2_network((3, 4, 6, 3), 400, two_d=True))
+        mode = entry.options.get("pairwise", "embedded_gaussian")
+        non_local = NL5_R50 if entry.model.startswith("nl") else ()
+        network = mmaction2_network((3, 4, 6, 3), 400, I3D_R50_INFLATE, non_local, mode)
+        return mmaction2_state(network)
+    if entry.source == "caffe2":
+        blobs = caffe2_blobs(
+            non_local="nl" in entry.model, c2d=entry.model.startswith(("c2d", "nl_c2d"))
+        )
+        if "affine" in entry.tag:  # frozen BN: scale and shift only
+            blobs = {k: v for k, v in blobs.items() if not k.endswith(("_rm", "_riv"))}
+        return {k: torch.from_numpy(v) for k, v in blobs.items()}
+    # torchvision's own layout is nlgc's; a detector adds backbone. and its neck and heads
+    network = nlgc.create_model(entry.model.replace("gc_r4_", "").replace("gc_", ""))
+    state = network.state_dict()
+    if entry.source == "mmdetection":
+        with_gc = nlgc.create_model(entry.model, features_only=True).state_dict()
+        state = {f"backbone.{k}": v for k, v in with_gc.items()}
+        state["neck.lateral_convs.0.conv.weight"] = torch.zeros(256, 256, 1, 1)
+    return state
+
+
+def signature(state) -> set:
+    return {(k, tuple(v.shape)) for k, v in state.items() if "num_batches_tracked" not in k}
+
+
+@pytest.mark.parametrize("entry", ZOO, ids=[e.name for e in ZOO])
+def test_every_entry_builds_its_network_from_its_sources_layout(entry):
+    state = source_layout(entry)
+    source = detect_source(state)
+    assert source.name == entry.source
+    converted, _ = nlgc_layout(state, source)
+    name = source.model_for(state) or entry.model
+    assert name == entry.model
+    options = {**source.build_options(state), **entry.options}
+    with torch.device("meta"):
+        model = nlgc.create_model(name, num_classes=entry.num_classes or 1000, **options)
+    assert signature(converted) == signature(model.state_dict())
+    if entry.classes:
+        assert len(entry.class_names()) == entry.num_classes == model.fc.out_features
+
+
+def test_entries_state_what_users_ask_for():
+    assert len({e.name for e in ZOO}) == len(ZOO)
+    for entry in ZOO:
+        assert entry.url.startswith("https://") and entry.filename in entry.url
+        assert (entry.sha256_prefix is None) == (entry.hash == "none"), entry.name
+        assert entry.accuracy and entry.protocol
+    assert weights_entry("resnet50.tv_in1k").sha256_prefix == "0676ba61"
+    nl = weights_entry("nl_i3d_resnet50.mmaction2_eg_32x2_k400")
+    assert nl.sha256_prefix == "afd8f562" and nl.preprocessing.clip_len == 32
+    assert nl.class_names()[:2] == ["abseiling", "air drumming"]
+    assert weights_entry("resnet50.tv_in1k").class_names()[0] == "tench"
+    assert default_entry("gc_resnet50").tag == "gcnet_mask_rcnn_r16_coco"
+    assert list_weights("gc_resnext*") == ["gc_resnext26ts.ch_in1k", "gc_resnext50ts.ch_in1k"]
+    with pytest.raises(ValueError, match=r"no released weights named 'resnet50\.nope'"):
+        weights_entry("resnet50.nope")
+    with pytest.raises(ValueError, match="no released weights for model 'tiny_resnet'"):
+        nlgc.create_model("tiny_resnet", pretrained=True)
+
+
+class Server:
+    """A file server on 127.0.0.1 that counts requests and can cut a response short."""
+
+    def __init__(self, root):
+        self.root, self.requests, self.truncate = root, [], set()
+        server = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, directory=str(root), **kwargs)
+
+            def do_GET(self):
+                server.requests.append(self.path)
+                name = self.path.lstrip("/")
+                if name in server.truncate:  # announce the whole file, send half, hang up
+                    data = (root / name).read_bytes()
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data[: len(data) // 2])
+                    self.close_connection = True
+                    return
+                super().do_GET()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    root = tmp_path / "served"
+    root.mkdir()
+    monkeypatch.setenv("NLGC_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("NLGC_WEIGHTS_MIRROR", raising=False)
+    served = Server(root)
+    yield served
+    served.close()
+
+
+def publish(root, stem: str, data: bytes) -> str:
+    """Write ``data`` as torch.hub names files: ``<stem>-<sha256 prefix>.pth``."""
+    name = f"{stem}-{hashlib.sha256(data).hexdigest()[:8]}.pth"
+    (root / name).write_bytes(data)
+    return name
+
+
+def entry_for(url: str) -> ZooEntry:
+    return ZooEntry(
+        "tiny_resnet",
+        "test",
+        url,
+        "torchvision",
+        "torch.hub",
+        "-",
+        "-",
+        nlgc.models.ZOO[0].preprocessing,
+    )
+
+
+def cache_files(tmp_path):
+    folder = tmp_path / "home" / "checkpoints"
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_download_cache_hit_and_atomic_failures(server, tmp_path):
+    state = nlgc.create_model("tiny_resnet", num_classes=3).state_dict()
+    path = tmp_path / "tiny.pth"
+    torch.save(state, path)
+    name = publish(server.root, "tiny", path.read_bytes())
+    entry = entry_for(f"{server.url}/{name}")
+    got = fetch(entry, progress=False)
+    assert got == cached_path(entry) == tmp_path / "home" / "checkpoints" / name
+    assert got.read_bytes() == path.read_bytes() and len(server.requests) == 1
+    assert fetch(entry, progress=False) == got and len(server.requests) == 1  # cache hit
+    _, report = nlgc.load_model(f"{server.url}/{name}")  # a URL: into the cache once
+    assert report.model_name == "tiny_resnet" and len(server.requests) == 1
+
+    cut = publish(server.root, "cut", b"x" * 100_000)
+    server.truncate.add(cut)
+    with pytest.raises(WeightsUnavailable, match="stopped after 50000 of 100000 bytes"):
+        fetch(entry_for(f"{server.url}/{cut}"), progress=False)
+    forged = "forged-0123abcd.pth"
+    (server.root / forged).write_bytes(b"not the published file")
+    with pytest.raises(WeightsUnavailable, match="its name says 0123abcd"):
+        fetch(entry_for(f"{server.url}/{forged}"), progress=False)
+    assert cache_files(tmp_path) == [name]  # no half or forged file, no .partial left
+
+
+def test_offline_error_names_the_url_and_the_cache_path(server, tmp_path):
+    url = f"{server.url}/missing-0123abcd.pth"
+    with pytest.raises(WeightsUnavailable) as error:
+        fetch(entry_for(url), progress=False)
+    message = str(error.value)
+    assert (
+        url in message
+        and str(tmp_path / "home" / "checkpoints" / "missing-0123abcd.pth") in message
+    )
+    server.close()  # nothing listens any more: a refused connection
+    with pytest.raises(WeightsUnavailable, match="place the file at"):
+        download(url, tmp_path / "x.pth", None, progress=False)
+
+
+def test_weights_by_name_through_a_mirror(server, tmp_path, monkeypatch, capsys):
+    """A Caffe2 entry (no hash) served by a mirror: load_model and create_model by name, with
+    the entry's preprocessing and Kinetics class names."""
+    entry = weights_entry("c2d_resnet50.caffe2_8x8_k400")
+    blobs = caffe2_blobs(non_local=False, c2d=True)
+    (server.root / entry.filename).write_bytes(pickle.dumps({"blobs": blobs}, protocol=2))
+    monkeypatch.setenv("NLGC_WEIGHTS_MIRROR", server.url)
+    model, report = nlgc.load_model(entry.name)
+    assert report.model_name == "c2d_resnet50" and report.source == "caffe2"
+    assert report.options["stem_temporal_stride"] == 1 and model.stem == "caffe2"
+    assert server.requests == [f"/{entry.filename}"]
+    assert model.preprocessing.clip_len == 8 and model.preprocessing.mean[0] == 114.75
+    assert model.class_names[0] == "abseiling" and len(model.class_names) == 400
+    assert torch.equal(model.conv1.weight, torch.from_numpy(blobs["conv1_w"]))
+    again = nlgc.create_model("c2d_resnet50", pretrained="caffe2_8x8_k400", num_classes=7)
+    assert again.fc.out_features == 7 and len(server.requests) == 1  # cached; a new classifier
+    capsys.readouterr()
+    assert main(["weights", "list", "c2d*"]) == 0
+    listed = [line for line in capsys.readouterr().out.splitlines() if "caffe2_8x8" in line]
+    assert listed[0].startswith("c2d_resnet50.caffe2_8x8_k400") and "cached" in listed[0]
+    assert main(["weights", "info", entry.name]) == 0
+    assert "CC-BY-NC-4.0" in capsys.readouterr().out
+
+
+def test_a_file_placed_by_hand_in_the_cache_is_used(server, tmp_path):
+    """create_model("gc_resnet50", pretrained=True), the issue's own example, from the cache."""
+    entry = default_entry("gc_resnet50")
+    source = nlgc.create_model("gc_resnet50", features_only=True)
+    state = {f"backbone.{k}": v for k, v in source.state_dict().items()}
+    state["rpn_head.rpn_conv.weight"] = torch.zeros(1)
+    path = cached_path(entry)
+    path.parent.mkdir(parents=True)
+    torch.save({"state_dict": state, "meta": {}}, path)
+    model = nlgc.create_model("gc_resnet50", pretrained=True)
+    assert model.features_only and not server.requests
+    assert model.preprocessing.std == (0.229, 0.224, 0.225) and model.class_names is None
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("this ran",))
+
+
+def test_a_malicious_download_is_refused_and_nothing_runs(server, monkeypatch, capsys):
+    entry = weights_entry("i3d_resnet50.caffe2_8x8_k400")
+    content = {"blobs": {"conv1_w": np.ones(2, np.float32), "x": Payload()}}
+    (server.root / entry.filename).write_bytes(pickle.dumps(content, protocol=2))
+    monkeypatch.setenv("NLGC_WEIGHTS_MIRROR", server.url)
+    with pytest.raises(ValueError, match=r"refers to __builtin__\.print.*nothing was run"):
+        nlgc.load_model(entry.name)
+    assert "this ran" not in capsys.readouterr().out
+
+
+def test_predict_prints_the_top_classes_with_the_weights_preprocessing(tmp_path, capsys):
+    from PIL import Image
+
+    model = nlgc.create_model("tiny_resnet", num_classes=6)
+    path = tmp_path / "tiny.pth"
+    torch.save(model.state_dict(), path)
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 260, 3), np.uint8)).save(image)
+    assert main(["predict", "--weights", str(path), str(image), "--top", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "photo.png" in out and out.count("%") == 3
+    from nlgc.analysis.predict import model_input
+
+    x = model_input(image, nlgc.models.ZOO[0].preprocessing, video=False)
+    assert x.shape == (3, 224, 224)  # short side 256, centre crop 224
+    torch.testing.assert_close(
+        nlgc.models.ZOO[0].preprocessing.normalize(torch.zeros(1, 3, 2, 2))[0, :, 0, 0],
+        -torch.tensor([0.485, 0.456, 0.406]) / torch.tensor([0.229, 0.224, 0.225]),
+    )
