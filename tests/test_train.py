@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 
+import nlgc
 from nlgc.cli import main
 from nlgc.data.folders import ImageFolder, VideoFolder
 from nlgc.data.io import read_image, resize_and_crop, write_video
@@ -189,8 +190,13 @@ def write_config(path: Path, config: dict) -> Path:
 @pytest.mark.slow
 def test_fit_validate_test_commands(tmp_path, capsys):
     config = write_config(tmp_path / "run.yaml", synthetic_config(tmp_path / "run"))
-    assert main(["fit", "--config", str(config), "--no-progress"]) == 0
+    plain = tmp_path / "tiny_resnet.pth"  # "ImageNet" weights of the network without blocks
+    torch.save(nlgc.create_model("tiny_resnet", num_classes=10).state_dict(), plain)
+    assert main(["fit", "--config", str(config), "--no-progress", "--init-from", str(plain)]) == 0
     out = tmp_path / "run"
+    init = json.loads((out / "init_report.json").read_text())
+    assert "conv1.weight" in init["copied"] and "fc.weight" in init["left_at_init"]
+    assert any("context_block" in k for k in init["left_at_init"]) and not init["inflated"]
     checkpoints = sorted(p.name for p in (out / "checkpoints").iterdir())
     assert checkpoints == ["epoch000.ckpt", "epoch001.ckpt", "last.ckpt"]
     checkpoint = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)

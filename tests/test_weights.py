@@ -367,3 +367,25 @@ def test_timm_gcresnet50t_into_other_networks_is_refused(tmp_path):
     assert model.layer1[0].context_block_after_conv2.channel_add_conv[1].eps == 1e-6
     with pytest.raises(ValueError, match=r"gcresnet50t\.pth does not match the model"):
         nlgc.load_weights(nlgc.create_model("gc_resnet50"), path)  # another network
+
+
+def test_initialise_an_i3d_nl_model_from_imagenet_weights(resnet50_state):
+    """mmaction2's pretrained2d / Caffe2's inflation: k×k kernels repeated over t and divided
+    by t, BN copied, NL blocks identities, a new classifier for the data's classes."""
+    from nlgc.models.initialise import initialise_from
+
+    model = nlgc.create_model("nl_i3d_resnet50", num_classes=7)
+    report = initialise_from(model, resnet50_state)
+    assert report.source == "torchvision" and "conv1.weight" in report.inflated
+    conv1 = resnet50_state["conv1.weight"]
+    assert torch.equal(model.conv1.weight, conv1.unsqueeze(2).repeat(1, 1, 5, 1, 1) / 5)
+    assert torch.equal(model.layer1[0].bn1.running_var, resnet50_state["layer1.0.bn1.running_var"])
+    assert report.ignored == [] and "fc.weight" in report.left_at_init
+    assert all("non_local_block" in k or k.startswith("fc.") or "num_batches" in k
+               for k in report.left_at_init)  # fmt: skip
+    assert len(report.inflated) + len(report.copied) == len(resnet50_state) - 2
+    x = torch.randn(1, 3, 4, 32, 32)
+    block = model.layer2[1].non_local_block
+    assert torch.equal(block(x.new_ones(1, 512, 2, 4, 4)), x.new_ones(1, 512, 2, 4, 4))
+    with pytest.raises(ValueError, match="backbone tensors do not fit"):
+        initialise_from(nlgc.create_model("resnet18"), resnet50_state)

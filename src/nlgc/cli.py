@@ -110,6 +110,12 @@ def _train_parsers(sub) -> None:
                 action="store_true",
                 help="continue from the newest checkpoint in OUT/checkpoints",
             )
+            p.add_argument(
+                "--init-from",
+                metavar="WEIGHTS",
+                help="start from these weights (zoo name, URL or file; 2D ImageNet weights are "
+                "inflated into video models): sets model.init_from",
+            )
         else:
             p.add_argument("--checkpoint", help="weights to evaluate (default: the run's last)")
         p.add_argument(
@@ -121,10 +127,10 @@ def _train_parsers(sub) -> None:
         p.set_defaults(run=run_train, stage=stage)
 
 
-CONFIG_HELP = """Sections: seed, out, model {name, num_classes, overrides}, data {kind: images |
-videos | synthetic, root, size, batch_size, workers, skip_corrupt, clip_len, frame_interval,
-full_video_test, video_test {clips, crops, short_side}}, optim {optimizer, lr, momentum,
-weight_decay, label_smoothing, augment}, trainer (lightning.Trainer arguments: max_epochs,
+CONFIG_HELP = """Sections: seed, out, model {name, num_classes, overrides, init_from}, data
+{kind: images | videos | synthetic, root, size, batch_size, workers, skip_corrupt, clip_len,
+frame_interval, full_video_test, video_test {clips, crops, short_side}}, optim {optimizer, lr,
+momentum, weight_decay, label_smoothing, augment}, trainer (lightning.Trainer arguments: max_epochs,
 accelerator, devices, num_nodes, strategy, precision, gradient_clip_val, ...)."""
 
 
@@ -134,6 +140,8 @@ def run_train(args) -> None:
     from nlgc.train import run
 
     overrides = [*args.overrides, *(["data.skip_corrupt=true"] if args.skip_corrupt else [])]
+    if getattr(args, "init_from", None):
+        overrides.append(f"model.init_from={args.init_from}")
     config = run.load_config(args.config, overrides)
     if args.stage == "fit":
         metrics = run.fit(config, resume=args.resume, progress=not args.no_progress)

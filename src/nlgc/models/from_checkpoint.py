@@ -59,13 +59,9 @@ def load_model(
             raise ValueError("give a model name (--model) or a checkpoint (--checkpoint)")
         model = create_model(name, **kwargs)
         return _labelled(model, None, None), LoadReport(model_name=name, options=kwargs)
-    entry = None
-    if isinstance(checkpoint, str) and checkpoint in list_weights():
-        entry = weights_entry(checkpoint)
-        checkpoint, name = fetch(entry), name or entry.model
-        kwargs = {**entry.options, **kwargs}
-    elif isinstance(checkpoint, str) and re.match(r"https?://", checkpoint):
-        checkpoint = _downloaded(checkpoint)
+    checkpoint, entry = resolve_checkpoint(checkpoint)
+    if entry is not None:
+        name, kwargs = name or entry.model, {**entry.options, **kwargs}
     if isinstance(checkpoint, Mapping):
         data, where = dict(checkpoint), "the state dict"
     else:
@@ -100,6 +96,17 @@ def load_model(
     report = load_converted(model, state, ignored, where)
     report.model_name, report.options, report.source = name, kwargs, source.name
     return _labelled(model, entry, source), report
+
+
+def resolve_checkpoint(checkpoint):
+    """(a local file or the state dict itself, the zoo entry or None) for a zoo name, a URL
+    (downloaded into the cache once), a path or a state dict."""
+    if isinstance(checkpoint, str) and checkpoint in list_weights():
+        entry = weights_entry(checkpoint)
+        return fetch(entry), entry
+    if isinstance(checkpoint, str) and re.match(r"https?://", checkpoint):
+        return _downloaded(checkpoint), None
+    return checkpoint, None
 
 
 def pretrained_model(name: str, tag: str | bool, **overrides) -> nn.Module:

@@ -87,7 +87,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return state_dict_of(read_weights_file(path))
 
 
-def _block_prefixes(model: nn.Module) -> tuple[str, ...]:
+def block_prefixes(model: nn.Module) -> tuple[str, ...]:
     return tuple(f"{name}." for name, m in model.named_modules() if isinstance(m, ContextBlock))
 
 
@@ -161,7 +161,7 @@ def load_converted(
     """:func:`load_weights` for tensors already under nlgc's names (``nlgc_layout``)."""
     report = LoadReport(ignored=list(ignored))
     target = model.state_dict()
-    blocks = _block_prefixes(model)
+    blocks = block_prefixes(model)
     merged, missing, mismatched = {}, [], []
     for key, current in target.items():
         if key in state and state[key].shape == current.shape:

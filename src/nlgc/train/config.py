@@ -53,11 +53,15 @@ class VideoTest:
 
 @dataclass
 class ModelConfig:
-    """A registered model (``nlgc models``), its classes (default: the data's) and options."""
+    """A registered model (``nlgc models``), its classes (default: the data's) and options;
+    ``init_from``: weights to start from (a zoo name, URL or file: ImageNet 2D weights are
+    inflated into video models, context blocks keep their identity start, the classifier is
+    re-created for the data's classes; see :func:`nlgc.models.initialise.initialise_from`)."""
 
     name: str
     num_classes: int | None = None
     overrides: dict = field(default_factory=dict)
+    init_from: str | None = None
 
     def __post_init__(self):
         self.overrides = dict(self.overrides or {})

@@ -34,6 +34,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from nlgc.common import write_atomic, write_text_atomic
+from nlgc.models.initialise import initialise_from
 from nlgc.train.checkpoint_io import AtomicCheckpointIO
 from nlgc.train.config import RunConfig
 from nlgc.train.datamodule import DataModule
@@ -144,9 +145,22 @@ def build(config: Mapping | RunConfig, progress: bool = True):
     return module, data, trainer, out
 
 
+def _initialise(module, checkpoint: str, out: Path, write: bool) -> None:
+    """The model's start from ``checkpoint``; what was inflated, copied, left, ignored goes to
+    the log and ``out/init_report.json``."""
+    report = initialise_from(module.model, checkpoint)
+    log.info("%s", report)
+    print(report)
+    if write:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "init_report.json", json.dumps(report.as_dict(), indent=2))
+
+
 def fit(config: Mapping | RunConfig, resume: bool = False, progress: bool = True) -> dict:
     """Train; with ``resume`` continue from the newest complete checkpoint in
-    ``out/checkpoints`` (from the start if a kill came before the first). Returns metrics."""
+    ``out/checkpoints`` (from the start if a kill came before the first), else from
+    ``model.init_from`` if given. Returns metrics."""
+    config = as_run_config(config)
     module, data, trainer, out = build(config, progress)
     folder = out / "checkpoints"
     for stale in folder.glob(".*.tmp"):  # a write that a kill interrupted
@@ -154,6 +168,8 @@ def fit(config: Mapping | RunConfig, resume: bool = False, progress: bool = True
     start = latest_checkpoint(folder) if resume else None
     if resume and start is None:
         log.warning("--resume: no complete checkpoint in %s yet: training from the start", folder)
+    if start is None and config.model.init_from:
+        _initialise(module, config.model.init_from, out, trainer.is_global_zero)
     with _lightning_warnings_we_mean(resume=start is not None):
         trainer.fit(module, datamodule=data, ckpt_path=start)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}

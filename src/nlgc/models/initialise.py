@@ -1,0 +1,99 @@
+"""Start a network from another one's weights: ImageNet 2D checkpoints inflated into C2D/I3D,
+or any released backbone into a network with context blocks, for fine-tuning.
+
+The rule for a t×k×k kernel from a k×k one is the one mmaction2 (``ResNet3d._inflate_conv_params``
+in ``mmaction/models/backbones/resnet3d.py``: ``unsqueeze(2).expand_as(conv3d) / kernel_t``)
+and the official Caffe2 code (``initialize_master_gpu_model_params`` in
+``lib/utils/checkpoints.py``: ``np.stack([w] * T, axis=2) / T``) share: the 2D kernel repeated
+T times along time and divided by T, so a clip of identical frames gives the 2D network's
+response. BN and every tensor of the same shape are copied; context blocks keep their identity
+initialisation; a classifier of another size is left at its initialisation (re-created for the
+data's classes).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from nlgc.models.from_checkpoint import resolve_checkpoint
+from nlgc.models.sources import detect_source
+from nlgc.models.weights import (
+    CLASSIFIER,
+    block_prefixes,
+    nlgc_layout,
+    read_weights_file,
+    state_dict_of,
+)
+
+
+@dataclass
+class InitReport:
+    """What :func:`initialise_from` did with every tensor of the model and of the file."""
+
+    checkpoint: str
+    source: str
+    inflated: list[str] = field(default_factory=list)  # 2D kernel → t×k×k
+    copied: list[str] = field(default_factory=list)
+    left_at_init: list[str] = field(default_factory=list)  # context blocks, a new classifier
+    ignored: list[str] = field(default_factory=list)  # file keys the model has no place for
+
+    def __str__(self) -> str:
+        return (
+            f"initialised from {self.checkpoint} ({self.source} layout): "
+            f"{len(self.inflated)} inflated, {len(self.copied)} copied, "
+            f"{len(self.left_at_init)} left at init, {len(self.ignored)} ignored"
+        )
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def initialise_from(model: nn.Module, checkpoint: str | os.PathLike | Mapping) -> InitReport:
+    """Load what fits of ``checkpoint`` (a zoo name, URL, file or state dict, in any source's
+    layout) into ``model``, inflating 2D kernels where the model has 3D ones.
+
+    Every backbone tensor of the model must come from the file (a missing or mis-shaped one is
+    a ValueError listing them, and the model is left unchanged); context blocks, BN counters
+    and a classifier of another size stay as initialised.
+    """
+    checkpoint, entry = resolve_checkpoint(checkpoint)
+    where = entry.name if entry else "the state dict"
+    if not isinstance(checkpoint, Mapping):
+        where = entry.name if entry else os.fspath(checkpoint)
+        checkpoint = state_dict_of(read_weights_file(checkpoint))
+    source = detect_source(checkpoint)
+    state, ignored = nlgc_layout(checkpoint, source)
+    report = InitReport(where, source.name, ignored=list(ignored))
+    target, blocks = model.state_dict(), block_prefixes(model)
+    merged, problems = {}, []
+    for key, current in target.items():
+        value = state.get(key)
+        if value is not None and value.shape == current.shape:
+            merged[key] = value
+            report.copied.append(key)
+        elif value is not None and _inflatable(value, current):
+            merged[key] = value.unsqueeze(2).repeat(1, 1, current.shape[2], 1, 1) / current.shape[2]
+            report.inflated.append(key)
+        elif key.startswith(blocks) or key in CLASSIFIER or key.endswith("num_batches_tracked"):
+            report.left_at_init.append(key)
+        else:
+            shape = "absent" if value is None else f"{tuple(value.shape)}"
+            problems.append(f"{key} {tuple(current.shape)} ← {shape}")
+    report.ignored += sorted(k for k in state if k not in target)
+    if problems:
+        raise ValueError(
+            f"{where} cannot initialise this model: {len(problems)} backbone tensors do not "
+            f"fit: {', '.join(problems[:8])}{', …' if len(problems) > 8 else ''}"
+        )
+    model.load_state_dict(merged, strict=False)
+    return report
+
+
+def _inflatable(value: torch.Tensor, current: torch.Tensor) -> bool:
+    """A 2D kernel (out, in, k, k) for a 3D one (out, in, t, k, k)."""
+    return value.dim() == 4 and current.dim() == 5 and value.shape == current[:, :, 0].shape
