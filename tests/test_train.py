@@ -443,6 +443,9 @@ def test_video_training_and_the_multi_clip_test(tmp_path):
     metrics = run.evaluate(config, "test", progress=False)
     assert metrics["confusion_matrix"]["classes"] == ["down", "up"]
     assert int(torch.tensor(metrics["confusion_matrix"]["rows_true_cols_predicted"]).sum()) == 4
+    # whole videos: the averaged views, and every view (10 clips × 3 crops) on its own
+    assert {"test/top1", "test/clip_top1", "test/mean_class_accuracy"} <= set(metrics)
+    assert "| down | 2 |" in (tmp_path / "video" / "test_per_class.md").read_text()
 
 
 @pytest.mark.slow

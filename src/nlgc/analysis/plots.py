@@ -43,7 +43,7 @@ def _show(ax, image: torch.Tensor) -> None:
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    fig.savefig(path, dpi=DPI, bbox_inches="tight", format="png")
     return path
 
 
@@ -216,4 +216,24 @@ def plot_complexity(rows: Sequence[ComplexityRow], path: Path) -> Path:
         ax.margins(x=0.25)
     axes[0].invert_yaxis()
     fig.suptitle("complexity of the model variants", fontsize=11)
+    return _save(fig, path)
+
+
+def plot_confusion(matrix: torch.Tensor, classes: Sequence[str], path: Path) -> Path:
+    """A (classes, classes) confusion matrix (rows: true, columns: predicted), each row
+    normalised to sum to 1; class names on the axes when there are at most 40."""
+    counts = torch.as_tensor(matrix, dtype=torch.float64)
+    rows = counts / counts.sum(1, keepdim=True).clamp_min(1)
+    side = min(12.0, 3 + 0.25 * len(classes))
+    fig = Figure(figsize=(side, side))
+    ax = fig.add_subplot()
+    image = ax.imshow(rows.numpy(), cmap="viridis", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="fraction of the true class")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if len(classes) <= 40:
+        ticks = range(len(classes))
+        ax.set_xticks(ticks, list(classes), rotation=90, fontsize=7)
+        ax.set_yticks(ticks, list(classes), fontsize=7)
+    ax.set_title(f"confusion matrix ({int(counts.sum())} test items)")
     return _save(fig, path)

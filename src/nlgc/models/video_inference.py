@@ -9,21 +9,21 @@ from nlgc.clips import clip_indices, clip_starts, crop_offsets, resize_short_sid
 from nlgc.common import eval_mode
 
 
-def multi_view_scores(
+def view_scores(
     model: nn.Module, clips: torch.Tensor, num_crops: int = 3, batch_size: int = 6
 ) -> torch.Tensor:
-    """Class probabilities of one video from its clips, averaged over clips and square crops.
+    """Class probabilities of every view of one video: its clips × square crops.
 
     Each clip gives ``num_crops`` (1 or 3) crops of its short side along its long side (centre,
     or both ends and the centre); the model runs on every view in eval mode without gradients
-    and the softmax scores are averaged.
+    and gives softmax scores.
 
     Args:
         model: a video classifier taking (B, C, T, S, S).
         clips: (K, C, T, H, W) float clips, normalised as the model expects.
 
     Returns:
-        (num_classes,) averaged probabilities.
+        (K·num_crops, num_classes) probabilities, clip-major.
     """
     if not isinstance(clips, torch.Tensor) or clips.dim() != 5 or not clips.is_floating_point():
         got = tuple(clips.shape) if isinstance(clips, torch.Tensor) else type(clips).__name__
@@ -41,7 +41,15 @@ def multi_view_scores(
     views = torch.stack(views, 1).flatten(0, 1)  # (K·crops, C, T, S, S), clip-major
     with eval_mode(model), torch.no_grad():
         probabilities = [model(chunk).softmax(-1) for chunk in views.split(batch_size)]
-    return torch.cat(probabilities).mean(0)
+    return torch.cat(probabilities)
+
+
+def multi_view_scores(
+    model: nn.Module, clips: torch.Tensor, num_crops: int = 3, batch_size: int = 6
+) -> torch.Tensor:
+    """(num_classes,) class probabilities of one video: :func:`view_scores` averaged over its
+    clips and crops (the Non-local paper's test)."""
+    return view_scores(model, clips, num_crops, batch_size).mean(0)
 
 
 def fully_convolutional_scores(

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nlgc.blocks.checks import check_choice, check_positive_int
+from nlgc.data.annotations import FORMATS
 from nlgc.data.synthetic import DEFAULT_KINDS
 
 KINDS = ("images", "videos", "synthetic")
@@ -56,12 +57,15 @@ class ModelConfig:
     """A registered model (``nlgc models``), its classes (default: the data's) and options;
     ``init_from``: weights to start from (a zoo name, URL or file: ImageNet 2D weights are
     inflated into video models, context blocks keep their identity start, the classifier is
-    re-created for the data's classes; see :func:`nlgc.models.initialise.initialise_from`)."""
+    re-created for the data's classes; see :func:`nlgc.models.initialise.initialise_from`);
+    ``freeze_bn_stats``: BN running statistics kept during training (mmaction2's
+    ``norm_eval``)."""
 
     name: str
     num_classes: int | None = None
     overrides: dict = field(default_factory=dict)
     init_from: str | None = None
+    freeze_bn_stats: bool = False
 
     def __post_init__(self):
         self.overrides = dict(self.overrides or {})
@@ -71,15 +75,32 @@ class ModelConfig:
 class DataConfig:
     """Where the data comes from and how it is loaded.
 
-    ``kind``: ``images`` / ``videos`` (class-per-folder under ``root/{train,val[,test]}``) or
+    ``kind``: ``images`` / ``videos`` (class-per-folder under ``root/{train,val[,test]}``, or
+    for videos with ``format`` ``list`` / ``rawframes`` / ``kinetics_csv`` / ``slowfast_csv``
+    the annotation files ``train_list``/``val_list``/``test_list`` (relative to ``root`` or
+    absolute; see :mod:`nlgc.data.annotations`), class names from ``label_map``, labels
+    checked against ``num_classes``, ``multi_label`` lists read as multi-hot targets) or
     ``synthetic`` (the built-in task: ``count``/``val_count``/``test_count`` items, ``frames``
     > 0 for clips, objects from ``source`` and the Fashion-MNIST classes ``kinds``). Videos give
     clips of ``clip_len`` frames every ``frame_interval`` frames; with ``full_video_test`` the
-    test split is scored on whole videos by ``video_test``.
+    test split is scored on whole videos by ``video_test``. Training crops of clips:
+    ``train_scale`` [low, high] (short side drawn from it, random ``size`` crop: the Non-local
+    paper's [256, 320]) or ``multiscale_crop`` (mmaction2's MultiScaleCrop scales, e.g.
+    [1, 0.8], after a short side of ``resize``), else the centre crop.
     """
 
     kind: str = "synthetic"
     root: str | None = None
+    format: str = "folders"
+    train_list: str | None = None
+    val_list: str | None = None
+    test_list: str | None = None
+    label_map: str | None = None
+    num_classes: int | None = None
+    multi_label: bool = False
+    train_scale: tuple[int, int] | None = None
+    multiscale_crop: tuple[float, ...] | None = None
+    resize: int = 256
     size: int = 224
     batch_size: int = 32
     workers: int = 0
@@ -97,6 +118,22 @@ class DataConfig:
 
     def __post_init__(self):
         check_choice("data.kind", self.kind, KINDS)
+        check_choice("data.format", self.format, ("folders", *FORMATS))
+        if self.format != "folders":
+            if self.kind != "videos":
+                raise ValueError(f"data.format={self.format!r} needs data.kind='videos'")
+            if not (self.train_list and self.val_list):
+                raise ValueError(f"data.format={self.format!r} needs data.train_list and val_list")
+        if self.train_scale is not None:
+            low, high = self.train_scale
+            if not self.size <= low <= high:
+                raise ValueError(
+                    f"data.train_scale must be [low, high] with size <= low <= high, got "
+                    f"{self.train_scale} for size {self.size}"
+                )
+            self.train_scale = (int(low), int(high))
+        if self.multiscale_crop is not None:
+            self.multiscale_crop = tuple(float(s) for s in self.multiscale_crop)
         if self.kind != "synthetic" and not self.root:
             raise ValueError(f"data.root is required for data.kind={self.kind!r}")
         for name in ("size", "batch_size", "clip_len", "frame_interval"):

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from nlgc.data.folders import ImageFolder, MultiClipVideos, VideoFolder, list_classes
+from nlgc.data.annotations import kinetics_classes, read_annotations, read_label_map
+from nlgc.data.folders import ImageFolder, MultiClipVideos, VideoClips, VideoFolder, list_classes
 from nlgc.data.synthetic import PairsDataset
 from nlgc.train.config import DataConfig
 
@@ -45,27 +47,56 @@ class DataModule(L.LightningDataModule):
         self.save_hyperparameters({"data": dataclasses.asdict(self.config), "seed": seed})
         self.datasets: dict[str, Dataset] = {}
 
-    @property
+    @functools.cached_property
     def classes(self) -> list[str]:
-        if self.config.kind == "synthetic":
+        """Class names: the built-in task's, the label map's, a Kinetics CSV's sorted labels,
+        ``num_classes`` indices, or the train folders' names."""
+        hp = self.config
+        if hp.kind == "synthetic":
             return list(PairsDataset.classes)
-        return list_classes(self.config.root, "train")
+        if hp.label_map:
+            return read_label_map(self._path(hp.label_map))
+        if hp.format == "kinetics_csv":
+            return kinetics_classes(self._path(hp.train_list))
+        if hp.format != "folders":
+            if hp.num_classes is None:
+                raise ValueError(
+                    f"data.format={hp.format!r} needs data.label_map or data.num_classes"
+                )
+            return [str(i) for i in range(hp.num_classes)]
+        return list_classes(hp.root, "train")
+
+    def _path(self, name: str) -> Path:
+        path = Path(name)
+        return path if path.is_absolute() else Path(self.config.root) / path
 
     def _folder(self, split: str, train: bool):
         hp = self.config
         if hp.kind == "images":
             return ImageFolder(hp.root, split, hp.size, self.classes, hp.skip_corrupt)
-        return VideoFolder(
+        clips = {
+            "clip_len": hp.clip_len,
+            "frame_interval": hp.frame_interval,
+            "size": hp.size,
+            "random_start": train,
+            "threads": 1 if hp.workers > 0 else 0,
+            "train_scale": hp.train_scale,
+            "multiscale": hp.multiscale_crop,
+        }
+        if hp.format == "folders":
+            return VideoFolder(
+                hp.root, split, classes=self.classes, skip_corrupt=hp.skip_corrupt, **clips
+            )
+        lists = {"train": hp.train_list, "val": hp.val_list, "test": hp.test_list or hp.val_list}
+        annotations = read_annotations(
+            self._path(lists[split]),
+            hp.format,
             hp.root,
-            split,
-            hp.clip_len,
-            hp.frame_interval,
-            hp.size,
-            random_start=train,
-            classes=self.classes,
-            skip_corrupt=hp.skip_corrupt,
-            threads=1 if hp.workers > 0 else 0,
+            self.classes,
+            len(self.classes),
+            hp.skip_corrupt,
         )
+        return VideoClips(annotations, self.classes, multi_label=hp.multi_label, **clips)
 
     def setup(self, stage: str | None = None) -> None:
         hp = self.config
@@ -79,7 +110,7 @@ class DataModule(L.LightningDataModule):
                 "test": make(hp.test_count, self.seed + 2, "test"),
             }
             return
-        test_split = "test" if (Path(hp.root) / "test").is_dir() else "val"
+        test_split = "test" if (Path(hp.root) / "test").is_dir() or hp.test_list else "val"
         self.datasets = {
             "train": self._folder("train", True) if stage in (None, "fit") else None,
             "val": self._folder("val", False),

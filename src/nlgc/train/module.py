@@ -17,7 +17,7 @@ from nlgc.blocks import ContextBlock
 from nlgc.data.io import normalize
 from nlgc.models import create_model, modality
 from nlgc.models.sources.native import METADATA_KEY, model_metadata
-from nlgc.models.video_inference import multi_view_scores
+from nlgc.models.video_inference import view_scores
 from nlgc.train.config import ModelConfig, OptimConfig, VideoTest
 
 METRICS_KEY = "nlgc_metrics"  # in checkpoints: the trainer's callback metrics when it was saved
@@ -47,8 +47,10 @@ class Classifier(L.LightningModule):
         optim: OptimConfig | None = None,
         video_test: VideoTest | None = None,
         seed: int = 0,
+        multi_label: bool = False,
     ):
         super().__init__()
+        self.multi_label, self.freeze_bn_stats = multi_label, model.freeze_bn_stats
         self.optim = optim or OptimConfig()
         self.video_test = video_test or VideoTest()
         self.seed = seed
@@ -58,6 +60,7 @@ class Classifier(L.LightningModule):
                 "optim": dataclasses.asdict(self.optim),
                 "video_test": dataclasses.asdict(self.video_test),
                 "seed": seed,
+                "multi_label": multi_label,
                 METADATA_KEY: model_metadata(model.name, num_classes, model.overrides),
             }
         )
@@ -65,17 +68,38 @@ class Classifier(L.LightningModule):
         self.video = modality(model.name) == "video"
         # top-5 only where it says something: with 5 classes or fewer it is always 1
         self.top_k = (1, 5) if num_classes > 5 else (1,)
-        self.metrics = torch.nn.ModuleDict(
-            {
-                f"{split}_top{k}": torchmetrics.Accuracy(
-                    "multiclass", num_classes=num_classes, top_k=k
-                )
-                for split in ("val", "test")
-                for k in self.top_k
-            }
-        )
+        self.metrics = torch.nn.ModuleDict(self._metrics(num_classes))
         self.confusion = torchmetrics.ConfusionMatrix("multiclass", num_classes=num_classes)
         self.augmentation = self._augmentation(self.optim.augment)
+
+    def _metrics(self, num_classes: int) -> dict:
+        """Per split: top-k and mean class accuracy (test: of videos and of their clips), or
+        mean average precision for multi-label data."""
+        if self.multi_label:
+            return {
+                f"{split}_mAP": torchmetrics.classification.MultilabelAveragePrecision(num_classes)
+                for split in ("val", "test")
+            }
+        metrics = {}
+        for split in ("val", "test", "test_clip"):
+            for k in self.top_k:
+                metrics[f"{split}_top{k}"] = torchmetrics.Accuracy(
+                    "multiclass", num_classes=num_classes, top_k=k
+                )
+            metrics[f"{split}_mean_class_accuracy"] = torchmetrics.Accuracy(
+                "multiclass", num_classes=num_classes, average="macro"
+            )
+        return metrics
+
+    def train(self, mode: bool = True):
+        """With ``model.freeze_bn_stats`` every BatchNorm keeps its running statistics during
+        training (mmaction2's ``norm_eval=True``; its scale and shift still learn)."""
+        super().train(mode)
+        if mode and self.freeze_bn_stats:
+            for module in self.model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
 
     def _augmentation(self, augment: str):
         layers = []
@@ -114,36 +138,57 @@ class Classifier(L.LightningModule):
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         torch.manual_seed(self._step_seed() + 1)  # dropout and any other randomness of a step
 
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.multi_label:  # y: (B, classes) multi-hot
+            return F.binary_cross_entropy_with_logits(logits, y)
+        return F.cross_entropy(logits, y, label_smoothing=self.optim.label_smoothing)
+
     def training_step(self, batch, batch_idx):
         x, y = batch
         logits = self(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=self.optim.label_smoothing)
-        accuracy = (logits.argmax(-1) == y).float().mean()
-        self.log_dict({"train/loss": loss, "train/top1": accuracy}, prog_bar=True, sync_dist=True)
+        loss = self._loss(logits, y)
+        best = logits.argmax(-1)
+        hit = y.gather(1, best[:, None])[:, 0] > 0 if self.multi_label else best == y
+        metrics = {"train/loss": loss, "train/top1": hit.float().mean()}
+        self.log_dict(metrics, prog_bar=True, sync_dist=True)
         return loss
 
-    def _evaluate(self, split: str, logits: torch.Tensor, y: torch.Tensor) -> None:
-        accuracies = {}
-        for k in self.top_k:
-            metric = self.metrics[f"{split}_top{k}"]
-            metric(logits, y)
-            accuracies[f"{split}/top{k}"] = metric
-        self.log(f"{split}/loss", F.cross_entropy(logits, y), sync_dist=True)
-        self.log_dict(accuracies, prog_bar=True)
+    def _evaluate(self, split: str, logits: torch.Tensor, y: torch.Tensor, loss=True) -> None:
+        """Update and log ``split``'s metrics with (B, classes) logits (or log-probabilities)."""
+        names = ["mAP"] if self.multi_label else [f"top{k}" for k in self.top_k]
+        names += [] if self.multi_label else ["mean_class_accuracy"]
+        logged = {}
+        for name in names:
+            metric = self.metrics[f"{split}_{name}"]
+            metric(logits, y.long() if self.multi_label else y)
+            logged[
+                f"{split.replace('_clip', '/clip')}/{name}".replace("test/clip/", "test/clip_")
+            ] = metric
+        if loss:
+            self.log(f"{split}/loss", self._loss(logits, y), sync_dist=True)
+        self.log_dict(logged, prog_bar=split == "val")
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
         self._evaluate("val", self(x), y)
 
     def test_step(self, batch, batch_idx):
+        """Clips: clip-level metrics. Whole videos (B, clips, C, T, H, W): the Non-local paper's
+        multi-view test: every view scored (``test/clip_*``), the softmax averaged over the
+        clips × crops of a video (``test/top1``, ``test/top5``, ``test/mean_class_accuracy``)."""
         x, y = batch
-        if x.dim() == 6:  # whole videos as clips: the Non-local paper's multi-view test
+        if x.dim() == 6:
             crops = self.video_test.crops
-            probabilities = torch.stack([multi_view_scores(self.model, v, crops) for v in x])
-            logits = probabilities.clamp_min(1e-12).log()
+            views = [view_scores(self.model, video, crops) for video in x]  # (V, classes) each
+            if not self.multi_label:
+                per_view = torch.cat(views)
+                labels = torch.cat([y_i.repeat(len(v)) for y_i, v in zip(y, views, strict=True)])
+                self._evaluate("test_clip", per_view.clamp_min(1e-12).log(), labels, loss=False)
+            logits = torch.stack([v.mean(0) for v in views]).clamp_min(1e-12).log()
         else:
             logits = self(x)
-        self.confusion.update(logits.argmax(-1), y)
+        if not self.multi_label:
+            self.confusion.update(logits.argmax(-1), y)
         self._evaluate("test", logits, y)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -196,6 +241,7 @@ class Classifier(L.LightningModule):
         }
 
 
+LOG_NAMES = {"val": "val/", "test": "test/", "test_clip": "test/clip_"}  # metric → logged name
 NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
 
 

@@ -122,7 +122,12 @@ def build(config: Mapping | RunConfig, progress: bool = True):
     data = DataModule(config.data, config.seed)
     num_classes = config.model.num_classes or len(data.classes)
     module = Classifier(
-        config.model, num_classes, config.optim, config.data.video_test, config.seed
+        config.model,
+        num_classes,
+        config.optim,
+        config.data.video_test,
+        config.seed,
+        config.data.multi_label,
     )
     trainer_options = {"max_epochs": 1, "deterministic": "warn", **config.trainer}
     checkpoints = ModelCheckpoint(
@@ -226,11 +231,26 @@ def _weights(out: Path, checkpoint: str | None) -> str | None:
     return str(path) if path.is_file() else None
 
 
+def write_class_tables(out: Path, classes: list[str], matrix: torch.Tensor) -> None:
+    """``out/test_per_class.md`` (items, correct and accuracy of every class, from the test's
+    confusion matrix) and ``out/test_confusion.png``."""
+    from nlgc.analysis.plots import plot_confusion
+
+    lines = ["| class | test items | correct | accuracy |", "| --- | --- | --- | --- |"]
+    for name, row, correct in zip(classes, matrix.sum(1), matrix.diagonal(), strict=True):
+        accuracy = f"{float(correct) / float(row):.3f}" if row else "-"
+        lines.append(f"| {name} | {int(row)} | {int(correct)} | {accuracy} |")
+    write_text_atomic(out / "test_per_class.md", "\n".join(lines) + "\n")
+    write_atomic(out / "test_confusion.png", lambda path: plot_confusion(matrix, classes, path))
+
+
 def evaluate(
     config: Mapping | RunConfig, stage: str, checkpoint: str | None = None, progress=True
 ) -> dict:
     """``validate`` or ``test`` with the run's last checkpoint (or ``checkpoint``); writes
-    ``out/{stage}_metrics.json`` with top-1, top-5 and (test) the confusion matrix."""
+    ``out/{stage}_metrics.json`` with top-1, top-5 (where there are more than 5 classes), mean
+    class accuracy and, for a test, the clip-level ones (``test/clip_*``, whole-video tests),
+    the confusion matrix, ``test_per_class.md`` and ``test_confusion.png``."""
     module, data, trainer, out = build(config, progress)
     path = _weights(out, checkpoint)
     if path is None:
@@ -239,9 +259,14 @@ def evaluate(
     with _lightning_warnings_we_mean():
         results = run(module, datamodule=data, ckpt_path=path)[0]
     metrics = {k: float(v) for k, v in results.items()}
-    if stage == "test":
-        matrix = module.confusion.compute().tolist()
-        metrics["confusion_matrix"] = {"classes": data.classes, "rows_true_cols_predicted": matrix}
+    if stage == "test" and not module.multi_label:
+        matrix = module.confusion.compute().cpu()
+        metrics["confusion_matrix"] = {
+            "classes": data.classes,
+            "rows_true_cols_predicted": matrix.tolist(),
+        }
+        if trainer.is_global_zero:
+            write_class_tables(out, data.classes, matrix)
     if trainer.is_global_zero:
         write_text_atomic(out / f"{stage}_metrics.json", json.dumps(metrics, indent=2))
     _release_process_group()

