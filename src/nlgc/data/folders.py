@@ -117,8 +117,9 @@ class VideoClips(Dataset):
     ``random_start`` picks the clip anywhere in the video (training); otherwise the centre clip.
     A video shorter than a clip is looped. Only the clip's frames are decoded
     (:func:`nlgc.data.video.read_frames`); frame counts come from the container, once per file.
-    Training crops: ``train_scale`` ([low, high], the papers' scale jitter) or
-    ``multiscale_crop`` (mmaction2's scales), else short side ``size`` and the centre crop.
+    Training crops: ``train_scale`` ([low, high], the papers' scale jitter) or ``multiscale``
+    (mmaction2's MultiScaleCrop scales, after a short side of ``resize``), else short side
+    ``size`` and the centre crop.
     """
 
     def __init__(
@@ -133,11 +134,14 @@ class VideoClips(Dataset):
         multi_label=False,
         train_scale: tuple[int, int] | None = None,
         multiscale: tuple[float, ...] | None = None,
+        multiscale_gap: int = 1,
+        resize: int = 256,
     ):
         self.annotations, self.classes = list(annotations), classes
         self.clip_len, self.frame_interval, self.size = clip_len, frame_interval, size
         self.random_start, self.threads, self.multi_label = random_start, threads, multi_label
         self.train_scale, self.multiscale = train_scale, multiscale
+        self.multiscale_gap, self.resize = multiscale_gap, resize
 
     @property
     def samples(self) -> list[tuple[Path, int | tuple[int, ...]]]:
@@ -183,8 +187,9 @@ class VideoClips(Dataset):
         frames = clip.transpose(0, 1)  # (T, 3, H, W)
         if self.train_scale:
             frames = scale_jitter(frames, self.size, tuple(self.train_scale))
-        else:
-            frames = multiscale_crop(frames, self.size, tuple(self.multiscale))
+        else:  # mmaction2: Resize(-1, 256), MultiScaleCrop, Resize(224, 224)
+            frames = resize_short_side(frames, self.resize)
+            frames = multiscale_crop(frames, self.size, self.multiscale, self.multiscale_gap)
         return frames.transpose(0, 1)
 
 

@@ -86,7 +86,8 @@ class DataConfig:
     test split is scored on whole videos by ``video_test``. Training crops of clips:
     ``train_scale`` [low, high] (short side drawn from it, random ``size`` crop: the Non-local
     paper's [256, 320]) or ``multiscale_crop`` (mmaction2's MultiScaleCrop scales, e.g.
-    [1, 0.8], after a short side of ``resize``), else the centre crop.
+    [1, 0.8], width and height scales at most ``multiscale_gap`` apart, after a short side of
+    ``resize``), else the centre crop.
     """
 
     kind: str = "synthetic"
@@ -100,6 +101,7 @@ class DataConfig:
     multi_label: bool = False
     train_scale: tuple[int, int] | None = None
     multiscale_crop: tuple[float, ...] | None = None
+    multiscale_gap: int = 1
     resize: int = 256
     size: int = 224
     batch_size: int = 32
@@ -149,7 +151,8 @@ NO_DECAY = ("norm", "bias", "blocks")  # parameter groups that may be kept out o
 
 @dataclass
 class OptimConfig:
-    """The optimiser (SGD with Nesterov momentum, the papers' choice, or AdamW), its learning-rate
+    """The optimiser (SGD with momentum, Nesterov's as the Caffe2 code's ``SOLVER.NESTEROV``
+    unless ``nesterov: false`` as mmaction2's, or AdamW), its learning-rate
     schedule, the loss's label smoothing and the batch augmentation (kornia: random resized
     crop + flip, flip, or none).
 
@@ -163,13 +166,14 @@ class OptimConfig:
     optimizer: str = "sgd"
     lr: float = 0.1
     momentum: float = 0.9
+    nesterov: bool = True
     weight_decay: float = 1e-4
     label_smoothing: float = 0.0
     augment: str = "standard"
     schedule: str = "cosine"
     warmup_epochs: float = 0.0
     warmup_factor: float = 0.1
-    milestones: tuple[int, ...] = ()
+    milestones: tuple[float, ...] = ()
     gamma: float = 0.1
     no_decay: tuple[str, ...] = ()
 
@@ -177,7 +181,7 @@ class OptimConfig:
         check_choice("optim.optimizer", self.optimizer, OPTIMIZERS)
         check_choice("optim.augment", self.augment, AUGMENT)
         check_choice("optim.schedule", self.schedule, SCHEDULES)
-        self.milestones = tuple(int(m) for m in self.milestones)
+        self.milestones = tuple(float(m) for m in self.milestones)
         self.no_decay = (self.no_decay,) if isinstance(self.no_decay, str) else tuple(self.no_decay)
         for group in self.no_decay:
             check_choice("optim.no_decay", group, NO_DECAY)

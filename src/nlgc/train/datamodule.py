@@ -82,6 +82,8 @@ class DataModule(L.LightningDataModule):
             "threads": 1 if hp.workers > 0 else 0,
             "train_scale": hp.train_scale,
             "multiscale": hp.multiscale_crop,
+            "multiscale_gap": hp.multiscale_gap,
+            "resize": hp.resize,
         }
         if hp.format == "folders":
             return VideoFolder(

@@ -220,7 +220,9 @@ class Classifier(L.LightningModule):
         hp = self.optim
         groups = parameter_groups(self.model, hp.weight_decay, hp.no_decay)
         if hp.optimizer == "sgd":
-            optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=True)
+            optimizer = torch.optim.SGD(
+                groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov
+            )
         else:
             optimizer = torch.optim.AdamW(groups, lr=hp.lr)
         total = self.trainer.estimated_stepping_batches
