@@ -55,6 +55,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/models.py
 	$(PY) benchmarks/video.py
 	$(PY) benchmarks/video_input.py
+	$(PY) benchmarks/kinetics_loader.py
 	$(PY) benchmarks/readme_tables.py
 
 # README.md's result tables from benchmarks/results (and the last `make demo`'s summary)

@@ -188,10 +188,14 @@ def test_nl_i3d_from_imagenet_weights_end_to_end(dataset, tmp_path):
     out = tmp_path / "run"
     report = json.loads((out / "init_report.json").read_text())
     assert "conv1.weight" in report["inflated"] and "fc.weight" in report["left_at_init"]
-    first = torch.load(out / "checkpoints" / "epoch000.ckpt", weights_only=True)["state_dict"]
+    checkpoint = torch.load(out / "checkpoints" / "epoch000.ckpt", weights_only=True)
+    assert tuple(checkpoint["nlgc_preprocessing"]["mean"]) == (0.485, 0.456, 0.406)  # the weights
+    first = checkpoint["state_dict"]
     inflated = imagenet.conv1.weight.detach().unsqueeze(2).repeat(1, 1, 5, 1, 1) / 5
     torch.testing.assert_close(first["model.conv1.weight"], inflated, rtol=0, atol=1e-5)
     assert float(first["model.layer2.1.non_local_block.norm.weight"].abs().max()) < 1e-5
+    model, _ = nlgc.load_model(out / "checkpoints" / "last.ckpt")
+    assert model.preprocessing.std == (0.229, 0.224, 0.225)  # analyze and predict use it
     tested = run.evaluate(settings, "test", progress=False)
     assert {"test/top1", "test/clip_top1", "test/mean_class_accuracy"} <= set(tested)
     assert (out / "test_per_class.md").read_text().count("\n") == 2 + len(CLASSES)

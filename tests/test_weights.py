@@ -377,6 +377,7 @@ def test_initialise_an_i3d_nl_model_from_imagenet_weights(resnet50_state):
     model = nlgc.create_model("nl_i3d_resnet50", num_classes=7)
     report = initialise_from(model, resnet50_state)
     assert report.source == "torchvision" and "conv1.weight" in report.inflated
+    assert report.preprocessing.mean == (0.485, 0.456, 0.406)  # what training normalises with
     conv1 = resnet50_state["conv1.weight"]
     assert torch.equal(model.conv1.weight, conv1.unsqueeze(2).repeat(1, 1, 5, 1, 1) / 5)
     assert torch.equal(model.layer1[0].bn1.running_var, resnet50_state["layer1.0.bn1.running_var"])

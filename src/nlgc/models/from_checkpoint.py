@@ -18,6 +18,7 @@ from torch import nn
 
 from nlgc.blocks import PAIRWISE
 from nlgc.models.download import cache_dir, download, fetch
+from nlgc.models.preprocessing import Preprocessing
 from nlgc.models.registry import create_model, list_models
 from nlgc.models.sources import WeightsSource, detect_source
 from nlgc.models.sources.native import read_metadata
@@ -49,7 +50,8 @@ def load_model(
     lists what fits. The number of classes is read from the file's classifier.
 
     The model carries ``preprocessing`` (:class:`~nlgc.models.preprocessing.Preprocessing`, the
-    zoo entry's or its source's input convention; None for nlgc's own checkpoints) and
+    zoo entry's or its source's input convention; for nlgc's own checkpoints the one the run
+    normalised with when it started from released weights, else None: ImageNet's) and
     ``class_names`` (a list where the zoo entry's source publishes them, else None).
     ``report.model_name`` is the registered name, ``report.options`` the overrides used,
     ``report.source`` the weights source.
@@ -76,7 +78,10 @@ def load_model(
                 meta["overrides"],
                 "nlgc",
             )
-            return _labelled(model, None, None), report
+            model = _labelled(model, None, None)
+            if meta["preprocessing"]:  # a run started from released weights normalised so
+                model.preprocessing = Preprocessing.from_dict(meta["preprocessing"])
+            return model, report
     raw = state_dict_of(data)
     source = detect_source(raw)  # detected once
     refusal = source.refusal(raw)

@@ -8,7 +8,8 @@ and the official Caffe2 code (``initialize_master_gpu_model_params`` in
 T times along time and divided by T, so a clip of identical frames gives the 2D network's
 response. BN and every tensor of the same shape are copied; context blocks keep their identity
 initialisation; a classifier of another size is left at its initialisation (re-created for the
-data's classes).
+data's classes). The report carries the input convention of the weights (the zoo entry's or the
+source's), which training then normalises its batches with.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from nlgc.models.from_checkpoint import resolve_checkpoint
+from nlgc.models.preprocessing import Preprocessing
 from nlgc.models.sources import detect_source
 from nlgc.models.weights import (
     CLASSIFIER,
@@ -41,6 +43,7 @@ class InitReport:
     copied: list[str] = field(default_factory=list)
     left_at_init: list[str] = field(default_factory=list)  # context blocks, a new classifier
     ignored: list[str] = field(default_factory=list)  # file keys the model has no place for
+    preprocessing: Preprocessing | None = None  # the input the weights expect (zoo or source)
 
     def __str__(self) -> str:
         return (
@@ -50,7 +53,7 @@ class InitReport:
         )
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return asdict(self)  # the preprocessing as a plain dict too
 
 
 def initialise_from(model: nn.Module, checkpoint: str | os.PathLike | Mapping) -> InitReport:
@@ -68,7 +71,8 @@ def initialise_from(model: nn.Module, checkpoint: str | os.PathLike | Mapping) -
         checkpoint = state_dict_of(read_weights_file(checkpoint))
     source = detect_source(checkpoint)
     state, ignored = nlgc_layout(checkpoint, source)
-    report = InitReport(where, source.name, ignored=list(ignored))
+    preprocessing = entry.preprocessing if entry else source.preprocessing
+    report = InitReport(where, source.name, ignored=list(ignored), preprocessing=preprocessing)
     target, blocks = model.state_dict(), block_prefixes(model)
     merged, problems = {}, []
     for key, current in target.items():

@@ -56,5 +56,10 @@ class Preprocessing:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, values: dict) -> Preprocessing:
+        tuples = {k: tuple(v) for k, v in values.items() if k in ("mean", "std")}
+        return cls(**{**values, **tuples})
+
 
 IMAGENET = Preprocessing()  # torchvision's V1 weights: resize 256, centre crop 224, bilinear

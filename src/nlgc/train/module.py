@@ -16,7 +16,8 @@ from torch import nn
 from nlgc.blocks import ContextBlock
 from nlgc.data.io import normalize
 from nlgc.models import create_model, modality
-from nlgc.models.sources.native import METADATA_KEY, model_metadata
+from nlgc.models.preprocessing import Preprocessing
+from nlgc.models.sources.native import METADATA_KEY, PREPROCESSING_KEY, model_metadata
 from nlgc.models.video_inference import view_scores
 from nlgc.train.config import ModelConfig, OptimConfig, VideoTest
 
@@ -51,6 +52,7 @@ class Classifier(L.LightningModule):
     ):
         super().__init__()
         self.multi_label, self.freeze_bn_stats = multi_label, model.freeze_bn_stats
+        self.normalization: Preprocessing | None = None  # set by init_from; else ImageNet's
         self.optim = optim or OptimConfig()
         self.video_test = video_test or VideoTest()
         self.seed = seed
@@ -129,7 +131,11 @@ class Classifier(L.LightningModule):
             with torch.random.fork_rng(devices=devices):
                 torch.manual_seed(self._step_seed())
                 x = self.augmentation(x)
-        return normalize(x, channel_dim=2 if x.dim() == 6 else 1), y
+        if self.normalization is None:
+            return normalize(x, channel_dim=2 if x.dim() == 6 else 1), y
+        if x.dim() == 6:  # (B, clips, C, T, H, W): normalise the clips as one batch
+            return self.normalization.normalize(x.flatten(0, 1)).unflatten(0, x.shape[:2]), y
+        return self.normalization.normalize(x), y
 
     def _step_seed(self) -> int:
         """A seed from (seed, optimizer step, rank), all restored when a run resumes."""
@@ -197,10 +203,14 @@ class Classifier(L.LightningModule):
         metrics = self.trainer.callback_metrics.items()
         checkpoint[METRICS_KEY] = {k: float(v) for k, v in metrics}
         checkpoint[THREADS_KEY] = torch.get_num_threads()
+        if self.normalization is not None:
+            checkpoint[PREPROCESSING_KEY] = self.normalization.as_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """CPU kernels split their sums by thread: a CPU run continued with another thread
         count than the one that wrote the checkpoint differs by rounding from one that kept it."""
+        if checkpoint.get(PREPROCESSING_KEY):
+            self.normalization = Preprocessing.from_dict(checkpoint[PREPROCESSING_KEY])
         saved, now = checkpoint.get(THREADS_KEY), torch.get_num_threads()
         on_cpu = self.trainer.strategy.root_device.type == "cpu"
         if on_cpu and saved is not None and saved != now:

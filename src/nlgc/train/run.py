@@ -154,6 +154,7 @@ def _initialise(module, checkpoint: str, out: Path, write: bool) -> None:
     """The model's start from ``checkpoint``; what was inflated, copied, left, ignored goes to
     the log and ``out/init_report.json``."""
     report = initialise_from(module.model, checkpoint)
+    module.normalization = report.preprocessing  # batches normalised as the weights expect
     log.info("%s", report)
     print(report)
     if write:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 METADATA_KEY = "nlgc_model"  # {"name": ..., "num_classes": ..., "overrides": {...}}
+PREPROCESSING_KEY = "nlgc_preprocessing"  # the input convention the run normalised with
 _PREFIX = "model."  # the Lightning module's Classifier submodule
 
 
@@ -20,11 +21,12 @@ def model_metadata(name: str, num_classes: int, overrides: dict | None = None) -
 
 
 def read_metadata(data: Mapping) -> tuple[dict, dict] | None:
-    """(metadata, the network's tensors) of an nlgc Lightning checkpoint, else None."""
+    """(metadata, the network's tensors) of an nlgc Lightning checkpoint, else None. The
+    metadata's ``preprocessing`` is the run's input convention (None: ImageNet's)."""
     meta = (data.get("hyper_parameters") or {}).get(METADATA_KEY)
     if not meta or not isinstance(data.get("state_dict"), Mapping):
         return None
     state = {
         k.removeprefix(_PREFIX): v for k, v in data["state_dict"].items() if k.startswith(_PREFIX)
     }
-    return meta, state
+    return {**meta, "preprocessing": data.get(PREPROCESSING_KEY)}, state
