@@ -248,3 +248,22 @@ def test_the_kinetics_recipes_are_the_readme_table():
     for source, config in configs.items():
         parsed = run.RunConfig.from_dict(config)
         assert parsed.model.name == "nl_i3d_resnet50" and parsed.data.clip_len == 32, source
+
+
+def test_multi_label_lists_train_with_bce_and_report_map(dataset, tmp_path):
+    lines = (dataset / "train_list.txt").read_text().splitlines()
+    multi = [f"{line} 2" if i % 2 else line for i, line in enumerate(lines)]  # a 3rd class
+    (dataset / "multi.txt").write_text("\n".join(multi) + "\n")
+    settings = config(dataset, tmp_path / "multi", multi_label=True, num_classes=3)
+    settings["data"].update(train_list="multi.txt", val_list="multi.txt", label_map=None)
+    settings["data"].update(clip_len=4, train_scale=None)
+    settings["model"] = {"name": "nl1_c2d_resnet50"}
+    settings["optim"].update(lr=0.01, schedule="constant", milestones=[])
+    data = DataModule(run.RunConfig.from_dict(settings).data)
+    data.setup("fit")
+    _, target = data.datasets["train"][1]
+    assert torch.equal(target, torch.tensor([1.0, 0.0, 1.0]))
+    metrics = run.fit(settings, progress=False)
+    assert "val/mAP" in metrics and 0 <= metrics["val/mAP"] <= 1
+    tested = run.evaluate(settings, "test", progress=False)
+    assert "test/mAP" in tested and "confusion_matrix" not in tested

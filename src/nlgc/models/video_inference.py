@@ -10,9 +10,14 @@ from nlgc.common import eval_mode
 
 
 def view_scores(
-    model: nn.Module, clips: torch.Tensor, num_crops: int = 3, batch_size: int = 6
+    model: nn.Module,
+    clips: torch.Tensor,
+    num_crops: int = 3,
+    batch_size: int = 6,
+    multi_label: bool = False,
 ) -> torch.Tensor:
-    """Class probabilities of every view of one video: its clips × square crops.
+    """Class probabilities of every view of one video: its clips × square crops (softmax, or
+    with ``multi_label`` a sigmoid per class).
 
     Each clip gives ``num_crops`` (1 or 3) crops of its short side along its long side (centre,
     or both ends and the centre); the model runs on every view in eval mode without gradients
@@ -40,8 +45,8 @@ def view_scores(
             views.append(clips[..., offset : offset + crop])
     views = torch.stack(views, 1).flatten(0, 1)  # (K·crops, C, T, S, S), clip-major
     with eval_mode(model), torch.no_grad():
-        probabilities = [model(chunk).softmax(-1) for chunk in views.split(batch_size)]
-    return torch.cat(probabilities)
+        logits = torch.cat([model(chunk) for chunk in views.split(batch_size)])
+    return logits.sigmoid() if multi_label else logits.softmax(-1)
 
 
 def multi_view_scores(

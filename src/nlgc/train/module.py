@@ -185,12 +185,15 @@ class Classifier(L.LightningModule):
         x, y = batch
         if x.dim() == 6:
             crops = self.video_test.crops
-            views = [view_scores(self.model, video, crops) for video in x]  # (V, classes) each
-            if not self.multi_label:
+            views = [view_scores(self.model, v, crops, multi_label=self.multi_label) for v in x]
+            scores = torch.stack([v.mean(0) for v in views])  # (B, classes), views averaged
+            if self.multi_label:  # mean sigmoid scores: their logits for the loss and mAP
+                logits = scores.clamp(1e-6, 1 - 1e-6).logit()
+            else:
                 per_view = torch.cat(views)
                 labels = torch.cat([y_i.repeat(len(v)) for y_i, v in zip(y, views, strict=True)])
                 self._evaluate("test_clip", per_view.clamp_min(1e-12).log(), labels, loss=False)
-            logits = torch.stack([v.mean(0) for v in views]).clamp_min(1e-12).log()
+                logits = scores.clamp_min(1e-12).log()
         else:
             logits = self(x)
         if not self.multi_label:
