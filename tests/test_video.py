@@ -672,3 +672,49 @@ def test_mmaction2_c2d_checkpoint_runs_as_in_mmaction2(tmp_path):
         assert relative_max_error(model.eval()(x), expected) <= 1e-5
     with pytest.raises(ValueError, match="stem_temporal_stride=1"):
         nlgc.create_model("c2d_resnet50", stem="mmaction2_c2d")
+
+
+# PySlowFast's renaming of Caffe2 blobs (slowfast/utils/c2_model_loading.py,
+# get_name_convert_func), the rules a ResNet/NL file needs, in its order
+PYSLOWFAST_PAIRS = [
+    (r"^nonlocal_conv([0-9]+)_([0-9]+)_(.*)", r"s\1.pathway0_nonlocal\2_\3"),
+    (r"^(.*)_nonlocal([0-9]+)_(theta)(.*)", r"\1_nonlocal\2.conv_\3\4"),
+    (r"^(.*)_nonlocal([0-9]+)_(g)(.*)", r"\1_nonlocal\2.conv_\3\4"),
+    (r"^(.*)_nonlocal([0-9]+)_(phi)(.*)", r"\1_nonlocal\2.conv_\3\4"),
+    (r"^(.*)_nonlocal([0-9]+)_(out)(.*)", r"\1_nonlocal\2.conv_\3\4"),
+    (r"^(.*)_nonlocal([0-9]+)_(bn)_(.*)", r"\1_nonlocal\2.\3.\4"),
+    (r"^res([0-9]+)_([0-9]+)_branch([0-9]+)([a-z])_(.*)", r"s\1.pathway0_res\2.branch\3.\4_\5"),
+    (r"^res_conv1_bn_(.*)", r"s1.pathway0_stem.bn.\1"),
+    (r"^conv1_(.*)", r"s1.pathway0_stem.conv.\1"),
+    (r"^res([0-9]+)_([0-9]+)_branch([0-9]+)_(.*)", r"s\1.pathway0_res\2.branch\3_\4"),
+    (r"pred_(.*)", r"head.projection.\1"),
+    (r"(.*)bn.b\Z", r"\1bn.bias"),
+    (r"(.*)bn.s\Z", r"\1bn.weight"),
+    (r"(.*)bn.rm\Z", r"\1bn.running_mean"),
+    (r"(.*)bn.riv\Z", r"\1bn.running_var"),
+    (r"(.*)[\._]b\Z", r"\1.bias"),
+    (r"(.*)[\._]w\Z", r"\1.weight"),
+]
+
+
+def test_pyslowfast_pyth_runs_as_the_caffe2_network(tmp_path):
+    """A PySlowFast checkpoint ({"model_state": …}, its names made from the Caffe2 blobs by
+    PySlowFast's own rules) builds the Caffe2 8×8 network and computes its logits."""
+    import re
+
+    blobs = caffe2_blobs(num_classes=6)
+    state = {}
+    for name, value in blobs.items():
+        for pattern, replacement in PYSLOWFAST_PAIRS:
+            name = re.sub(pattern, replacement, name)
+        state[name] = torch.from_numpy(value)
+    assert "s3.pathway0_nonlocal1.conv_theta.weight" in state
+    assert "s2.pathway0_res0.branch2.a_bn.running_var" in state
+    assert "head.projection.weight" in state
+    path = tmp_path / "I3D_NLN_8x8_R50.pyth"
+    torch.save({"model_state": state, "epoch": 196}, path)
+    model, report = nlgc.load_model(path, stem_temporal_stride=1)
+    assert report.source == "pyslowfast" and report.model_name == "nl_i3d_resnet50"
+    x = torch.randn(1, 3, 8, 64, 64)
+    with torch.no_grad():
+        assert relative_max_error(model.eval()(x), caffe2_logits(blobs, x, 1)) <= 1e-5
