@@ -63,3 +63,13 @@ class Preprocessing:
 
 
 IMAGENET = Preprocessing()  # torchvision's V1 weights: resize 256, centre crop 224, bilinear
+# the video models' test on 0–255 pixels: short side 256, three 256 crops of 10 clips of 32×2
+KINETICS_TEST = Preprocessing(
+    pixel_max=255.0,
+    input_size=256,
+    resize=256,
+    crop="three_crop",
+    clip_len=32,
+    frame_interval=2,
+    num_clips=10,
+)

@@ -110,6 +110,22 @@ def _timm(model: str, timm_name: str, file: str, top1: str, top5: str) -> ZooEnt
     )
 
 
+def _detector(model: str, tag: str, url: str, accuracy: str) -> ZooEntry:
+    """A GCNet / mmdetection Mask R-CNN: nlgc builds its backbone (``features_only``)."""
+    return ZooEntry(
+        model,
+        tag,
+        url,
+        "mmdetection",
+        "openmmlab",
+        accuracy,
+        _COCO,
+        IMAGENET,
+        options={"features_only": True},
+        license="Apache-2.0",
+    )
+
+
 def _mmaction2(model, tag, path, top1, top5, clip=(32, 2), **options) -> ZooEntry:
     length, interval = clip
     test = replace(KINETICS_32X2, clip_len=length, frame_interval=interval)
@@ -197,55 +213,31 @@ ZOO: tuple[ZooEntry, ...] = (
         "80.072",
         "94.986",
     ),
-    ZooEntry(
+    _detector(
         "gc_resnet50",
         "gcnet_mask_rcnn_r16_coco",
         _GCNET + "mask_rcnn_r16_gcb_c3-c5_r50_fpn_1x_20190602-c550c707.pth",
-        "mmdetection",
-        "openmmlab",
         "box AP 38.5, mask AP 35.1 (fixBN backbone)",
-        _COCO,
-        IMAGENET,
-        options={"features_only": True},
-        license="Apache-2.0",
     ),
-    ZooEntry(
+    _detector(
         "gc_r4_resnet50",
         "gcnet_mask_rcnn_r4_coco",
         _GCNET + "mask_rcnn_r4_gcb_c3-c5_r50_fpn_1x_20190602-18ae2dfd.pth",
-        "mmdetection",
-        "openmmlab",
         "box AP 38.9, mask AP 35.5 (fixBN backbone)",
-        _COCO,
-        IMAGENET,
-        options={"features_only": True},
-        license="Apache-2.0",
     ),
-    ZooEntry(
+    _detector(
         "gc_resnet50",
         "mmdet_mask_rcnn_r16_coco",
         _MMDET + "mask_rcnn_r50_fpn_r16_gcb_c3-c5_1x_coco/"
         "mask_rcnn_r50_fpn_r16_gcb_c3-c5_1x_coco_20200515_211915-187da160.pth",
-        "mmdetection",
-        "openmmlab",
         "box AP 39.7, mask AP 35.9",
-        _COCO,
-        IMAGENET,
-        options={"features_only": True},
-        license="Apache-2.0",
     ),
-    ZooEntry(
+    _detector(
         "gc_r4_resnet50",
         "mmdet_mask_rcnn_r4_coco",
         _MMDET + "mask_rcnn_r50_fpn_r4_gcb_c3-c5_1x_coco/"
         "mask_rcnn_r50_fpn_r4_gcb_c3-c5_1x_coco_20200204-17235656.pth",
-        "mmdetection",
-        "openmmlab",
         "box AP 39.9, mask AP 36.0",
-        _COCO,
-        IMAGENET,
-        options={"features_only": True},
-        license="Apache-2.0",
     ),
     _mmaction2(
         "c2d_resnet50",

@@ -19,10 +19,11 @@ models (``resnet_video_org.py``) with ``stem_temporal_stride=2``, the 8×8 ones
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import torch
 
-from nlgc.models.preprocessing import Preprocessing
+from nlgc.models.preprocessing import KINETICS_TEST
 from nlgc.models.sources.base import State, WeightsSource
 
 _BN = {"s": "weight", "b": "bias", "rm": "running_mean", "riv": "running_var"}
@@ -105,17 +106,7 @@ def model_for(blobs: State) -> str | None:
 
 # lib/core/config.py: MODEL.MEAN 114.75, MODEL.STD 57.375 for every channel on 0–255 pixels,
 # RGB (MODEL.USE_BGR False); test: short side 256, fully-convolutional 256 crops, 10 clips × 3
-CAFFE2_32X2 = Preprocessing(
-    mean=(114.75,) * 3,
-    std=(57.375,) * 3,
-    pixel_max=255.0,
-    input_size=256,
-    resize=256,
-    crop="three_crop",
-    clip_len=32,
-    frame_interval=2,
-    num_clips=10,
-)
+CAFFE2_32X2 = replace(KINETICS_TEST, mean=(114.75,) * 3, std=(57.375,) * 3)
 
 SOURCE = WeightsSource(
     name="caffe2",

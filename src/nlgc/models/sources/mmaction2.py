@@ -12,7 +12,9 @@ defaults.
 
 from __future__ import annotations
 
-from nlgc.models.preprocessing import Preprocessing
+from dataclasses import replace
+
+from nlgc.models.preprocessing import KINETICS_TEST
 from nlgc.models.sources.base import State, WeightsSource, renamed
 
 _RULES = (
@@ -62,17 +64,7 @@ def build_options(state: State) -> dict:
 
 # mmaction2's ActionDataPreprocessor (ImageNet mean/std on 0–255 pixels), its test pipeline:
 # short side 256, ThreeCrop 256, 10 clips (configs/recognition/i3d/*.py)
-KINETICS_32X2 = Preprocessing(
-    mean=(123.675, 116.28, 103.53),
-    std=(58.395, 57.12, 57.375),
-    pixel_max=255.0,
-    input_size=256,
-    resize=256,
-    crop="three_crop",
-    clip_len=32,
-    frame_interval=2,
-    num_clips=10,
-)
+KINETICS_32X2 = replace(KINETICS_TEST, mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375))
 
 SOURCE = WeightsSource(
     name="mmaction2",
