@@ -390,3 +390,20 @@ def test_initialise_an_i3d_nl_model_from_imagenet_weights(resnet50_state):
     assert torch.equal(block(x.new_ones(1, 512, 2, 4, 4)), x.new_ones(1, 512, 2, 4, 4))
     with pytest.raises(ValueError, match="backbone tensors do not fit"):
         initialise_from(nlgc.create_model("resnet18"), resnet50_state)
+
+
+def test_initialise_i3d_from_caffe2_imagenet_blobs():
+    """Caffe2's ImageNet ResNet-50 (2D blobs res2_0_branch2a_w, …, pred_w) inflated into the
+    Caffe2 I3D network, as TRAIN.PARAMS_FILE does in the official code."""
+    from test_video import caffe2_blobs
+
+    from nlgc.models.initialise import initialise_from
+
+    blobs = caffe2_blobs(num_classes=1000, non_local=False, c2d=True)
+    image = {k: torch.from_numpy(v[:, :, 0] if v.ndim == 5 else v) for k, v in blobs.items()}
+    model = nlgc.create_model("i3d_resnet50", stem="caffe2", num_classes=5)
+    report = initialise_from(model, image)
+    assert report.source == "caffe2" and "layer1.0.conv1.weight" in report.inflated
+    assert report.preprocessing.mean == (114.75,) * 3  # Caffe2's normalisation
+    expected = image["res2_0_branch2a_w"].unsqueeze(2).repeat(1, 1, 3, 1, 1) / 3
+    assert torch.equal(model.layer1[0].conv1.weight, expected)

