@@ -27,6 +27,7 @@ from nlgc.models.sources import detect_source
 from nlgc.models.weights import (
     CLASSIFIER,
     block_prefixes,
+    inflated_kernel,
     nlgc_layout,
     read_weights_file,
     state_dict_of,
@@ -81,7 +82,7 @@ def initialise_from(model: nn.Module, checkpoint: str | os.PathLike | Mapping) -
             merged[key] = value
             report.copied.append(key)
         elif value is not None and _inflatable(value, current):
-            merged[key] = value.unsqueeze(2).repeat(1, 1, current.shape[2], 1, 1) / current.shape[2]
+            merged[key] = inflated_kernel(value, current.shape[2])
             report.inflated.append(key)
         elif key.startswith(blocks) or key in CLASSIFIER or key.endswith("num_batches_tracked"):
             report.left_at_init.append(key)

@@ -111,18 +111,22 @@ def nlgc_layout(
     return backbone, ignored
 
 
+def inflated_kernel(kernel: torch.Tensor, time: int) -> torch.Tensor:
+    """A k×k kernel (out, in, k, k) as (out, in, time, k, k): repeated along time and divided by
+    ``time`` (so a clip of identical frames gives the 2D response)."""
+    return kernel.unsqueeze(2).repeat(1, 1, time, 1, 1) / time
+
+
 def inflate_state_dict(
     state: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]
 ) -> dict[str, torch.Tensor]:
-    """2D → 3D: where ``target`` has a t×k×k kernel and ``state`` the k×k one, the 2D kernel
-    repeated t times along time and divided by t (so a clip of identical frames gives the 2D
-    response); every other tensor (BN, fc) is copied."""
+    """2D → 3D: where ``target`` has a t×k×k kernel and ``state`` the k×k one,
+    :func:`inflated_kernel`; every other tensor (BN, fc) is copied."""
     inflated = {}
     for key, value in state.items():
         goal = target.get(key)
         if goal is not None and value.dim() == 4 and goal.dim() == 5:
-            t = goal.shape[2]
-            value = value.unsqueeze(2).repeat(1, 1, t, 1, 1) / t
+            value = inflated_kernel(value, goal.shape[2])
         inflated[key] = value
     return inflated
 
