@@ -160,7 +160,10 @@ class SimplifiedNonLocal(BroadcastContextBlock):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        self.conv_mask.reset_parameters()
+        """Kaiming (fan-in) for W_k as mmcv's ContextBlock (and the GC block here) initialise
+        it, PyTorch's default for W_v, then W_v = 0 with ``zero_init``."""
+        nn.init.kaiming_normal_(self.conv_mask.weight, mode="fan_in", nonlinearity="relu")
+        nn.init.zeros_(self.conv_mask.bias)
         self.transform.reset_parameters()
         if self.zero_init:
             nn.init.zeros_(self.transform.weight)
