@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -327,7 +328,9 @@ def train_all(out: Path, seeds, labels, settings, images: torch.Tensor):
     for seed in seeds:
         results[seed] = {}
         for label in tqdm(labels, desc=f"seed {seed}", unit="model"):
-            config = demo_config(label, out / f"seed{seed}" / slug(label), seed, **settings)
+            folder = out / f"seed{seed}" / slug(label)
+            shutil.rmtree(folder, ignore_errors=True)  # an earlier demo's run: trained anew
+            config = demo_config(label, folder, seed, **settings)
             run.fit(config, progress=True)
             test = run.evaluate(config, "test", progress=False)
             results[seed][label] = {"model": VARIANTS[label][0], **test}

@@ -171,6 +171,12 @@ def fit(config: Mapping | RunConfig, resume: bool = False, progress: bool = True
     folder = out / "checkpoints"
     for stale in folder.glob(".*.tmp"):  # a write that a kill interrupted
         stale.unlink(missing_ok=True)
+    if not resume and any(folder.glob("*.ckpt")):
+        raise ValueError(
+            f"{folder} holds checkpoints of an earlier run: continue it with --resume, or give "
+            "another out folder (Lightning would write last-v1.ckpt beside the old last.ckpt, "
+            "and validate/test would read the old one)"
+        )
     start = latest_checkpoint(folder) if resume else None
     if resume and start is None:
         log.warning("--resume: no complete checkpoint in %s yet: training from the start", folder)
