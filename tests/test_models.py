@@ -52,17 +52,11 @@ def test_resnet50_has_torchvisions_state_dict_layout():
 NAMED = nlgc.list_models(modality="image")
 
 
-def plain_twin(model):
-    """The same architecture without context blocks, sharing the backbone weights."""
-    twin = ResNet(
-        type(model.layer1[0]),
-        [len(layer) for layer in model.stages().values()],
-        num_classes=model.fc.out_features,
-        groups=model.groups,
-        width_per_group=model.base_width,
-        base_channels=model.bn1.num_features,
-        stem=model.stem,
-    )
+def plain_twin(name, model):
+    """The same architecture without context blocks (the registered network built with an
+    empty plan), sharing the backbone weights."""
+    twin = nlgc.create_model(name, num_classes=model.fc.out_features, plan=nlgc.Plan())
+    assert isinstance(twin, ResNet)
     twin.load_state_dict(
         {k: v for k, v in model.state_dict().items() if k in twin.state_dict()}, strict=True
     )
@@ -73,7 +67,7 @@ def plain_twin(model):
 def test_every_named_model_starts_as_its_plain_backbone(name):
     """Context blocks are identities at init, so the output equals the plain ResNet's."""
     model = nlgc.create_model(name, num_classes=10).eval()
-    twin = plain_twin(model)
+    twin = plain_twin(name, model)
     x = torch.randn(2, 3, 64, 64)
     if any(isinstance(m, SqueezeExcitation) for m in model.modules()):
         # x·sigmoid(·) cannot be the identity: the twin gets each SE gate, computed from the SE
