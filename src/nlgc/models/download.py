@@ -104,8 +104,6 @@ def _stream(url: str, out, progress: bool, path: Path) -> tuple[str, int, int | 
                     size += len(chunk)
                     bar.update(len(chunk))
     except (urllib.error.URLError, OSError, ValueError) as error:
-        if isinstance(error, WeightsUnavailable):
-            raise
         raise WeightsUnavailable(
             f"cannot download {url} ({error}); place the file at {path} by hand, or set "
             "NLGC_WEIGHTS_MIRROR to a server that has it"
