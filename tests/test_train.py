@@ -491,6 +491,19 @@ def test_demo_quick_writes_the_report(tmp_path, capsys):
     assert summary[0].startswith("nlgc demo (quick), seeds 0") and "| 0 |" in summary[4]
 
 
+def test_the_seed_summary_has_a_std_only_over_several_seeds():
+    from nlgc.train.demo import summary_table
+
+    def scores(baseline, gc):
+        return {"baseline": {"test/top1": baseline}, "GC": {"test/top1": gc}}
+
+    one = summary_table({0: scores(0.5, 0.8)}, ["baseline", "GC"])
+    assert one.rows[1][:2] == ["GC", "0.800"] and one.rows[1][2] == "+30.0"  # no "± nan"
+    two = summary_table({0: scores(0.5, 0.8), 1: scores(0.5, 0.55)}, ["baseline", "GC"])
+    # margins +30 and +5 points: mean +17.5, sample std 17.7; the +5 seed fails (< 10 points)
+    assert two.rows[1][1:] == ["0.675 ± 0.177", "+17.5 ± 17.7", "+5.0", "1/2"]
+
+
 @pytest.mark.parametrize("path", sorted(Path(__file__).parent.parent.glob("configs/*.yaml")))
 def test_every_shipped_config_builds(path, tmp_path):
     first = path.read_text().splitlines()[0]

@@ -10,7 +10,7 @@ import nlgc
 from nlgc.analysis.complexity import count_flops
 from nlgc.models import VideoResNet
 from nlgc.models.sources import caffe2, mmaction2
-from nlgc.models.weights import inflate_state_dict
+from nlgc.models.weights import match_state
 
 VIDEO = nlgc.list_models(modality="video")
 
@@ -140,14 +140,22 @@ def test_inflated_c2d_sees_a_still_clip_as_the_2d_network_sees_its_frame():
 
 
 def test_inflation_divides_repeated_kernels_by_t():
-    weight = torch.randn(8, 4, 3, 3)
-    target = {"w": torch.empty(8, 4, 3, 3, 3), "bn": torch.empty(8)}
-    inflated = inflate_state_dict({"w": weight, "bn": torch.ones(8)}, target)
-    assert inflated["w"].shape == (8, 4, 3, 3, 3)
-    torch.testing.assert_close(inflated["w"].sum(2), weight)
-    assert torch.equal(inflated["w"][:, :, 0], weight / 3) and torch.equal(
-        inflated["bn"], torch.ones(8)
-    )
+    video = nn.Sequential(nn.Conv3d(4, 8, 3, bias=False), nn.BatchNorm3d(8))
+    weight, scale = torch.randn(8, 4, 3, 3), torch.randn(8)
+    state = {"0.weight": weight, "1.weight": scale, "1.bias": torch.zeros(8)}
+    state |= {f"1.{key}": torch.ones(8) for key in ("running_mean", "running_var")}
+    match = match_state(video, state, inflate=True)
+    inflated = match.merged["0.weight"]
+    assert inflated.shape == (8, 4, 3, 3, 3) and match.inflated == ["0.weight"]
+    torch.testing.assert_close(inflated.sum(2), weight)
+    assert torch.equal(inflated[:, :, 0], weight / 3)
+    assert torch.equal(match.merged["1.weight"], scale) and "1.weight" in match.copied
+    assert match.kept == ["1.num_batches_tracked"] and not match.missing  # old files lack it
+    # without inflation the 2D kernel is a shape mismatch, and a 2D kernel of other channels is
+    # one either way
+    assert match_state(video, state).mismatched == ["0.weight"]
+    state["0.weight"] = torch.randn(8, 5, 3, 3)
+    assert match_state(video, state, inflate=True).mismatched == ["0.weight"]
 
 
 class ConvModule(nn.Module):

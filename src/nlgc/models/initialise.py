@@ -18,16 +18,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
-import torch
 from torch import nn
 
 from nlgc.models.from_checkpoint import resolve_checkpoint
 from nlgc.models.preprocessing import Preprocessing
 from nlgc.models.sources import detect_source
 from nlgc.models.weights import (
-    CLASSIFIER,
     block_prefixes,
-    inflated_kernel,
+    match_state,
     nlgc_layout,
     read_weights_file,
     state_dict_of,
@@ -74,31 +72,21 @@ def initialise_from(model: nn.Module, checkpoint: str | os.PathLike | Mapping) -
     state, ignored = nlgc_layout(checkpoint, source)
     preprocessing = entry.preprocessing if entry else source.preprocessing
     report = InitReport(where, source.name, ignored=list(ignored), preprocessing=preprocessing)
-    target, blocks = model.state_dict(), block_prefixes(model)
-    merged, problems = {}, []
-    for key, current in target.items():
-        value = state.get(key)
-        if value is not None and value.shape == current.shape:
-            merged[key] = value
-            report.copied.append(key)
-        elif value is not None and _inflatable(value, current):
-            merged[key] = inflated_kernel(value, current.shape[2])
-            report.inflated.append(key)
-        elif key.startswith(blocks) or key in CLASSIFIER or key.endswith("num_batches_tracked"):
-            report.left_at_init.append(key)
-        else:
-            shape = "absent" if value is None else f"{tuple(value.shape)}"
-            problems.append(f"{key} {tuple(current.shape)} ← {shape}")
-    report.ignored += sorted(k for k in state if k not in target)
+    match, blocks = match_state(model, state, inflate=True), block_prefixes(model)
+    report.copied, report.inflated = match.copied, match.inflated
+    report.left_at_init = match.kept + match.resized
+    report.left_at_init += [key for key in match.mismatched if key.startswith(blocks)]
+    report.ignored += sorted(match.unexpected)
+    shapes = model.state_dict()
+    problems = [f"{key} {tuple(shapes[key].shape)} ← absent" for key in match.missing] + [
+        f"{key} {tuple(shapes[key].shape)} ← {tuple(state[key].shape)}"
+        for key in match.mismatched
+        if not key.startswith(blocks)
+    ]
     if problems:
         raise ValueError(
             f"{where} cannot initialise this model: {len(problems)} backbone tensors do not "
             f"fit: {', '.join(problems[:8])}{', …' if len(problems) > 8 else ''}"
         )
-    model.load_state_dict(merged, strict=False)
+    model.load_state_dict(match.merged, strict=False)
     return report
-
-
-def _inflatable(value: torch.Tensor, current: torch.Tensor) -> bool:
-    """A 2D kernel (out, in, k, k) for a 3D one (out, in, t, k, k)."""
-    return value.dim() == 4 and current.dim() == 5 and value.shape == current[:, :, 0].shape

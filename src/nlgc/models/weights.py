@@ -117,30 +117,65 @@ def inflated_kernel(kernel: torch.Tensor, time: int) -> torch.Tensor:
     return kernel.unsqueeze(2).repeat(1, 1, time, 1, 1) / time
 
 
-def inflate_state_dict(
-    state: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]
-) -> dict[str, torch.Tensor]:
-    """2D → 3D: where ``target`` has a t×k×k kernel and ``state`` the k×k one,
-    :func:`inflated_kernel`; every other tensor (BN, fc) is copied."""
-    inflated = {}
-    for key, value in state.items():
-        goal = target.get(key)
-        if goal is not None and value.dim() == 4 and goal.dim() == 5:
-            value = inflated_kernel(value, goal.shape[2])
-        inflated[key] = value
-    return inflated
+@dataclass
+class StateMatch:
+    """Where every tensor of a model's state dict is found in a checkpoint already under nlgc's
+    names: the one key walk that loading (strict) and initialisation (lenient) share."""
+
+    merged: dict[str, torch.Tensor] = field(default_factory=dict)  # what to load
+    copied: list[str] = field(default_factory=list)  # the file's tensor, same shape
+    inflated: list[str] = field(default_factory=list)  # the file's k×k kernel → t×k×k
+    resized: list[str] = field(default_factory=list)  # classifier of another size: model's own
+    kept: list[str] = field(default_factory=list)  # block / classifier / counter not in the file
+    mismatched: list[str] = field(default_factory=list)  # in the file with another shape
+    missing: list[str] = field(default_factory=list)  # backbone tensors not in the file
+    unexpected: list[str] = field(default_factory=list)  # file keys the model has no place for
+
+
+def match_state(
+    model: nn.Module, state: Mapping[str, torch.Tensor], inflate: bool = False
+) -> StateMatch:
+    """Match ``state`` to ``model`` key by key; with ``inflate``, a 2D kernel (out, in, k, k)
+    fills a 3D one (out, in, t, k, k) by :func:`inflated_kernel`."""
+    match, blocks = StateMatch(), block_prefixes(model)
+    for key, current in model.state_dict().items():
+        value = state.get(key)
+        if value is not None and value.shape == current.shape:
+            match.merged[key] = value
+            match.copied.append(key)
+        elif inflate and value is not None and _inflatable(value, current):
+            match.merged[key] = inflated_kernel(value, current.shape[2])
+            match.inflated.append(key)
+        elif value is not None and key in CLASSIFIER:
+            match.merged[key] = current
+            match.resized.append(key)
+        elif value is not None:
+            match.mismatched.append(key)
+        elif key.startswith(blocks) or key in CLASSIFIER or key.endswith("num_batches_tracked"):
+            match.merged[key] = current  # older torchvision files lack the BN counters
+            match.kept.append(key)
+        else:
+            match.missing.append(key)
+    match.unexpected = [key for key in state if key not in model.state_dict()]
+    return match
+
+
+def _inflatable(value: torch.Tensor, current: torch.Tensor) -> bool:
+    """A 2D kernel (out, in, k, k) for a 3D one (out, in, t, k, k)."""
+    return value.dim() == 4 and current.dim() == 5 and value.shape == current[:, :, 0].shape
 
 
 def inflate_weights(
     model: nn.Module, source: str | os.PathLike | Mapping[str, torch.Tensor]
 ) -> LoadReport:
-    """Load a 2D ResNet checkpoint (torchvision layout) into a C2D / I3D model by inflation."""
-    state = dict(source) if isinstance(source, Mapping) else read_state_dict(source)
-    return load_weights(model, inflate_state_dict(state, model.state_dict()))
+    """Load a 2D ResNet checkpoint into a C2D / I3D model, inflating its k×k kernels."""
+    return load_weights(model, source, inflate=True)
 
 
 def load_weights(
-    model: nn.Module, source: str | os.PathLike | Mapping[str, torch.Tensor]
+    model: nn.Module,
+    source: str | os.PathLike | Mapping[str, torch.Tensor],
+    inflate: bool = False,
 ) -> LoadReport:
     """Load a checkpoint into ``model`` and report what happened.
 
@@ -152,51 +187,45 @@ def load_weights(
     Every other key must match: otherwise a ValueError lists the missing, unexpected and
     mis-shaped keys and the model is left unchanged. The network must be the one the weights
     were trained in (Caffe2 files need ``stem="caffe2"``, …): :func:`nlgc.load_model` builds
-    it.
+    it. ``inflate``: 2D kernels fill the model's 3D ones (:func:`inflate_weights`).
     """
     state = dict(source) if isinstance(source, Mapping) else read_state_dict(source)
     where = "the state dict" if isinstance(source, Mapping) else os.fspath(source)
-    return load_converted(model, *nlgc_layout(state), where=where)
+    return load_converted(model, *nlgc_layout(state), where=where, inflate=inflate)
 
 
 def load_converted(
-    model: nn.Module, state: Mapping[str, torch.Tensor], ignored: list[str], where: str
+    model: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    ignored: list[str],
+    where: str,
+    inflate: bool = False,
 ) -> LoadReport:
     """:func:`load_weights` for tensors already under nlgc's names (``nlgc_layout``)."""
-    report = LoadReport(ignored=list(ignored))
-    target = model.state_dict()
-    blocks = block_prefixes(model)
-    merged, missing, mismatched = {}, [], []
-    for key, current in target.items():
-        if key in state and state[key].shape == current.shape:
-            merged[key] = state[key]
-            report.loaded.append(key)
-        elif key in CLASSIFIER and key in state:  # another number of classes: a fresh layer
-            merged[key] = current
-            report.replaced.append(key)
-        elif key in state:
-            mismatched.append(f"{key} {tuple(state[key].shape)}→{tuple(current.shape)}")
-        elif key.startswith(blocks) or key in CLASSIFIER:  # not in the file: keep as built
-            merged[key] = current
-            report.kept.append(key)
-        elif key.endswith("num_batches_tracked"):  # older torchvision files lack these
-            merged[key] = current
-        else:
-            missing.append(key)
-    unexpected = [k for k in state if k not in target and k not in CLASSIFIER]
-    report.ignored += [k for k in CLASSIFIER if k in state and k not in target]
-    if missing or unexpected or mismatched:
+    match = match_state(model, state, inflate)
+    unexpected = [key for key in match.unexpected if key not in CLASSIFIER]
+    if match.missing or unexpected or match.mismatched:
+        shapes = model.state_dict()
+        mismatched = [
+            f"{key} {tuple(state[key].shape)}→{tuple(shapes[key].shape)}"
+            for key in match.mismatched
+        ]
         message = f"{where} does not match the model:"
         for title, keys in (
-            ("missing", missing),
+            ("missing", match.missing),
             ("unexpected", unexpected),
             ("shape mismatch", mismatched),
         ):
             if keys:
                 message += _listing(title, keys)
         raise ValueError(message)
-    model.load_state_dict(merged, strict=True)
-    return report
+    model.load_state_dict(match.merged, strict=True)
+    return LoadReport(
+        loaded=match.copied + match.inflated,
+        kept=[key for key in match.kept if not key.endswith("num_batches_tracked")],
+        replaced=match.resized,
+        ignored=list(ignored) + [key for key in match.unexpected if key in CLASSIFIER],
+    )
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:

@@ -15,7 +15,6 @@ so one seed gives one table on every machine of a kind; both are recorded in the
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import shutil
 import statistics
@@ -264,14 +263,19 @@ def seed_table(results: dict, labels: list[str]) -> Table:
     return Table("Test top-1 per seed (same class in corners 54+ px apart?)", headers, rows)
 
 
+def mean_std(values: list[float], digits: int, sign: str = "") -> str:
+    """ "mean ± std" over seeds, or the single value where there is one seed (no std)."""
+    mean = f"{statistics.mean(values):{sign}.{digits}f}"
+    return f"{mean} ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else mean
+
+
 def summary_table(results: dict, labels: list[str]) -> Table:
     """Per variant: mean ± std of test top-1 and of its margin over the baseline across the
     seeds, and on how many seeds it failed (margin < MARGIN)."""
-    spread = lambda v: statistics.stdev(v) if len(v) > 1 else math.nan  # noqa: E731
     rows = []
     for label in labels:
         top1 = [scores[label]["test/top1"] for scores in results.values()]
-        row = [label, f"{statistics.mean(top1):.3f} ± {spread(top1):.3f}"]
+        row = [label, mean_std(top1, 3)]
         if label == "baseline":
             rows.append([*row, "-", "-", "-"])
             continue
@@ -280,7 +284,7 @@ def summary_table(results: dict, labels: list[str]) -> Table:
         rows.append(
             [
                 *row,
-                f"{100 * statistics.mean(margins):+.1f} ± {100 * spread(margins):.1f}",
+                mean_std([100 * m for m in margins], 1, "+"),
                 f"{100 * min(margins):+.1f}",
                 f"{failed}/{len(margins)}",
             ]
