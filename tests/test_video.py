@@ -153,9 +153,9 @@ def test_inflation_divides_repeated_kernels_by_t():
     assert match.kept == ["1.num_batches_tracked"] and not match.missing  # old files lack it
     # without inflation the 2D kernel is a shape mismatch, and a 2D kernel of other channels is
     # one either way
-    assert match_state(video, state).mismatched == ["0.weight"]
+    assert match_state(video, state).mismatched == {"0.weight": ((8, 4, 3, 3), (8, 4, 3, 3, 3))}
     state["0.weight"] = torch.randn(8, 5, 3, 3)
-    assert match_state(video, state, inflate=True).mismatched == ["0.weight"]
+    assert list(match_state(video, state, inflate=True).mismatched) == ["0.weight"]
 
 
 class ConvModule(nn.Module):

@@ -77,10 +77,9 @@ def initialise_from(model: nn.Module, checkpoint: str | os.PathLike | Mapping) -
     report.left_at_init = match.kept + match.resized
     report.left_at_init += [key for key in match.mismatched if key.startswith(blocks)]
     report.ignored += sorted(match.unexpected)
-    shapes = model.state_dict()
-    problems = [f"{key} {tuple(shapes[key].shape)} ← absent" for key in match.missing] + [
-        f"{key} {tuple(shapes[key].shape)} ← {tuple(state[key].shape)}"
-        for key in match.mismatched
+    problems = [f"{key} {want} ← absent" for key, want in match.missing.items()] + [
+        f"{key} {want} ← {got}"
+        for key, (got, want) in match.mismatched.items()
         if not key.startswith(blocks)
     ]
     if problems:

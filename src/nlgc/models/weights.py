@@ -127,8 +127,9 @@ class StateMatch:
     inflated: list[str] = field(default_factory=list)  # the file's k×k kernel → t×k×k
     resized: list[str] = field(default_factory=list)  # classifier of another size: model's own
     kept: list[str] = field(default_factory=list)  # block / classifier / counter not in the file
-    mismatched: list[str] = field(default_factory=list)  # in the file with another shape
-    missing: list[str] = field(default_factory=list)  # backbone tensors not in the file
+    # in the file with another shape: key → (file's shape, model's shape)
+    mismatched: dict[str, tuple[tuple, tuple]] = field(default_factory=dict)
+    missing: dict[str, tuple] = field(default_factory=dict)  # not in the file: key → model's shape
     unexpected: list[str] = field(default_factory=list)  # file keys the model has no place for
 
 
@@ -137,8 +138,8 @@ def match_state(
 ) -> StateMatch:
     """Match ``state`` to ``model`` key by key; with ``inflate``, a 2D kernel (out, in, k, k)
     fills a 3D one (out, in, t, k, k) by :func:`inflated_kernel`."""
-    match, blocks = StateMatch(), block_prefixes(model)
-    for key, current in model.state_dict().items():
+    match, blocks, target = StateMatch(), block_prefixes(model), model.state_dict()
+    for key, current in target.items():
         value = state.get(key)
         if value is not None and value.shape == current.shape:
             match.merged[key] = value
@@ -150,13 +151,13 @@ def match_state(
             match.merged[key] = current
             match.resized.append(key)
         elif value is not None:
-            match.mismatched.append(key)
+            match.mismatched[key] = (tuple(value.shape), tuple(current.shape))
         elif key.startswith(blocks) or key in CLASSIFIER or key.endswith("num_batches_tracked"):
             match.merged[key] = current  # older torchvision files lack the BN counters
             match.kept.append(key)
         else:
-            match.missing.append(key)
-    match.unexpected = [key for key in state if key not in model.state_dict()]
+            match.missing[key] = tuple(current.shape)
+    match.unexpected = [key for key in state if key not in target]
     return match
 
 
@@ -205,14 +206,10 @@ def load_converted(
     match = match_state(model, state, inflate)
     unexpected = [key for key in match.unexpected if key not in CLASSIFIER]
     if match.missing or unexpected or match.mismatched:
-        shapes = model.state_dict()
-        mismatched = [
-            f"{key} {tuple(state[key].shape)}→{tuple(shapes[key].shape)}"
-            for key in match.mismatched
-        ]
+        mismatched = [f"{key} {got}→{want}" for key, (got, want) in match.mismatched.items()]
         message = f"{where} does not match the model:"
         for title, keys in (
-            ("missing", match.missing),
+            ("missing", list(match.missing)),
             ("unexpected", unexpected),
             ("shape mismatch", mismatched),
         ):
