@@ -461,6 +461,7 @@ def test_demo_quick_writes_the_report(tmp_path, capsys):
     metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
     assert metrics["settings"]["cpu threads"] == 2
     assert metrics["settings"]["deterministic algorithms"] is True
+    assert metrics["settings"]["fashion-mnist classes"] == [0, 1, 3, 5, 8]
     assert set(metrics["variants"]["0"]) == set(QUICK_VARIANTS)
     for variant in metrics["variants"]["0"].values():  # top-1 is the confusion matrix's diagonal
         matrix = torch.tensor(variant["confusion_matrix"]["rows_true_cols_predicted"])
@@ -559,6 +560,31 @@ def test_top5_only_where_it_can_miss():
         two.metrics
     )
     assert {"val_top5", "test_top5", "test_clip_top5"} <= set(ten.metrics)
+
+
+@pytest.mark.parametrize(
+    "name, options, shape",
+    [
+        ("gc_tiny_resnet", {}, (2, 3, 33, 29)),
+        ("gc_i3d_resnet50", {"layers": (1, 1, 1, 1), "inflate": ((1,),) * 4}, (1, 3, 4, 32, 32)),
+    ],
+)
+def test_channels_last_is_the_same_function(name, options, shape):
+    """``model.channels_last`` stores the network and its batches channels-last and computes
+    what the contiguous network computes (float64, one set of weights)."""
+    from nlgc.train.config import ModelConfig
+    from nlgc.train.module import Classifier
+
+    torch.manual_seed(0)
+    plain = Classifier(ModelConfig(name, overrides=options), num_classes=3).double().eval()
+    fast = Classifier(ModelConfig(name, overrides=options, channels_last=True), num_classes=3)
+    fast = fast.double().eval()
+    fast.load_state_dict(plain.state_dict())
+    x = torch.randn(shape, dtype=torch.float64)
+    layout = torch.channels_last_3d if fast.video else torch.channels_last
+    convs = [m.weight for m in fast.model.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)]
+    assert convs and all(w.is_contiguous(memory_format=layout) for w in convs if w.dim() > 2)
+    torch.testing.assert_close(fast(x), plain(x), rtol=1e-10, atol=1e-12)
 
 
 def test_no_lightning_tips_in_a_run(tmp_path):

@@ -74,15 +74,20 @@ RECIPE = {
     "weight_decay": 0.05,
     "augment": "none",
     "schedule": "cosine",
-    "warmup_epochs": 1.0,  # 94 of the 564 steps of a default run
+    "warmup_epochs": 1.0,  # 94 of the 752 steps of a default run
     "no_decay": ["norm", "bias", "blocks"],
 }
 SETTINGS = {  # quick: ≤ 2 minutes; default: ≤ 10 minutes on 2 idle CPU cores
-    "quick": {"count": 2400, "val_count": 300, "test_count": 500, "epochs": 6},
-    "default": {"count": 6000, "val_count": 1000, "test_count": 2000, "epochs": 6},
+    "quick": {"count": 2400, "val_count": 300, "test_count": 500, "epochs": 8},
+    "default": {"count": 6000, "val_count": 1000, "test_count": 2000, "epochs": 8},
 }
 MARGIN = 0.10  # a context variant fails a seed when it beats the baseline by less
+CHANNELS_LAST = True  # the same function; 15–25% less time per step on this project's CPU
 THREADS = 2  # torch CPU threads of every demo run: the same numbers on every 2-core machine
+# Five Fashion-MNIST classes of distinct shape (T-shirt/top, trouser, dress, sandal, bag): with all
+# ten, telling a shirt from a pullover a canvas apart kept some runs at chance for the whole
+# schedule (see the README's "Why runs failed")
+KINDS = (0, 1, 3, 5, 8)
 SIZE = 112  # objects ≥ 54 px apart: beyond the plain network's 51-px receptive field
 TABLE1_IMAGES = 200  # test images GCNet's statistics and the decomposition are averaged over
 FASHION = "Fashion-MNIST (Debian dataset-fashion-mnist)"
@@ -131,10 +136,11 @@ def demo_config(
         {
             "seed": seed,
             "out": str(out),
-            "model": {"name": name, "overrides": options},
+            "model": {"name": name, "overrides": options, "channels_last": CHANNELS_LAST},
             "data": {
                 "kind": "synthetic",
                 "size": SIZE,
+                "kinds": KINDS,
                 "batch_size": 64,
                 "count": count,
                 "val_count": val_count,
@@ -448,6 +454,8 @@ def _run_demo(out: Path, quick: bool, seeds: tuple[int, ...]) -> Path:
         "kind": kind,
         "variants": labels,
         "image size": SIZE,
+        "fashion-mnist classes": list(KINDS),
+        "channels last": CHANNELS_LAST,
         **settings,
         "recipe": RECIPE,
         "cpu threads": torch.get_num_threads(),

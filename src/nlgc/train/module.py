@@ -68,6 +68,13 @@ class Classifier(L.LightningModule):
         )
         self.model = create_model(model.name, num_classes, **model.overrides)
         self.video = modality(model.name) == "video"
+        self.memory_format = torch.contiguous_format
+        if model.channels_last:
+            self.memory_format = torch.channels_last_3d if self.video else torch.channels_last
+            rank = 5 if self.video else 4  # a video model's 4-D parameters stay as they are
+            for parameter in self.model.parameters():
+                if parameter.dim() == rank:
+                    parameter.data = parameter.data.contiguous(memory_format=self.memory_format)
         # top-5 only where it says something: with 5 classes or fewer it is always 1
         self.top_k = (1, 5) if num_classes > 5 else (1,)
         self.metrics = torch.nn.ModuleDict(self._metrics(num_classes))
@@ -116,7 +123,7 @@ class Classifier(L.LightningModule):
         return K.AugmentationSequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+        return self.model(x.contiguous(memory_format=self.memory_format))
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """uint8 or [0, 1] batches → augmented (training only) and normalised floats. Batches of
