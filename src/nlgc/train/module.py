@@ -123,7 +123,9 @@ class Classifier(L.LightningModule):
         return K.AugmentationSequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x.contiguous(memory_format=self.memory_format))
+        if self.memory_format is not torch.contiguous_format:  # model.channels_last
+            x = x.contiguous(memory_format=self.memory_format)
+        return self.model(x)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """uint8 or [0, 1] batches → augmented (training only) and normalised floats. Batches of
