@@ -451,16 +451,21 @@ def test_video_training_and_the_multi_clip_test(tmp_path):
 @pytest.mark.slow
 def test_demo_quick_writes_the_report(tmp_path, capsys):
     from nlgc.train.demo import QUICK_VARIANTS
+    from nlgc.train.numerics import ISA_PINS
 
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    fill = torch.utils.deterministic.fill_uninitialized_memory
     assert main(["demo", "--quick", "--threads", "2", "--out", str(tmp_path / "demo")]) == 0
     assert torch.get_num_threads() == threads  # the demo pins its threads, then restores them
     assert torch.are_deterministic_algorithms_enabled() == deterministic
+    assert torch.utils.deterministic.fill_uninitialized_memory == fill
     printed = capsys.readouterr().out
     assert "report:" in printed and all(label in printed for label in QUICK_VARIANTS)
     metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
     assert metrics["settings"]["cpu threads"] == 2
     assert metrics["settings"]["deterministic algorithms"] is True
+    assert set(metrics["settings"]["isa pins"]) == set(ISA_PINS)  # as this process has them
+    assert metrics["settings"]["cpu"] and metrics["settings"]["cpu capability (aten)"]
     assert metrics["settings"]["fashion-mnist classes"] == [0, 1, 3, 5, 8]
     assert set(metrics["variants"]["0"]) == set(QUICK_VARIANTS)
     for variant in metrics["variants"]["0"].values():  # top-1 is the confusion matrix's diagonal
@@ -485,11 +490,37 @@ def test_demo_quick_writes_the_report(tmp_path, capsys):
     assert decomposition["DNL"]["unary_share"] is None  # its terms are apart by design
     assert "Pairwise / unary decomposition" in page and "<tr><td>DNL</td>" in page
     assert f"<tr><td>NL embedded Gaussian</td><td>{shares['unary_share']:.4g}</td>" in page
-    # heatmaps of the NL and DNL blocks, their term maps, the GC mask and the complexity chart
-    assert page.count("<img") == 2 + 2 + 1 + 1
+    # heatmaps of the NL and DNL blocks, their term maps and the complexity chart
+    assert page.count("<img") == 2 + 2 + 1
     assert "GCNet Table 1" in page and metrics["data"] in page and "Failed runs" in page
     summary = (tmp_path / "demo" / "summary.md").read_text().splitlines()
     assert summary[0].startswith("nlgc demo (quick), seeds 0") and "| 0 |" in summary[4]
+
+
+def test_the_demo_trains_without_the_nan_fill_to_the_same_weights():
+    from nlgc import create_model
+    from nlgc.train.demo import reproducible
+
+    def train(fill: bool) -> dict:
+        torch.manual_seed(0)
+        model = create_model("nl_demo_resnet", num_classes=2)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
+        images, labels = torch.randn(4, 3, 48, 48), torch.tensor([0, 1, 1, 0])
+        with reproducible(1):
+            assert torch.utils.deterministic.fill_uninitialized_memory is False
+            torch.utils.deterministic.fill_uninitialized_memory = fill
+            for _ in range(3):
+                optimizer.zero_grad()
+                torch.nn.functional.cross_entropy(model(images), labels).backward()
+                optimizer.step()
+        return model.state_dict()
+
+    before = torch.utils.deterministic.fill_uninitialized_memory
+    filled, unfilled = train(True), train(False)
+    assert torch.utils.deterministic.fill_uninitialized_memory == before  # restored
+    assert all(torch.equal(filled[key], unfilled[key]) for key in filled)
+    untrained = create_model("nl_demo_resnet", num_classes=2).fc.weight
+    assert not torch.equal(filled["fc.weight"], untrained)
 
 
 def test_the_seed_summary_has_a_std_only_over_several_seeds():

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -179,6 +180,16 @@ def _demo_parser(sub) -> None:
 
 
 def run_demo(args) -> None:
+    from nlgc.train.numerics import missing_pins
+
+    pins = missing_pins(dict(os.environ))
+    if pins and args.command_line is not None:  # the kernels' ISA is fixed when torch starts
+        sys.stdout.flush()
+        os.execve(
+            sys.executable,
+            [sys.executable, "-m", "nlgc", *args.command_line],
+            {**os.environ, **pins},
+        )
     from nlgc.train.demo import run_demo as demo
 
     demo(args.out, quick=args.quick, seeds=tuple(args.seeds), threads=args.threads)
@@ -279,6 +290,7 @@ def run_models(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = sys.argv[1:] if argv is None else None  # None: called from Python
     try:
         args.run(args)
     except (ValueError, TypeError, OSError, ImportError) as error:  # OSError: downloads too
