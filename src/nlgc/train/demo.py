@@ -66,7 +66,7 @@ VARIANTS = {
 NL_EMBEDDED = nl_label("embedded_gaussian")
 QUICK_VARIANTS = ("baseline", NL_EMBEDDED, "DNL")  # the papers' story in ≤ 2 minutes
 # The training recipe (see the README's "Why the recipe" for the measurements behind it): AdamW,
-# one epoch of six of linear warm-up, then a cosine per step; no weight decay on norms, biases
+# one epoch of eight of linear warm-up, then a cosine per step; no weight decay on norms, biases
 # and the context blocks (decay pulled GC's and SNL's transforms back to a constant bias).
 RECIPE = {
     "optimizer": "adamw",

@@ -19,33 +19,36 @@ ISA_PINS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CB
 CPUINFO = Path("/proc/cpuinfo")
 
 
-def cpu_flags(cpuinfo: str) -> set[str]:
-    """The instruction-set flags of the first processor in a /proc/cpuinfo text."""
+def read_cpuinfo() -> str:
+    """/proc/cpuinfo's text; empty where there is none."""
+    return CPUINFO.read_text() if CPUINFO.exists() else ""
+
+
+def cpuinfo_field(cpuinfo: str, name: str) -> str | None:
+    """The value of the first ``name`` line ("flags", "model name") in a /proc/cpuinfo text."""
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
-        if key.strip() == "flags":
-            return set(value.split())
-    return set()
+        if key.strip() == name:
+            return value.strip()
+    return None
+
+
+def cpu_flags(cpuinfo: str) -> set[str]:
+    """The instruction-set flags of the first processor in a /proc/cpuinfo text."""
+    return set((cpuinfo_field(cpuinfo, "flags") or "").split())
 
 
 def cpu_name(cpuinfo: str | None = None) -> str:
     """The CPU's model name ("AMD EPYC", "Intel(R) Xeon(R) …"); the platform's where there is
     no /proc/cpuinfo."""
-    if cpuinfo is None:
-        cpuinfo = CPUINFO.read_text() if CPUINFO.exists() else ""
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name":
-            return value.strip()
-    return platform.processor() or platform.machine()
+    name = cpuinfo_field(read_cpuinfo() if cpuinfo is None else cpuinfo, "model name")
+    return name or platform.processor() or platform.machine()
 
 
 def missing_pins(environ: dict[str, str], cpuinfo: str | None = None) -> dict[str, str]:
     """The ``ISA_PINS`` that ``environ`` does not set yet, on a CPU with AVX2; none elsewhere (a
     variable the user set is theirs to keep)."""
-    if cpuinfo is None:
-        cpuinfo = CPUINFO.read_text() if CPUINFO.exists() else ""
-    if "avx2" not in cpu_flags(cpuinfo):
+    if "avx2" not in cpu_flags(read_cpuinfo() if cpuinfo is None else cpuinfo):
         return {}
     return {key: value for key, value in ISA_PINS.items() if key not in environ}
 
