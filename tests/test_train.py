@@ -1,8 +1,10 @@
 """Training: data, the fit/validate/test commands, checkpoints, resume after SIGKILL, DDP."""
 
+import gzip
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,9 +15,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import randomize
 
 import nlgc
 from nlgc.cli import main
+from nlgc.data import synthetic
 from nlgc.data.folders import ImageFolder, VideoFolder
 from nlgc.data.io import read_image, resize_and_crop, write_video
 from nlgc.data.synthetic import (
@@ -99,6 +103,23 @@ def write_image_folders(root: Path, per_class=4, size=40):
                 )
                 Image.fromarray(pixels.byte().numpy()).save(folder / f"{i}.png")
     return root
+
+
+def test_idx_files_are_read_once_per_version(tmp_path, monkeypatch):
+    def write(values):
+        with gzip.open(tmp_path / "labels.gz", "wb") as f:
+            f.write(bytes([0, 0, 8, 1]) + len(values).to_bytes(4, "big") + bytes(values))
+
+    opened = []
+    real_open = gzip.open
+    monkeypatch.setattr(gzip, "open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
+    write([1, 2, 3])
+    first = synthetic._read_idx(tmp_path / "labels.gz")
+    again = synthetic._read_idx(tmp_path / "labels.gz")
+    assert again.tolist() == [1, 2, 3] and len(opened) == 2  # one write, one read
+    assert not first.flags.writeable  # shared between datasets: nobody may change it
+    write([4, 5, 6, 7])  # a new version of the file is read anew
+    assert synthetic._read_idx(tmp_path / "labels.gz").tolist() == [4, 5, 6, 7]
 
 
 def test_image_folders_and_their_errors(tmp_path, caplog):
@@ -521,6 +542,22 @@ def test_the_demo_trains_without_the_nan_fill_to_the_same_weights():
     assert all(torch.equal(filled[key], unfilled[key]) for key in filled)
     untrained = create_model("nl_demo_resnet", num_classes=2).fc.weight
     assert not torch.equal(filled["fc.weight"], untrained)
+
+
+def test_a_failed_concatenation_run_is_diagnosed_by_its_live_pairs():
+    from nlgc.train.demo import diagnose
+
+    model = nlgc.create_model("nl_demo_resnet", num_classes=2, pairwise="concatenation")
+    block = next(m for m in model.modules() if isinstance(m, nlgc.NonLocalBlock))
+    randomize(block, std=0.5)  # W_z ≠ 0: the block adds something
+    images = torch.randn(4, 3, 112, 112, generator=torch.Generator().manual_seed(0))
+    partly = diagnose(model.eval(), images)
+    share = float(re.search(r"([0-9.]+)% of its \(query, key\) pairs pass the ReLU", partly)[1])
+    assert 0 < share < 100 and "did not use it" in partly
+    with torch.no_grad():
+        block.concat_project.weight.fill_(1.0)
+        block.theta.bias.fill_(-1e4)  # w_fᵀ[θ_i, φ_j] < 0 for every pair
+    assert "the ReLU of f is dead" in diagnose(model, images)
 
 
 def test_the_seed_summary_has_a_std_only_over_several_seeds():

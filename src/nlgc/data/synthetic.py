@@ -19,6 +19,7 @@ Everything is generated from a seed.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 from pathlib import Path
@@ -41,6 +42,14 @@ OBJECT_EXTENT = 28 + JITTER - 1  # the corner square (side 30) an object lies in
 
 
 def _read_idx(path: Path) -> np.ndarray:
+    """The array of an idx ``.gz`` file, read-only; decompressed once per process and version
+    of the file (the demo builds its datasets 16 times a seed)."""
+    stat = path.stat()
+    return _decoded_idx(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _decoded_idx(path: str, mtime_ns: int, size: int) -> np.ndarray:
     with gzip.open(path, "rb") as f:
         data = f.read()
     dims = data[3]
