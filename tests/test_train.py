@@ -483,7 +483,8 @@ def test_demo_quick_writes_the_report(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "report:" in printed and all(label in printed for label in QUICK_VARIANTS)
     metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
-    assert metrics["settings"]["cpu threads"] == 2
+    assert metrics["settings"]["training runs at a time"] == 2
+    assert metrics["settings"]["torch threads per training run"] == 1
     assert metrics["settings"]["deterministic algorithms"] is True
     assert set(metrics["settings"]["isa pins"]) == set(ISA_PINS)  # as this process has them
     assert metrics["settings"]["cpu"] and metrics["settings"]["cpu capability (aten)"]
@@ -511,11 +512,30 @@ def test_demo_quick_writes_the_report(tmp_path, capsys):
     assert decomposition["DNL"]["unary_share"] is None  # its terms are apart by design
     assert "Pairwise / unary decomposition" in page and "<tr><td>DNL</td>" in page
     assert f"<tr><td>NL embedded Gaussian</td><td>{shares['unary_share']:.4g}</td>" in page
-    # heatmaps of the NL and DNL blocks, their term maps and the complexity chart
-    assert page.count("<img") == 2 + 2 + 1
+    # heatmaps of the NL and DNL blocks, their term maps, GC's context masks, complexity chart
+    assert page.count("<img") == 2 + 2 + 1 + 1
     assert "GCNet Table 1" in page and metrics["data"] in page and "Failed runs" in page
     summary = (tmp_path / "demo" / "summary.md").read_text().splitlines()
     assert summary[0].startswith("nlgc demo (quick), seeds 0") and "| 0 |" in summary[4]
+
+
+@pytest.mark.slow
+def test_the_demo_trains_to_the_same_weights_however_many_runs_at_a_time(tmp_path):
+    from nlgc.train.demo import checkpoint_of, train_all
+
+    settings = {"count": 64, "val_count": 32, "test_count": 32, "epochs": 1, "batch_size": 32}
+    weights = []
+    for jobs in (1, 2):
+        out = tmp_path / f"jobs{jobs}"
+        train_all(out, (0,), ["baseline", "GC"], settings, torch.zeros(2, 3, 112, 112), jobs)
+        weights.append(
+            [load_model(checkpoint_of(out, 0, v))[0].state_dict() for v in ("baseline", "GC")]
+        )
+    untrained = nlgc.create_model("gc_demo_resnet", num_classes=2).state_dict()
+    assert not torch.equal(weights[0][1]["fc.weight"], untrained["fc.weight"])  # it trained
+    for one, two in zip(*weights, strict=True):
+        assert one.keys() == two.keys()
+        assert all(torch.equal(one[k], two[k]) for k in one)
 
 
 def test_the_demo_trains_without_the_nan_fill_to_the_same_weights():

@@ -4,4 +4,5 @@ import sys
 
 from nlgc.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not in the demo's spawned training processes
+    sys.exit(main())
