@@ -26,5 +26,5 @@ def test_readme_is_a_front_door_with_working_links():
     assert len(lines) < 400
     first_code = next(i for i, line in enumerate(lines) if line.startswith("```python"))
     assert first_code < 60  # the quickstart is on the first screen
-    for page in ("blocks", "models", "weights", "analysis", "training", "benchmarks"):
+    for page in ("blocks", "models", "weights", "analysis", "training", "benchmarks", "demo"):
         assert f"docs/{page}.md" in readme and (ROOT / "docs" / f"{page}.md").is_file()

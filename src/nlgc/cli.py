@@ -174,7 +174,8 @@ def _demo_parser(sub) -> None:
         "--threads",
         type=positive_int,
         default=2,
-        help="torch CPU threads (pinned, so that a seed gives the same numbers; default 2)",
+        help="training runs at a time, one torch thread each (the numbers do not depend on "
+        "it), and the analyses' torch threads; default 2",
     )
     p.set_defaults(run=run_demo)
 
