@@ -68,7 +68,7 @@ VARIANTS = {
 }
 NL_EMBEDDED = nl_label("embedded_gaussian")
 QUICK_VARIANTS = ("baseline", NL_EMBEDDED, "DNL", "GC")  # the papers' story in ≤ 2 minutes
-# The training recipe (see the README's "Why the recipe" for the measurements behind it): AdamW,
+# The training recipe (docs/demo.md has the measurements behind it): AdamW,
 # one epoch of linear warm-up, then a cosine per step; no weight decay on norms, biases
 # and the context blocks (decay pulled GC's and SNL's transforms back to a constant bias).
 RECIPE = {
@@ -95,7 +95,7 @@ CHANNELS_LAST = True  # the same function; 15–25% less time per step on this p
 THREADS = 2  # training runs at a time (one torch thread each) and the analyses' threads
 # Five Fashion-MNIST classes of distinct shape (T-shirt/top, trouser, dress, sandal, bag): with all
 # ten, telling a shirt from a pullover a canvas apart kept some runs at chance for the whole
-# schedule (see the README's "Why runs failed")
+# schedule (see docs/demo.md, "Why runs fail")
 KINDS = (0, 1, 3, 5, 8)
 SIZE = 112  # objects ≥ 54 px apart: beyond the plain network's 51-px receptive field
 TABLE1_IMAGES = 200  # test images GCNet's statistics and the decomposition are averaged over
@@ -412,7 +412,8 @@ def run_demo(
     Trains ``threads`` variants at a time, each in a process of its own with one torch thread
     and deterministic algorithms, so that the numbers are the same for every ``threads``; the
     analyses run with ``threads`` threads. Complexity, GCNet's Table 1, the decomposition and
-    the pictures come from the first seed's models.
+    the pictures come from the first seed's models. The runs start in fresh interpreters
+    (``spawn``): a script that calls this does so under ``if __name__ == "__main__":``.
     """
     with reproducible(threads):
         return _run_demo(Path(out), quick, tuple(seeds), threads)
