@@ -92,7 +92,8 @@ SETTINGS = {  # quick: ≤ 2 minutes; default: ≤ 10 minutes on 2 idle CPU core
 }
 MARGIN = 0.10  # a context variant fails a seed when it beats the baseline by less
 CHANNELS_LAST = True  # the same function; 15–25% less time per step on this project's CPU
-THREADS = 2  # training runs at a time (one torch thread each) and the analyses' threads
+THREADS = 2  # training runs at a time and the analyses' threads
+RUN_THREADS = 1  # torch threads of each training run: one order of every sum, on every machine
 # Five Fashion-MNIST classes of distinct shape (T-shirt/top, trouser, dress, sandal, bag): with all
 # ten, telling a shirt from a pullover a canvas apart kept some runs at chance for the whole
 # schedule (see docs/demo.md, "Why runs fail")
@@ -350,8 +351,9 @@ def checkpoint_of(out: Path, seed: int, label: str) -> Path:
 
 
 def train_variant(label: str, folder: Path, seed: int, settings: dict) -> dict:
-    """Train and test one variant into ``folder`` with one torch thread; its test metrics."""
-    with reproducible(1):
+    """Train and test one variant into ``folder`` with RUN_THREADS torch threads; its test
+    metrics."""
+    with reproducible(RUN_THREADS):
         shutil.rmtree(folder, ignore_errors=True)  # an earlier demo's run: trained anew
         config = demo_config(label, folder, seed, **settings)
         run.fit(config, progress=False)
@@ -492,7 +494,7 @@ def _run_demo(out: Path, quick: bool, seeds: tuple[int, ...], jobs: int) -> Path
         "channels last": CHANNELS_LAST,
         **settings,
         "recipe": RECIPE,
-        "torch threads per training run": 1,
+        "torch threads per training run": RUN_THREADS,
         "training runs at a time": jobs,
         "torch threads of the analyses": torch.get_num_threads(),
         "deterministic algorithms": torch.are_deterministic_algorithms_enabled(),
@@ -514,7 +516,7 @@ def _run_demo(out: Path, quick: bool, seeds: tuple[int, ...], jobs: int) -> Path
     minutes = (time.perf_counter() - started) / 60
     header = (
         f"nlgc demo ({kind}), seeds {', '.join(map(str, seeds))}, {minutes:.1f} min on "
-        f"{os.cpu_count()} CPU cores ({jobs} runs at a time, 1 torch thread each), "
+        f"{os.cpu_count()} CPU cores ({jobs} runs at a time, {RUN_THREADS} torch thread each), "
         f"objects: {source}"
     )
     _, summary, per_seed, failed, gcnet, decomposition = tables
