@@ -637,6 +637,31 @@ def test_the_demo_says_loudly_when_it_runs_on_drawn_shapes(tmp_path, monkeypatch
         assert announce_data().startswith(FASHION) and not capsys.readouterr().err
 
 
+def test_blocks_lr_mult_scales_the_context_blocks_alone():
+    from nlgc.blocks import ContextBlock
+    from nlgc.train.config import OptimConfig
+    from nlgc.train.module import NORMS, parameter_groups
+
+    model = nlgc.create_model("gc_demo_resnet")
+    hp = OptimConfig(lr=0.01, weight_decay=0.05, no_decay=("norm", "bias"), blocks_lr_mult=4)
+    groups = parameter_groups(model, hp)
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    decay_of = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    assert len(lr_of) == sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    in_blocks = {
+        id(p) for m in model.modules() if isinstance(m, ContextBlock) for p in m.parameters()
+    }
+    assert in_blocks and all(
+        lr_of[id(p)] == (0.04 if id(p) in in_blocks else 0.01) for p in model.parameters()
+    )
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            exempt = isinstance(module, NORMS) or name == "bias"
+            assert decay_of[id(p)] == (0.0 if exempt else 0.05), name
+    with pytest.raises(ValueError, match=r"optim\.blocks_lr_mult must be > 0, got 0"):
+        OptimConfig(blocks_lr_mult=0)
+
+
 def test_top5_only_where_it_can_miss():
     from nlgc.train.config import ModelConfig
     from nlgc.train.module import Classifier

@@ -163,6 +163,8 @@ class OptimConfig:
     ``multistep`` (× ``gamma`` at each epoch of ``milestones``) or ``constant``. ``no_decay``
     keeps groups of parameters out of weight decay: ``norm`` (BatchNorm / LayerNorm weights and
     biases), ``bias`` (every bias) and ``blocks`` (every parameter of the context blocks).
+    ``blocks_lr_mult`` scales the learning rate of every context-block parameter (mmcv's
+    ``paramwise_cfg=dict(custom_keys={...: dict(lr_mult=...)})``); the schedule scales it alike.
     """
 
     optimizer: str = "sgd"
@@ -178,6 +180,7 @@ class OptimConfig:
     milestones: tuple[float, ...] = ()
     gamma: float = 0.1
     no_decay: tuple[str, ...] = ()
+    blocks_lr_mult: float = 1.0
 
     def __post_init__(self):
         check_choice("optim.optimizer", self.optimizer, OPTIMIZERS)
@@ -187,6 +190,8 @@ class OptimConfig:
         self.no_decay = (self.no_decay,) if isinstance(self.no_decay, str) else tuple(self.no_decay)
         for group in self.no_decay:
             check_choice("optim.no_decay", group, NO_DECAY)
+        if not self.blocks_lr_mult > 0:
+            raise ValueError(f"optim.blocks_lr_mult must be > 0, got {self.blocks_lr_mult}")
         if self.warmup_epochs < 0:
             raise ValueError(f"optim.warmup_epochs must be >= 0, got {self.warmup_epochs}")
         if not 0 < self.warmup_factor <= 1:

@@ -240,7 +240,7 @@ class Classifier(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.optim
-        groups = parameter_groups(self.model, hp.weight_decay, hp.no_decay)
+        groups = parameter_groups(self.model, hp)
         if hp.optimizer == "sgd":
             optimizer = torch.optim.SGD(
                 groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov
@@ -269,25 +269,30 @@ LOG_NAMES = {"val": "val/", "test": "test/", "test_clip": "test/clip_"}  # metri
 NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
 
 
-def parameter_groups(model: nn.Module, weight_decay: float, no_decay=()) -> list[dict]:
-    """The optimizer's parameter groups: those ``no_decay`` names (``norm``, ``bias``,
-    ``blocks``; see OptimConfig) get weight decay 0, the rest ``weight_decay``."""
+def parameter_groups(model: nn.Module, hp: OptimConfig) -> list[dict]:
+    """The optimizer's parameter groups, one per (weight decay, learning rate): the
+    ``hp.no_decay`` names (``norm``, ``bias``, ``blocks``; see OptimConfig) get weight decay 0,
+    the rest ``hp.weight_decay``; context-block parameters get ``hp.blocks_lr_mult`` · lr."""
     in_blocks = {
         id(p) for m in model.modules() if isinstance(m, ContextBlock) for p in m.parameters()
     }
-    decayed, exempt = [], []
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
     for module in model.modules():
         for name, parameter in module.named_parameters(recurse=False):
             if not parameter.requires_grad:
                 continue
-            keep = (
-                ("norm" in no_decay and isinstance(module, NORMS))
-                or ("bias" in no_decay and name == "bias")
-                or ("blocks" in no_decay and id(parameter) in in_blocks)
+            in_block = id(parameter) in in_blocks
+            exempt = (
+                ("norm" in hp.no_decay and isinstance(module, NORMS))
+                or ("bias" in hp.no_decay and name == "bias")
+                or ("blocks" in hp.no_decay and in_block)
             )
-            (exempt if keep else decayed).append(parameter)
-    groups = [{"params": decayed, "weight_decay": weight_decay}]
-    return [*groups, {"params": exempt, "weight_decay": 0.0}] if exempt else groups
+            key = (0.0 if exempt else hp.weight_decay, hp.blocks_lr_mult if in_block else 1.0)
+            groups.setdefault(key, []).append(parameter)
+    return [
+        {"params": params, "weight_decay": decay, "lr": hp.lr * mult}
+        for (decay, mult), params in groups.items()
+    ]
 
 
 def lr_factor(step: int, steps_per_epoch: float, total_steps: float, hp: OptimConfig) -> float:
