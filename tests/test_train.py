@@ -580,6 +580,29 @@ def test_a_failed_concatenation_run_is_diagnosed_by_its_live_pairs():
     assert "the ReLU of f is dead" in diagnose(model, images)
 
 
+def test_item_share_is_the_attention_on_the_two_objects_corner_squares():
+    from nlgc.analysis.capture import BlockRecord
+    from nlgc.train.demo import item_share
+
+    def share(attention, side=(14, 14)):
+        record = BlockRecord("SimplifiedNonLocal", False, key_spatial=side)
+        record._attention.append(attention)
+        return item_share(record)
+
+    # c3 of a 112-px canvas: 8-px cells; the corner squares of side 30 hold the cells whose
+    # centres (4, 12, 20, 28 px) lie below 30 (and above 82): 4 × 4 at each corner
+    assert share(torch.full((2, 196), 1 / 196)) == pytest.approx((32 / 196, 32 / 196))
+    on_item, centre, edge = (torch.zeros(1, 14, 14) for _ in range(3))
+    on_item[0, 13, 13], centre[0, 7, 7], edge[0, 0, 4] = 1, 1, 1  # cell 4: centre at 36 px
+    assert share(on_item.flatten(1))[0] == 1 and share(centre.flatten(1))[0] == 0
+    assert share(edge.flatten(1))[0] == 0
+    rows = torch.stack([on_item.flatten(), centre.flatten()])[None]  # (B, Q, N): NL's rows
+    assert share(rows)[0] == pytest.approx(0.5)
+    sub_sampled = torch.zeros(1, 7, 7)
+    sub_sampled[0, 1, 1] = 1  # 16-px cells: centre 24 px, inside the square
+    assert share(sub_sampled.flatten(1), side=(7, 7)) == pytest.approx((1.0, 8 / 49))
+
+
 def test_the_seed_summary_has_a_std_only_over_several_seeds():
     from nlgc.train.demo import summary_table
 

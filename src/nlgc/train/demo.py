@@ -43,7 +43,7 @@ from nlgc.analysis.report import Report, Table
 from nlgc.analysis.statistics import GCNET_TABLE1
 from nlgc.blocks import PAIRWISE
 from nlgc.common import eval_mode, write_text_atomic
-from nlgc.data.synthetic import FASHION_MNIST_ENV, fashion_files, fashion_root
+from nlgc.data.synthetic import FASHION_MNIST_ENV, OBJECT_EXTENT, fashion_files, fashion_root
 from nlgc.models.from_checkpoint import load_model
 from nlgc.train import numerics, run
 from nlgc.train.config import RunConfig
@@ -203,6 +203,24 @@ def block_study(model, images: torch.Tensor, display: torch.Tensor, out: Path, l
     return name, record, figures
 
 
+def item_share(record: BlockRecord) -> tuple[float, float]:
+    """How much of its attention a demo block puts on the two objects: the attention weight, summed
+    over images (and queries), on the key cells whose centres lie in the objects' corner squares
+    of side OBJECT_EXTENT, over all its weight; and that share under uniform attention (32 of 196
+    cells in c3)."""
+    height, width = record.key_spatial
+    weights = record.attention.reshape(-1, height, width)  # (B or B·Q, H, W)
+
+    def corners(n: int):
+        centres = (torch.arange(n) + 0.5) * SIZE / n
+        return centres < OBJECT_EXTENT, centres >= SIZE - OBJECT_EXTENT
+
+    (top, bottom), (left, right) = corners(height), corners(width)
+    on_items = top[:, None] & left[None] | bottom[:, None] & right[None]  # (H, W)
+    share = weights[:, on_items].sum() / weights.sum().clamp_min(1e-30)
+    return float(share), float(on_items.float().mean())
+
+
 def diagnose(model, images: torch.Tensor) -> str:
     """Why a context variant did not beat the plain network, from what its block does on
     ``images``: dead attention, a context that is the same for every image, attention
@@ -215,11 +233,13 @@ def diagnose(model, images: torch.Tensor) -> str:
     across_images = float(deltas.std(0).norm() / deltas.norm().clamp_min(1e-12))
     if record.attention.abs().max() == 0:
         return "every attention weight is 0 (the ReLU of f is dead): the block adds a constant"
+    share, uniform = item_share(record)
+    on_items = f"{share:.0%} of its attention on the two items' corners, {uniform:.0%} if uniform"
     if across_images < 0.05:
         return (
             f"the block adds {added:.2f}·‖x‖ but nearly the same vector for every image "
-            f"(variation across images {across_images:.3f}): its context says nothing about the "
-            "items, it acts as a bias"
+            f"(variation across images {across_images:.3f}; {on_items}): its context says "
+            "nothing about the items, it acts as a bias"
         )
     decomposition = record.decomposition
     if decomposition is not None and decomposition.unary_share > 0.9:
@@ -229,11 +249,12 @@ def diagnose(model, images: torch.Tensor) -> str:
         )
     passing = ""
     if getattr(model.get_submodule(name), "pairwise", None) == "concatenation":
-        share = float((record.attention > 0).float().mean())
-        passing = f"; {share:.1%} of its (query, key) pairs pass the ReLU of f"
+        live = float((record.attention > 0).float().mean())
+        passing = f"; {live:.1%} of its (query, key) pairs pass the ReLU of f"
     return (
         f"the block is active (adds {added:.2f}·‖x‖, varying across images by "
-        f"{across_images:.2f}{passing}) but the network did not use it within the schedule"
+        f"{across_images:.2f}; {on_items}{passing}) but the network did not use it within the "
+        "schedule"
     )
 
 
