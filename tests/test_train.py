@@ -580,6 +580,31 @@ def test_a_failed_concatenation_run_is_diagnosed_by_its_live_pairs():
     assert "the ReLU of f is dead" in diagnose(model, images)
 
 
+def test_demo_runs_drop_lightnings_info_lines_but_not_its_warnings():
+    import logging
+
+    from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
+
+    from nlgc.train.demo import without_lightning_info
+
+    lines = []
+
+    class Kept(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    kept, log = Kept(), logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    log.addHandler(kept)  # the logger Lightning's rank_zero_info writes to
+    try:
+        with without_lightning_info(), pytest.warns(UserWarning, match="a real warning"):
+            rank_zero_info("GPU available: False, used: False")
+            rank_zero_warn("a real warning")
+        rank_zero_info("after the block")
+    finally:
+        log.removeHandler(kept)
+    assert lines == ["after the block"]
+
+
 def test_item_share_is_the_attention_on_the_two_objects_corner_squares():
     from nlgc.analysis.capture import BlockRecord
     from nlgc.train.demo import item_share

@@ -16,6 +16,7 @@ kind, however many cores it has or how loaded it is; all of it is recorded in th
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing
 import os
 import shutil
@@ -144,6 +145,20 @@ def reproducible(threads: int):
         torch.set_num_threads(threads_before)
         torch.use_deterministic_algorithms(deterministic_before, warn_only=warn_only_before)
         torch.utils.deterministic.fill_uninitialized_memory = fill_before
+
+
+@contextlib.contextmanager
+def without_lightning_info():
+    """Lightning's info lines ("GPU available: …", "Loading `train_dataloader` …": four a run,
+    forty runs a five-seed demo, between the progress bar's updates) dropped inside the block;
+    its warnings still show."""
+    logger = logging.getLogger("lightning.pytorch")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def demo_config(
@@ -377,7 +392,7 @@ def checkpoint_of(out: Path, seed: int, label: str) -> Path:
 def train_variant(label: str, folder: Path, seed: int, settings: dict) -> dict:
     """Train and test one variant into ``folder`` with RUN_THREADS torch threads; its test
     metrics."""
-    with reproducible(RUN_THREADS):
+    with reproducible(RUN_THREADS), without_lightning_info():
         shutil.rmtree(folder, ignore_errors=True)  # an earlier demo's run: trained anew
         config = demo_config(label, folder, seed, **settings)
         run.fit(config, progress=False)
