@@ -224,3 +224,27 @@ def test_fused_residual_checks_its_shape():
         block.forward_residual(torch.randn(1, 8, 4, 4), torch.randn(1, 8, 4, 5))
     with pytest.raises(ValueError, match="impl must be one of"):
         GlobalContextBlock(8, impl="quick")
+
+
+@pytest.mark.parametrize("block_type", [GlobalContextBlock, SimplifiedNonLocal])
+@pytest.mark.parametrize("dim", [1, 2, 3])
+def test_a_zero_initialised_mask_starts_as_average_pooling_and_is_the_blocks_mask(block_type, dim):
+    torch.manual_seed(0)
+    kaiming, zeros = block_type(6, dim=dim), block_type(6, dim=dim, mask_init="zeros")
+    x = torch.randn(2, 6, *(5, 4, 3)[:dim])
+    uniform = torch.full((2, x[0, 0].numel()), 1 / x[0, 0].numel())
+    assert torch.equal(zeros.attention_map(x), uniform)
+    assert not torch.allclose(kaiming.attention_map(x), uniform)
+    assert torch.equal(zeros(x), x)  # still the identity at the start
+    for block in (kaiming, zeros):
+        held = block.mask_parameters()
+        assert len(held) == 2 and all(
+            p is q for p, q in zip(held, block.conv_mask.parameters(), strict=True)
+        )
+    with pytest.raises(ValueError, match="mask_init"):
+        block_type(6, dim=dim, mask_init="normal")
+
+
+def test_blocks_without_a_mask_have_no_mask_parameters():
+    assert GlobalContextBlock(8, pooling="avg").mask_parameters() == []
+    assert SqueezeExcitation(8).mask_parameters() == []

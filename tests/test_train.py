@@ -489,6 +489,9 @@ def test_demo_quick_writes_the_report(tmp_path, capsys):
     assert set(metrics["settings"]["isa pins"]) == set(ISA_PINS)  # as this process has them
     assert metrics["settings"]["cpu"] and metrics["settings"]["cpu capability (aten)"]
     assert metrics["settings"]["fashion-mnist classes"] == [0, 1, 3, 5, 8]
+    gc = {"model": "gc_demo_resnet", "options": {"mask_init": "zeros"}}
+    assert metrics["settings"]["variants"]["GC"] == gc  # each variant's block options
+    assert metrics["settings"]["recipe"]["mask_hold_epochs"] == 2
     assert set(metrics["variants"]["0"]) == set(QUICK_VARIANTS)
     for variant in metrics["variants"]["0"].values():  # top-1 is the confusion matrix's diagonal
         matrix = torch.tensor(variant["confusion_matrix"]["rows_true_cols_predicted"])
@@ -585,7 +588,7 @@ def test_demo_runs_drop_lightnings_info_lines_but_not_its_warnings():
 
     from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
-    from nlgc.train.demo import without_lightning_info
+    from nlgc.train.run import without_lightning_info
 
     lines = []
 
@@ -708,6 +711,34 @@ def test_blocks_lr_mult_scales_the_context_blocks_alone():
             assert decay_of[id(p)] == (0.0 if exempt else 0.05), name
     with pytest.raises(ValueError, match=r"optim\.blocks_lr_mult must be > 0, got 0"):
         OptimConfig(blocks_lr_mult=0)
+
+
+def test_held_masks_keep_their_start_for_mask_hold_epochs_then_learn(tmp_path):
+    from nlgc.train.config import OptimConfig
+
+    config = synthetic_config(
+        tmp_path / "held",
+        model__overrides={"mask_init": "zeros"},
+        data__count=64,  # 2 steps an epoch
+        optim__mask_hold_epochs=1,
+        optim__blocks_lr_mult=4,
+        trainer__max_epochs=2,
+    )
+    run.fit(config, progress=False)
+
+    def block_state(epoch: int) -> dict:
+        path = tmp_path / "held" / "checkpoints" / f"epoch{epoch:03d}.ckpt"
+        state = torch.load(path, weights_only=True)["state_dict"]
+        return {k.split("context_block.")[-1]: v for k, v in state.items() if "context_block" in k}
+
+    first, second = block_state(0), block_state(1)
+    assert first and torch.equal(
+        first["conv_mask.weight"], torch.zeros_like(first["conv_mask.weight"])
+    )
+    assert first["channel_add_conv.3.weight"].abs().max() > 0  # the rest of the block learned
+    assert second["conv_mask.weight"].abs().max() > 0  # and the mask after the hold
+    with pytest.raises(ValueError, match=r"optim\.mask_hold_epochs must be >= 0, got -1"):
+        OptimConfig(mask_hold_epochs=-1)
 
 
 def test_top5_only_where_it_can_miss():

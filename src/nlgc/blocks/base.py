@@ -62,6 +62,12 @@ class ContextBlock(nn.Module):
         """True when the map is 1/N everywhere, whatever the input (average pooling)."""
         return False
 
+    def mask_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the block's one-for-all context mask (W_k and its bias in SNL and
+        GC attention pooling), which ``optim.mask_hold_epochs`` holds at their start; none for
+        the other blocks."""
+        return []
+
     def key_spatial(self, spatial: tuple[int, ...]) -> tuple[int, ...]:
         """The grid of the keys that :meth:`attention_map` is laid out on, for an input grid
         ``spatial`` ((L,), (H, W) or (T, H, W)): the input's own unless the block pools them."""

@@ -97,6 +97,19 @@ def _uniform_weights(x: torch.Tensor) -> torch.Tensor:
     return x.new_full((x.shape[0], n), 1.0 / n)
 
 
+MASK_INITS = ("kaiming", "zeros")  # W_k at the start: mmcv's, or 0 (a uniform mask)
+
+
+def init_mask(mask: nn.Module, how: str) -> None:
+    """W_k of a context mask: Kaiming (fan-in) as mmcv's ContextBlock initialises it, or 0, so
+    that the mask starts uniform (average pooling) with no sign of its own; the bias 0."""
+    if how == "kaiming":
+        nn.init.kaiming_normal_(mask.weight, mode="fan_in", nonlinearity="relu")
+    else:
+        nn.init.zeros_(mask.weight)
+    nn.init.zeros_(mask.bias)
+
+
 class BroadcastContextBlock(ContextBlock):
     """What SNL, GC and SE share: one context per sample, transformed into a (B, C) scale
     and/or shift that is broadcast over every position: z = x · scale + shift.
@@ -107,6 +120,10 @@ class BroadcastContextBlock(ContextBlock):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_residual(x)
+
+    def mask_parameters(self) -> list[nn.Parameter]:
+        mask = getattr(self, "conv_mask", None)
+        return [] if mask is None else list(mask.parameters())
 
     def forward_residual(
         self, x: torch.Tensor, residual: torch.Tensor | None = None
@@ -141,6 +158,7 @@ class SimplifiedNonLocal(BroadcastContextBlock):
         dim: 1, 2 or 3 for (B, C, L), (B, C, H, W), (B, C, T, H, W).
         zero_init: zero W_v so the block starts as an exact identity.
         impl: ``"fast"`` (matrix products, linear transform, fused add) or ``"reference"``.
+        mask_init: W_k at the start, ``"kaiming"`` (mmcv's) or ``"zeros"`` (a uniform mask).
 
     Submodules: ``conv_mask`` (W_k, C→1 with bias), ``transform`` (W_v, C→C with bias).
 
@@ -148,22 +166,29 @@ class SimplifiedNonLocal(BroadcastContextBlock):
         Input and output: (B, C, *S).
     """
 
-    def __init__(self, in_channels: int, dim: int = 2, zero_init: bool = True, impl: str = "fast"):
+    def __init__(
+        self,
+        in_channels: int,
+        dim: int = 2,
+        zero_init: bool = True,
+        impl: str = "fast",
+        mask_init: str = "kaiming",
+    ):
         super().__init__()
         self.in_channels = check_positive_int("in_channels", in_channels)
         self.dim = check_choice("dim", dim, (1, 2, 3))
         self.zero_init = bool(zero_init)
         self.impl = check_choice("impl", impl, IMPLS)
+        self.mask_init = check_choice("mask_init", mask_init, MASK_INITS)
         conv = conv_nd(dim)
         self.conv_mask = conv(in_channels, 1, 1)
         self.transform = conv(in_channels, in_channels, 1)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Kaiming (fan-in) for W_k as mmcv's ContextBlock (and the GC block here) initialise
-        it, PyTorch's default for W_v, then W_v = 0 with ``zero_init``."""
-        nn.init.kaiming_normal_(self.conv_mask.weight, mode="fan_in", nonlinearity="relu")
-        nn.init.zeros_(self.conv_mask.bias)
+        """W_k as ``mask_init`` says (:func:`init_mask`), PyTorch's default for W_v, then
+        W_v = 0 with ``zero_init``."""
+        init_mask(self.conv_mask, self.mask_init)
         self.transform.reset_parameters()
         if self.zero_init:
             nn.init.zeros_(self.transform.weight)
@@ -204,6 +229,8 @@ class GlobalContextBlock(BroadcastContextBlock):
         impl: ``"fast"`` (matrix products, linear transform, fused fusion) or ``"reference"``.
         layer_norm_eps: the LayerNorm's ε: 1e-5 (PyTorch, mmcv) or 1e-6 (timm's
             ``GlobalContext``).
+        mask_init: W_k at the start (``pooling="att"``), ``"kaiming"`` (mmcv's) or ``"zeros"``
+            (a uniform mask: average pooling until W_k moves).
 
     The state-dict keys are those of the official GCNet / mmcv ``ContextBlock``: ``conv_mask``,
     ``channel_add_conv.0/.1/.3``, ``channel_mul_conv.0/.1/.3`` (``.1`` is the LayerNorm; without it
@@ -229,6 +256,7 @@ class GlobalContextBlock(BroadcastContextBlock):
         dim: int = 2,
         impl: str = "fast",
         layer_norm_eps: float = 1e-5,
+        mask_init: str = "kaiming",
     ):
         super().__init__()
         self.in_channels = check_positive_int("in_channels", in_channels)
@@ -245,6 +273,7 @@ class GlobalContextBlock(BroadcastContextBlock):
         self.layer_norm = bool(layer_norm)
         self.dim = check_choice("dim", dim, (1, 2, 3))
         self.impl = check_choice("impl", impl, IMPLS)
+        self.mask_init = check_choice("mask_init", mask_init, MASK_INITS)
 
         if pooling == "att":
             self.conv_mask = conv_nd(dim)(in_channels, 1, 1)
@@ -265,10 +294,10 @@ class GlobalContextBlock(BroadcastContextBlock):
         )
 
     def reset_parameters(self) -> None:
-        """Kaiming (fan-in) for W_k as in mmcv, PyTorch defaults elsewhere, last convs zero."""
+        """W_k as ``mask_init`` says (:func:`init_mask`), PyTorch defaults elsewhere, last
+        convs zero."""
         if self.pooling == "att":
-            nn.init.kaiming_normal_(self.conv_mask.weight, mode="fan_in", nonlinearity="relu")
-            nn.init.zeros_(self.conv_mask.bias)
+            init_mask(self.conv_mask, self.mask_init)
         for transform in (getattr(self, f"channel_{f}_conv") for f in self.fusion):
             for layer in transform:
                 if hasattr(layer, "reset_parameters"):
@@ -325,7 +354,7 @@ class GlobalContextBlock(BroadcastContextBlock):
         return (
             f"{self.in_channels}, ratio={self.ratio:g}, pooling={self.pooling!r}, "
             f"fusion={self.fusion}, layer_norm={self.layer_norm}, dim={self.dim}, "
-            f"impl={self.impl!r}"
+            f"impl={self.impl!r}, mask_init={self.mask_init!r}"
         )
 
 

@@ -165,6 +165,10 @@ class OptimConfig:
     biases), ``bias`` (every bias) and ``blocks`` (every parameter of the context blocks).
     ``blocks_lr_mult`` scales the learning rate of every context-block parameter (mmcv's
     ``paramwise_cfg=dict(custom_keys={...: dict(lr_mult=...)})``); the schedule scales it alike.
+    ``mask_hold_epochs`` holds the context masks of SNL and GC blocks (W_k and its bias,
+    :meth:`ContextBlock.mask_parameters`) at their start for that many epochs (learning rate 0),
+    then they follow the schedule: with ``mask_init: zeros`` the blocks pool by averaging while
+    the rest of the network learns to use the context (docs/demo.md, "Holding the mask").
     """
 
     optimizer: str = "sgd"
@@ -181,6 +185,7 @@ class OptimConfig:
     gamma: float = 0.1
     no_decay: tuple[str, ...] = ()
     blocks_lr_mult: float = 1.0
+    mask_hold_epochs: float = 0.0
 
     def __post_init__(self):
         check_choice("optim.optimizer", self.optimizer, OPTIMIZERS)
@@ -192,6 +197,8 @@ class OptimConfig:
             check_choice("optim.no_decay", group, NO_DECAY)
         if not self.blocks_lr_mult > 0:
             raise ValueError(f"optim.blocks_lr_mult must be > 0, got {self.blocks_lr_mult}")
+        if not self.mask_hold_epochs >= 0:
+            raise ValueError(f"optim.mask_hold_epochs must be >= 0, got {self.mask_hold_epochs}")
         if self.warmup_epochs < 0:
             raise ValueError(f"optim.warmup_epochs must be >= 0, got {self.warmup_epochs}")
         if not 0 < self.warmup_factor <= 1:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 
@@ -255,10 +256,14 @@ class Classifier(L.LightningModule):
             )
         steps_per_epoch = max(1.0, total / epochs)
 
-        def factor(step: int) -> float:
+        def factor(step: int, hold_epochs: float) -> float:
+            if step < hold_epochs * steps_per_epoch:
+                return 0.0
             return lr_factor(step, steps_per_epoch, total, hp)
 
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, [functools.partial(factor, hold_epochs=g["hold_epochs"]) for g in groups]
+        )
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": schedule, "interval": "step"},
@@ -270,13 +275,14 @@ NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
 
 
 def parameter_groups(model: nn.Module, hp: OptimConfig) -> list[dict]:
-    """The optimizer's parameter groups, one per (weight decay, learning rate): the
+    """The optimizer's parameter groups, one per (weight decay, learning rate, hold): the
     ``hp.no_decay`` names (``norm``, ``bias``, ``blocks``; see OptimConfig) get weight decay 0,
-    the rest ``hp.weight_decay``; context-block parameters get ``hp.blocks_lr_mult`` · lr."""
-    in_blocks = {
-        id(p) for m in model.modules() if isinstance(m, ContextBlock) for p in m.parameters()
-    }
-    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    the rest ``hp.weight_decay``; context-block parameters get ``hp.blocks_lr_mult`` · lr; the
+    context masks' groups carry ``hold_epochs`` = ``hp.mask_hold_epochs`` (0 for the rest)."""
+    blocks = [m for m in model.modules() if isinstance(m, ContextBlock)]
+    in_blocks = {id(p) for m in blocks for p in m.parameters()}
+    masks = {id(p) for m in blocks for p in m.mask_parameters()}
+    groups: dict[tuple[float, float, float], list[nn.Parameter]] = {}
     for module in model.modules():
         for name, parameter in module.named_parameters(recurse=False):
             if not parameter.requires_grad:
@@ -287,11 +293,15 @@ def parameter_groups(model: nn.Module, hp: OptimConfig) -> list[dict]:
                 or ("bias" in hp.no_decay and name == "bias")
                 or ("blocks" in hp.no_decay and in_block)
             )
-            key = (0.0 if exempt else hp.weight_decay, hp.blocks_lr_mult if in_block else 1.0)
+            key = (
+                0.0 if exempt else hp.weight_decay,
+                hp.blocks_lr_mult if in_block else 1.0,
+                hp.mask_hold_epochs if id(parameter) in masks else 0.0,
+            )
             groups.setdefault(key, []).append(parameter)
     return [
-        {"params": params, "weight_decay": decay, "lr": hp.lr * mult}
-        for (decay, mult), params in groups.items()
+        {"params": params, "weight_decay": decay, "lr": hp.lr * mult, "hold_epochs": hold}
+        for (decay, mult, hold), params in groups.items()
     ]
 
 

@@ -60,6 +60,20 @@ def _without_tips():
 
 
 @contextlib.contextmanager
+def without_lightning_info():
+    """Lightning's info lines ("GPU available: …", "Loading `train_dataloader` …": four a run)
+    dropped inside the block, for callers that train many runs under one progress bar (the
+    demo); its warnings still show."""
+    logger = logging.getLogger("lightning.pytorch")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextlib.contextmanager
 def _lightning_warnings_we_mean(resume: bool = False):
     """Augmentation lives in the LightningModule's on_after_batch_transfer on purpose (it runs
     on the device, after transfer); Lightning warns about that whenever a DataModule is used
