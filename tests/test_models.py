@@ -306,7 +306,10 @@ def test_fused_residual_blocks_compute_the_reference_network(name, train):
     fast = outputs_and_input_grads(nlgc.set_impl(model, "fast"), x)
     reference = outputs_and_input_grads(nlgc.set_impl(model, "reference"), x)
     for a, b in zip(fast, reference, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+        # rounding scales with a tensor's largest terms, not with each element: on an AVX-512
+        # CPU one 1e-3 weight gradient of gc_resnet50 (train) differed by 1.4e-11
+        scale = float(b.detach().abs().max())
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11 + 1e-9 * scale)
 
 
 def test_hooks_see_the_blocks_own_output_not_the_fused_sum():
