@@ -726,17 +726,17 @@ def test_held_masks_keep_their_start_for_mask_hold_epochs_then_learn(tmp_path):
     )
     run.fit(config, progress=False)
 
-    def block_state(epoch: int) -> dict:
+    def weights(epoch: int, name: str) -> list[torch.Tensor]:
+        """``name`` of every GC block in the checkpoint of ``epoch`` (gc_tiny_resnet has 3)."""
         path = tmp_path / "held" / "checkpoints" / f"epoch{epoch:03d}.ckpt"
         state = torch.load(path, weights_only=True)["state_dict"]
-        return {k.split("context_block.")[-1]: v for k, v in state.items() if "context_block" in k}
+        return [v for k, v in state.items() if k.endswith(f"context_block.{name}")]
 
-    first, second = block_state(0), block_state(1)
-    assert first and torch.equal(
-        first["conv_mask.weight"], torch.zeros_like(first["conv_mask.weight"])
-    )
-    assert first["channel_add_conv.3.weight"].abs().max() > 0  # the rest of the block learned
-    assert second["conv_mask.weight"].abs().max() > 0  # and the mask after the hold
+    masks, last_convs = weights(0, "conv_mask.weight"), weights(0, "channel_add_conv.3.weight")
+    assert len(masks) == len(last_convs) == 3
+    assert all(torch.equal(mask, torch.zeros_like(mask)) for mask in masks)
+    assert all(conv.abs().max() > 0 for conv in last_convs)  # the rest of each block learned
+    assert all(mask.abs().max() > 0 for mask in weights(1, "conv_mask.weight"))  # then the masks
     with pytest.raises(ValueError, match=r"optim\.mask_hold_epochs must be >= 0, got -1"):
         OptimConfig(mask_hold_epochs=-1)
 
