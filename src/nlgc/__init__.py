@@ -15,9 +15,9 @@ from nlgc.models import (
     fully_convolutional_scores,
     inflate_weights,
     list_models,
+    load_model,
     load_weights,
 )
-from nlgc.models.from_checkpoint import load_model
 
 __version__ = "0.1.0"
 

@@ -1,6 +1,8 @@
 """Networks with context blocks: ResNet/ResNeXt backbones, plans, named configurations."""
 
 from nlgc.blocks import BLOCK_TYPES
+from nlgc.models import catalog  # noqa: F401  (registers every named model)
+from nlgc.models.from_checkpoint import inflate_weights, load_model, load_weights
 from nlgc.models.plan import (
     POSITIONS,
     STAGES,
@@ -15,13 +17,13 @@ from nlgc.models.registry import (
     describe,
     list_models,
     modality,
+    model_spec,
     option_names,
     register,
 )
 from nlgc.models.resnet import BasicBlock, Bottleneck, ResNet
 from nlgc.models.video_inference import fully_convolutional_scores
 from nlgc.models.video_resnet import Bottleneck3d, VideoResNet
-from nlgc.models.weights import inflate_weights, load_weights
 from nlgc.models.zoo import ZOO, list_weights, weights_entry
 
 __all__ = [
@@ -44,8 +46,10 @@ __all__ = [
     "inflate_weights",
     "list_models",
     "list_weights",
+    "load_model",
     "load_weights",
     "modality",
+    "model_spec",
     "option_names",
     "register",
     "weights_entry",

@@ -15,16 +15,38 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import tempfile
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from nlgc.models.zoo import ZooEntry
+if TYPE_CHECKING:  # the zoo's records name their hash rule from here
+    from nlgc.models.zoo import ZooEntry
 
 _CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class HashRule:
+    """How a published file's name carries (a prefix of) its SHA-256, if it does."""
+
+    name: str
+    pattern: str | None  # a regex whose group 1 is the hex prefix; None: no hash in the name
+
+    def prefix(self, filename: str) -> str | None:
+        """The hex prefix ``filename`` carries, None without one."""
+        match = re.search(self.pattern, filename) if self.pattern else None
+        return match.group(1) if match else None
+
+
+TORCH_HUB = HashRule("torch.hub", r"-([0-9a-f]{8,64})\.[a-z]+$")  # torch.hub's check_hash
+OPENMMLAB = HashRule("openmmlab", r"-([0-9a-f]{8})\.pth$")  # mmcv's publish_model
+NO_HASH = HashRule("none", None)
 
 
 class WeightsUnavailable(OSError):
@@ -52,6 +74,16 @@ def fetch(entry: ZooEntry, progress: bool = True, mirror: str | None = None) -> 
             return _from_hugging_face(entry)
     url = f"{mirror.rstrip('/')}/{entry.filename}" if mirror else entry.url
     download(url, path, entry.sha256_prefix, progress)
+    return path
+
+
+def fetch_url(url: str, progress: bool = True) -> Path:
+    """A URL's file in the cache (downloaded once), hash-checked where its name carries one
+    as torch.hub names them."""
+    filename = url.rsplit("/", 1)[-1]
+    path = cache_dir() / filename
+    if not path.is_file():
+        download(url, path, TORCH_HUB.prefix(filename), progress)
     return path
 
 

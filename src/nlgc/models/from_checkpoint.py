@@ -1,26 +1,34 @@
-"""Rebuild the network a checkpoint was trained in: from nlgc's own metadata, from a zoo name,
+"""Rebuild the network a checkpoint was trained in: from a zoo name, from nlgc's own metadata,
 or from the file's tensors (which registered model, built as its source builds it, has exactly
 those).
 
-A file is read once, its source detected once (:mod:`nlgc.models.sources`), its tensors
-converted once; then the network is built and loaded.
+The one place that detects a file's source: a file is read once, its source detected once
+(:mod:`nlgc.models.sources`), its tensors converted once; then the network is built
+(:func:`~nlgc.models.registry.create_model`) and loaded. A zoo name goes straight to
+:func:`~nlgc.models.registry.create_pretrained`: its record names its source.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from nlgc.blocks import PAIRWISE
-from nlgc.models.download import cache_dir, download, fetch
 from nlgc.models.preprocessing import Preprocessing
-from nlgc.models.registry import create_model, list_models
-from nlgc.models.sources import WeightsSource, detect_source
+from nlgc.models.registry import (
+    create_model,
+    create_pretrained,
+    labelled,
+    list_models,
+    model_spec,
+    option_names,
+)
+from nlgc.models.sources import WeightsSource, detect_source, torchvision
 from nlgc.models.sources.native import read_metadata
 from nlgc.models.weights import (
     CLASSIFIER,
@@ -30,7 +38,58 @@ from nlgc.models.weights import (
     read_weights_file,
     state_dict_of,
 )
-from nlgc.models.zoo import ZooEntry, default_entry, list_weights, weights_entry
+from nlgc.models.zoo import ZooEntry, list_weights, resolve_checkpoint, weights_entry
+
+NATIVE = torchvision.SOURCE  # nlgc's own checkpoints: torchvision's layout, nlgc's names
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint read once and converted once: its tensors under nlgc's names (``state``),
+    the file's keys left out (``ignored``: a detector's neck and heads), its ``source`` (the
+    zoo entry's, else detected from the tensors: the one place that detects), the file's own
+    tensors (``raw``), a name for messages (``where``), its zoo ``entry`` and, for nlgc's own
+    training checkpoints, the ``metadata`` naming their network."""
+
+    state: dict
+    ignored: list[str]
+    source: WeightsSource
+    raw: dict
+    where: str
+    entry: ZooEntry | None = None
+    metadata: dict | None = None
+
+    @property
+    def source_name(self) -> str:
+        return "nlgc" if self.metadata else self.source.name
+
+    @property
+    def preprocessing(self) -> Preprocessing | None:
+        if self.metadata:  # a run started from released weights normalised so; else ImageNet
+            saved = self.metadata["preprocessing"]
+            return Preprocessing.from_dict(saved) if saved else None
+        return self.entry.preprocessing if self.entry else self.source.preprocessing
+
+
+def open_checkpoint(checkpoint: str | os.PathLike | Mapping) -> Checkpoint:
+    """A zoo name, URL, file or state dict, read and converted: a :class:`Checkpoint`."""
+    checkpoint, entry = resolve_checkpoint(checkpoint)
+    if isinstance(checkpoint, Mapping):
+        data, where = dict(checkpoint), "the state dict"
+    else:
+        data = read_weights_file(checkpoint)  # read once
+        where = entry.name if entry else os.fspath(checkpoint)
+        native = read_metadata(data)
+        if native is not None:  # nlgc's own layout: nothing to convert
+            metadata, state = native
+            return Checkpoint(state, [], NATIVE, state, where, metadata=metadata)
+    raw = state_dict_of(data)
+    source = entry.source if entry else detect_source(raw)  # detected once
+    refusal = source.refusal(raw)
+    if refusal:
+        raise ValueError(f"{where}: {refusal}")
+    state, ignored = nlgc_layout(raw, source)  # converted once
+    return Checkpoint(state, ignored, source, raw, where, entry)
 
 
 def load_model(
@@ -42,12 +101,14 @@ def load_model(
     ``nlgc weights list``; downloaded into the cache once), a URL, a file (nlgc, torchvision,
     timm, GCNet/mmdetection, mmaction2, Caffe2 ``.pkl``, PySlowFast) or a state dict; ``name``
     and ``kwargs`` (``create_model`` overrides) choose the network where the file cannot tell.
-    Without a name: nlgc's training checkpoints name their model; otherwise the registered
-    models whose state-dict keys and shapes are the file's (after converting its layout) fit,
-    built the way that source builds them. One fit is built and loaded; several (mmaction2's
-    embedded Gaussian and dot product have the same tensors, so do Caffe2's 32×2 and 8×8
-    models, told apart by ``stem_temporal_stride=2`` or ``1``) or none raise a ValueError that
-    lists what fits. The number of classes is read from the file's classifier.
+    A zoo name builds its record's network and loads it
+    (:func:`~nlgc.models.registry.create_pretrained`). Otherwise, without a name: nlgc's
+    training checkpoints name their model; other files are fitted: the registered models
+    whose state-dict keys and shapes are the file's (after converting its layout), built the
+    way that source builds them. One fit is built and loaded; several (mmaction2's embedded
+    Gaussian and dot product have the same tensors, so do Caffe2's 32×2 and 8×8 models, told
+    apart by ``stem_temporal_stride=2`` or ``1``) or none raise a ValueError that lists what
+    fits. The number of classes is read from the file's classifier.
 
     The model carries ``preprocessing`` (:class:`~nlgc.models.preprocessing.Preprocessing`, the
     zoo entry's or its source's input convention; for nlgc's own checkpoints the one the run
@@ -59,91 +120,57 @@ def load_model(
     if checkpoint is None:
         if name is None:
             raise ValueError("give a model name (--model) or a checkpoint (--checkpoint)")
-        model = create_model(name, **kwargs)
-        return _labelled(model, None, None), LoadReport(model_name=name, options=kwargs)
-    checkpoint, entry = resolve_checkpoint(checkpoint)
-    if entry is not None:
-        name, kwargs = name or entry.model, {**entry.options, **kwargs}
-    if isinstance(checkpoint, Mapping):
-        data, where = dict(checkpoint), "the state dict"
-    else:
-        data, where = read_weights_file(checkpoint), os.fspath(checkpoint)  # read once
-        native = read_metadata(data)
-        if native is not None:
-            meta, state = native
-            model = create_model(meta["name"], meta["num_classes"], **meta["overrides"])
-            report = load_converted(model, state, [], where)
-            report.model_name, report.options, report.source = (
-                meta["name"],
-                meta["overrides"],
-                "nlgc",
-            )
-            model = _labelled(model, None, None)
-            if meta["preprocessing"]:  # a run started from released weights normalised so
-                model.preprocessing = Preprocessing.from_dict(meta["preprocessing"])
-            return model, report
-    raw = state_dict_of(data)
-    source = detect_source(raw)  # detected once
-    refusal = source.refusal(raw)
-    if refusal:
-        raise ValueError(f"{where}: {refusal}")
-    state, ignored = nlgc_layout(raw, source)  # converted once
-    fc = state.get("fc.weight")  # every source's classifier, once its layout is converted
-    if fc is not None and "num_classes" not in kwargs:
-        kwargs = {**kwargs, "num_classes": fc.shape[0]}
-    name = name or source.model_for(raw)
-    if name is None:
-        name, options = _the_one_fit(state, source, source.build_options(raw), kwargs, where)
-        kwargs = {**options, **kwargs}
-    else:
-        kwargs = {**source.build_options(raw), **kwargs}
-    model = create_model(name, **kwargs)
-    report = load_converted(model, state, ignored, where)
-    report.model_name, report.options, report.source = name, kwargs, source.name
-    return _labelled(model, entry, source), report
-
-
-def resolve_checkpoint(checkpoint):
-    """(a local file or the state dict itself, the zoo entry or None) for a zoo name, a URL
-    (downloaded into the cache once), a path or a state dict."""
+        model = labelled(create_model(name, **kwargs), None, None)
+        return model, LoadReport(model_name=name, options=kwargs)
     if isinstance(checkpoint, str) and checkpoint in list_weights():
         entry = weights_entry(checkpoint)
-        return fetch(entry), entry
-    if isinstance(checkpoint, str) and re.match(r"https?://", checkpoint):
-        return _downloaded(checkpoint), None
-    return checkpoint, None
+        if name in (None, entry.model):
+            return create_pretrained(entry, **kwargs)
+        kwargs = {**entry.options, **kwargs}  # another network from a released file
+    opened = open_checkpoint(checkpoint)
+    if opened.metadata:
+        name, kwargs = opened.metadata["name"], dict(opened.metadata["overrides"])
+        kwargs["num_classes"] = opened.metadata["num_classes"]
+    fc = opened.state.get("fc.weight")  # every source's classifier, once converted
+    if fc is not None and "num_classes" not in kwargs:
+        kwargs = {**kwargs, "num_classes": fc.shape[0]}
+    built_as = opened.source.build_options(opened.raw)
+    if name is None:
+        kind = opened.source.checkpoint_kind(opened.raw)
+        name, options = _the_one_fit(opened, built_as, kwargs, kind)
+        kwargs = {**options, **kwargs}
+    else:
+        kwargs = {**built_as, **kwargs}
+    model = create_model(name, **kwargs)
+    report = load_converted(model, opened.state, opened.ignored, opened.where)
+    report.model_name, report.source = name, opened.source_name
+    report.options = opened.metadata["overrides"] if opened.metadata else kwargs
+    return labelled(model, opened.preprocessing, None), report
 
 
-def pretrained_model(name: str, tag: str | bool, **overrides) -> nn.Module:
-    """``create_model(name, pretrained=tag)``: the zoo entry's network with its weights."""
-    entry = default_entry(name, tag)
-    model, _ = load_model(entry.name, **overrides)
-    return model
+def load_weights(
+    model: nn.Module, checkpoint: str | os.PathLike | Mapping, inflate: bool = False
+) -> LoadReport:
+    """Load a checkpoint (zoo name, URL, file or state dict) into ``model`` and report what
+    happened.
+
+    The file is converted from its source's layout (see :mod:`nlgc.models.sources`:
+    torchvision/timm ResNets, timm's byobnet GC networks, GCNet and mmdetection detectors,
+    whose neck and heads are ignored, mmaction2, the official Caffe2 ``.pkl`` files,
+    PySlowFast). Context-block parameters missing from the file keep their identity
+    initialisation; a classifier of another size is reported and re-initialised. Every other
+    key must match: otherwise a ValueError lists the missing, unexpected and mis-shaped keys
+    and the model is left unchanged. The network must be the one the weights were trained in
+    (Caffe2 files need ``stem="caffe2"``, …): :func:`load_model` builds it. ``inflate``: 2D
+    kernels fill the model's 3D ones (:func:`inflate_weights`).
+    """
+    opened = open_checkpoint(checkpoint)
+    return load_converted(model, opened.state, opened.ignored, opened.where, inflate=inflate)
 
 
-def _labelled(model: nn.Module, entry: ZooEntry | None, source: WeightsSource | None):
-    """The model with the input convention and class names of its weights (None if unknown)."""
-    model.preprocessing = entry.preprocessing if entry else (source and source.preprocessing)
-    names = entry.class_names() if entry else None
-    fc = getattr(model, "fc", None)
-    model.class_names = (
-        names if names and fc is not None and fc.out_features == len(names) else None
-    )
-    return model
-
-
-def _downloaded(url: str):
-    """A URL's file in the cache (downloaded once), hash-checked where its name carries one."""
-    filename = url.rsplit("/", 1)[-1]
-    path = cache_dir() / filename
-    if not path.is_file():
-        match = re.search(r"-([0-9a-f]{8,64})\.[a-z]+$", filename)
-        download(url, path, match.group(1) if match else None)
-    return path
-
-
-# the NL models' default pairwise function (embedded Gaussian, no option) first, then the others
-_PAIRWISE = ({}, *({"pairwise": p} for p in PAIRWISE if p != "embedded_gaussian"))
+def inflate_weights(model: nn.Module, checkpoint: str | os.PathLike | Mapping) -> LoadReport:
+    """Load a 2D ResNet checkpoint into a C2D / I3D model, inflating its k×k kernels."""
+    return load_weights(model, checkpoint, inflate=True)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -166,20 +193,44 @@ def _signature(state: Mapping) -> frozenset:
     )
 
 
-def _the_one_fit(
-    state: dict, source: WeightsSource, built_as: dict, given: dict, where: str
-) -> tuple[str, dict]:
+def _pairwise_choices(name: str) -> tuple[dict, ...]:
+    """The option sets of a model's pairwise function that may fit a file: its default first,
+    then every other one (where its blocks take ``pairwise``)."""
+    if "pairwise" not in option_names(name):
+        return ({},)
+    default = {"embedded_gaussian"}  # NonLocalBlock's default: no option
+    return ({}, *({"pairwise": p} for p in PAIRWISE if p not in default))
+
+
+def fitting_models(
+    state: dict, source: WeightsSource, built_as: dict, given: dict, kind: str | None = None
+) -> list[tuple[str, tuple]]:
+    """Every (registered name, sorted options) whose network has exactly ``state``'s tensors,
+    built as the source builds it (``built_as``, each of its ``alternatives``) with ``given``:
+    of the models made for the checkpoint ``kind``, if any fits; else of the general ones."""
     wanted = _signature(state)
-    kind = "video" if state.get("conv1.weight", torch.empty(0)).dim() == 5 else "image"
+    modality = "video" if state.get("conv1.weight", torch.empty(0)).dim() == 5 else "image"
+    names = list_models(modality=modality)
     fits = []
-    for name in list_models(modality=kind, fit_by_tensors=True):
-        for pairwise in _PAIRWISE if name.startswith("nl") else ({},):
-            for alternative in source.alternatives:
-                options = {**built_as, **pairwise, **alternative, **given}
-                options.pop("num_classes", None)
-                key = tuple(sorted(options.items()))
-                if (name, key) not in fits and _signature_of(name, key) == wanted:
-                    fits.append((name, key))
+    for only_for in dict.fromkeys((kind, None)):
+        for name in (n for n in names if model_spec(n).only_for == only_for):
+            for pairwise in _pairwise_choices(name):
+                for alternative in source.alternatives:
+                    options = {**built_as, **pairwise, **alternative, **given}
+                    options.pop("num_classes", None)
+                    key = tuple(sorted(options.items()))
+                    if (name, key) not in fits and _signature_of(name, key) == wanted:
+                        fits.append((name, key))
+        if fits:
+            return fits
+    return fits
+
+
+def _the_one_fit(
+    opened: Checkpoint, built_as: dict, given: dict, kind: str | None
+) -> tuple[str, dict]:
+    fits = fitting_models(opened.state, opened.source, built_as, given, kind)
+    where = opened.where
     if len(fits) == 1:
         return fits[0][0], dict(fits[0][1])
     described = [f"{n}({', '.join(f'{k}={v!r}' for k, v in o)})" for n, o in fits]

@@ -20,16 +20,9 @@ from dataclasses import asdict, dataclass, field
 
 from torch import nn
 
-from nlgc.models.from_checkpoint import resolve_checkpoint
+from nlgc.models.from_checkpoint import open_checkpoint
 from nlgc.models.preprocessing import Preprocessing
-from nlgc.models.sources import detect_source
-from nlgc.models.weights import (
-    block_prefixes,
-    match_state,
-    nlgc_layout,
-    read_weights_file,
-    state_dict_of,
-)
+from nlgc.models.weights import block_prefixes, match_state
 
 
 @dataclass
@@ -63,15 +56,14 @@ def initialise_from(model: nn.Module, checkpoint: str | os.PathLike | Mapping) -
     a ValueError listing them, and the model is left unchanged); context blocks, BN counters
     and a classifier of another size stay as initialised.
     """
-    checkpoint, entry = resolve_checkpoint(checkpoint)
-    where = entry.name if entry else "the state dict"
-    if not isinstance(checkpoint, Mapping):
-        where = entry.name if entry else os.fspath(checkpoint)
-        checkpoint = state_dict_of(read_weights_file(checkpoint))
-    source = detect_source(checkpoint)
-    state, ignored = nlgc_layout(checkpoint, source)
-    preprocessing = entry.preprocessing if entry else source.preprocessing
-    report = InitReport(where, source.name, ignored=list(ignored), preprocessing=preprocessing)
+    opened = open_checkpoint(checkpoint)
+    report = InitReport(
+        opened.where,
+        opened.source_name,
+        ignored=list(opened.ignored),
+        preprocessing=opened.preprocessing,
+    )
+    state, where = opened.state, opened.where
     match, blocks = match_state(model, state, inflate=True), block_prefixes(model)
     report.copied, report.inflated = match.copied, match.inflated
     report.left_at_init = match.kept + match.resized

@@ -1,7 +1,9 @@
-"""Named model configurations: ``create_model(name, num_classes=..., **overrides)``.
+"""Named model configurations: ``create_model(name, num_classes=..., pretrained=..., **overrides)``.
 
-Every name is a row of :data:`MODELS`: (name, architecture, variant), where a name reads
-``<variant>_<architecture>`` (``gc_r4_resnet50``: GC blocks with r = 1/4 in ResNet-50).
+The mechanism only: an :class:`Architecture` (a network class and its defaults) with a
+:class:`~nlgc.models.plan.Plan` is a :class:`ModelSpec`, registered under a name. The rows are
+in :mod:`nlgc.models.catalog`. ``create_model`` builds, then (``pretrained``) loads its zoo
+entry's tensors: weights flow one way, from the zoo record down into the built network.
 """
 
 from __future__ import annotations
@@ -12,9 +14,17 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from nlgc.models.plan import STAGES, Insertion, Plan
-from nlgc.models.resnet import BasicBlock, Bottleneck, ResNet
-from nlgc.models.video_resnet import VideoResNet
+from nlgc.models.download import fetch
+from nlgc.models.plan import Plan
+from nlgc.models.preprocessing import Preprocessing
+from nlgc.models.weights import (
+    LoadReport,
+    load_converted,
+    nlgc_layout,
+    read_weights_file,
+    state_dict_of,
+)
+from nlgc.models.zoo import ZooEntry, default_entry
 
 
 @dataclass(frozen=True)
@@ -47,7 +57,7 @@ class ModelSpec:
     architecture: Architecture
     plan: Plan
     description: str
-    fit_by_tensors: bool = True  # False: its tensors are another model's (it differs in function)
+    only_for: str | None = None  # a checkpoint kind (WeightsSource.checkpoint_kind) it is made for
 
     @property
     def modality(self) -> str:
@@ -58,60 +68,60 @@ _REGISTRY: dict[str, ModelSpec] = {}
 
 
 def register(
-    name: str, architecture: Architecture, plan: Plan, description: str, fit_by_tensors=True
+    name: str,
+    architecture: Architecture,
+    plan: Plan,
+    description: str,
+    only_for: str | None = None,
 ) -> None:
-    """Add a named configuration: ``architecture`` with the blocks of ``plan``.
-    ``fit_by_tensors=False`` for a network whose tensors are exactly another's (only its
-    function differs): ``load_model`` then builds it only where a file's source names it."""
+    """Add a named configuration: ``architecture`` with the blocks of ``plan``. ``only_for``:
+    the checkpoint kind of a network whose tensors are exactly another's (only its function
+    differs): ``load_model`` fits it to files of that kind only."""
     if name in _REGISTRY:
         raise ValueError(f"a model named {name!r} is already registered")
-    _REGISTRY[name] = ModelSpec(architecture, plan, description, fit_by_tensors)
+    _REGISTRY[name] = ModelSpec(architecture, plan, description, only_for)
 
 
-def list_models(
-    pattern: str = "*", modality: str | None = None, fit_by_tensors: bool | None = None
-) -> list[str]:
+def list_models(pattern: str = "*", modality: str | None = None) -> list[str]:
     """Registered names matching a shell-style pattern, e.g. ``list_models("gc_*")``, of one
-    ``modality`` (``"image"`` or ``"video"``) or of both (and, if given, of one
-    ``fit_by_tensors``)."""
+    ``modality`` (``"image"`` or ``"video"``) or of both."""
     return sorted(
         name
         for name, spec in _REGISTRY.items()
-        if fnmatch.fnmatch(name, pattern)
-        and modality in (None, spec.modality)
-        and fit_by_tensors in (None, spec.fit_by_tensors)
+        if fnmatch.fnmatch(name, pattern) and modality in (None, spec.modality)
     )
 
 
-def modality(name: str) -> str:
-    """``"image"`` or ``"video"``: what the named model takes."""
-    return _spec(name).modality
-
-
-def describe(name: str) -> str:
-    return _spec(name).description
-
-
-def default_plan(name: str) -> Plan:
-    return _spec(name).plan
-
-
-def option_names(name: str, plan: Plan | None = None) -> tuple[str, ...]:
-    """Every keyword :func:`create_model` takes for ``name`` (with ``plan``, default its own):
-    the network's arguments, then the plan's placement fields and its blocks' options."""
-    spec = _spec(name)
-    model_options = spec.architecture.option_names()
-    plan_options = (plan if plan is not None else spec.plan).option_names()
-    return (*model_options, *(o for o in plan_options if o not in model_options))
-
-
-def _spec(name: str) -> ModelSpec:
+def model_spec(name: str) -> ModelSpec:
+    """The registered configuration called ``name``; a ValueError naming similar ones."""
     if name not in _REGISTRY:
         close = [n for n in _REGISTRY if name.split("_")[-1] in n][:8]
         raise ValueError(
             f"unknown model {name!r}; similar: {close or 'none'} (see nlgc.list_models())"
         )
     return _REGISTRY[name]
+
+
+def modality(name: str) -> str:
+    """``"image"`` or ``"video"``: what the named model takes."""
+    return model_spec(name).modality
+
+
+def describe(name: str) -> str:
+    return model_spec(name).description
+
+
+def default_plan(name: str) -> Plan:
+    return model_spec(name).plan
+
+
+def option_names(name: str, plan: Plan | None = None) -> tuple[str, ...]:
+    """Every keyword :func:`create_model` takes for ``name`` (with ``plan``, default its own):
+    the network's arguments, then the plan's placement fields and its blocks' options."""
+    spec = model_spec(name)
+    model_options = spec.architecture.option_names()
+    plan_options = (plan if plan is not None else spec.plan).option_names()
+    return (*model_options, *(o for o in plan_options if o not in model_options))
 
 
 def create_model(
@@ -141,14 +151,12 @@ def create_model(
             from the constructors' signatures (:func:`option_names`); an unknown keyword is a
             ValueError naming it and listing the valid ones.
     """
-    spec = _spec(name)
     if pretrained:
         if plan is not None:
             raise ValueError("pretrained weights come with their own plan: pass plan=None")
-        from nlgc.models.from_checkpoint import pretrained_model  # it builds through this module
-
-        given = {} if num_classes is None else {"num_classes": num_classes}
-        return pretrained_model(name, pretrained, **given, **overrides)
+        model, _ = create_pretrained(default_entry(name, pretrained), num_classes, **overrides)
+        return model
+    spec = model_spec(name)
     plan = plan if plan is not None else spec.plan
     model_options = spec.architecture.option_names()
     unknown = sorted(set(overrides) - set(option_names(name, plan)))
@@ -164,248 +172,30 @@ def create_model(
     return spec.architecture.build(plan, num_classes, **model_kwargs)
 
 
-@dataclass(frozen=True)
-class Variant:
-    """Which blocks go where, and one line saying so."""
-
-    plan: Plan
-    text: str
-
-
-# Video (Non-local paper, Table 1): I3D inflates one kernel in every other residual block.
-_INFLATE = {
-    50: ((1, 1, 1), (1, 0, 1, 0), (1, 0, 1, 0, 1, 0), (0, 1, 0)),
-    101: ((1, 1, 1), (1, 0, 1, 0), tuple(1 - i % 2 for i in range(23)), (0, 1, 0)),
-}
-_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
-
-
-def _resnet(title: str, block, layers, **defaults) -> Architecture:
-    return Architecture(ResNet, title, {"block": block, "layers": layers, **defaults})
+def create_pretrained(
+    entry: ZooEntry, num_classes: int | None = None, **overrides
+) -> tuple[nn.Module, LoadReport]:
+    """The network of a zoo entry, built with its options (and ``overrides``), then loaded
+    with its file's tensors (downloaded once, converted by its source), and a load report.
+    A ``num_classes`` other than the weights' re-initialises the classifier (fine-tuning)."""
+    options = {**entry.options, **overrides}
+    num_classes = num_classes or entry.num_classes
+    model = create_model(entry.model, num_classes, **options)
+    data = read_weights_file(fetch(entry))
+    state, ignored = nlgc_layout(state_dict_of(data), entry.source)
+    report = load_converted(model, state, ignored, entry.name)
+    report.model_name, report.options, report.source = entry.model, options, entry.source.name
+    return labelled(model, entry.preprocessing, entry.class_names()), report
 
 
-def _video(title: str, depth: int, inflate_style: str | None = None) -> Architecture:
-    inflate = {"inflate": _INFLATE[depth], "inflate_style": inflate_style} if inflate_style else {}
-    return Architecture(
-        VideoResNet, title, {"layers": _DEPTHS[depth], **inflate}, num_classes=400, modality="video"
-    )
-
-
-RESNET18 = _resnet("ResNet-18", BasicBlock, (2, 2, 2, 2))
-RESNET34 = _resnet("ResNet-34", BasicBlock, (3, 4, 6, 3))
-RESNET50 = _resnet("ResNet-50", Bottleneck, (3, 4, 6, 3))
-RESNET101 = _resnet("ResNet-101", Bottleneck, (3, 4, 23, 3))
-RESNET50T = _resnet(
-    "ResNet-50-T (timm byobnet: tiered 24-32-64 3×3 stem, no max pool)",
-    Bottleneck,
-    (3, 4, 6, 3),
-    stem="tiered",
-)
-_TS = {"activation": "silu", "stem": "tiered_maxpool", "group_size": 32}  # timm byobnet "ts"
-RESNEXT26TS = _resnet(
-    "ResNeXt-26-TS (timm byobnet: tiered stem + max pool, SiLU, 3×3 group size 32)",
-    Bottleneck,
-    (2, 2, 2, 2),
-    **_TS,
-)
-RESNEXT50TS = _resnet(
-    "ResNeXt-50-TS (timm byobnet: tiered stem + max pool, SiLU, 3×3 group size 32)",
-    Bottleneck,
-    (3, 4, 6, 3),
-    **_TS,
-)
-RESNET33TS = _resnet(
-    "ResNet-33-TS (timm byobnet: tiered stem, SiLU, widths 256-512-1536-1536, 1280-wide 1×1 "
-    "head conv)",
-    Bottleneck,
-    (2, 3, 3, 2),
-    stem="tiered",
-    activation="silu",
-    widths=(256, 512, 1536, 1536),
-    head_channels=1280,
-)
-RESNET152 = _resnet("ResNet-152", Bottleneck, (3, 8, 36, 3))
-RESNEXT50 = _resnet("ResNeXt-50 32×4d", Bottleneck, (3, 4, 6, 3), groups=32, width_per_group=4)
-RESNEXT101 = _resnet("ResNeXt-101 32×4d", Bottleneck, (3, 4, 23, 3), groups=32, width_per_group=4)
-# one BasicBlock per stage, 16–128 channels: for CPU demos and quick experiments
-TINY = _resnet("tiny ResNet", BasicBlock, (1, 1, 1, 1), base_channels=16)
-# two stages (c2, c3: stride 8, receptive field 51 px), 16–32 channels: the demo's network, which
-# cannot relate objects more than 51 px apart without a context block
-DEMO = _resnet("two-stage demo ResNet", BasicBlock, (1, 1), base_channels=16)
-C2D50 = _video("C2D ResNet-50 (video)", 50)
-I3D50 = _video("I3D 3×1×1 ResNet-50 (video)", 50, "3x1x1")
-I3D333_50 = _video("I3D 3×3×3 ResNet-50 (video)", 50, "3x3x3")
-C2D101 = _video("C2D ResNet-101 (video)", 101)
-I3D101 = _video("I3D 3×1×1 ResNet-101 (video)", 101, "3x1x1")
-I3D333_101 = _video("I3D 3×3×3 ResNet-101 (video)", 101, "3x3x3")
-
-_C3_C5 = ("c3", "c4", "c5")
-# mmaction2's non-local I3D settings: embedded Gaussian, pooling after φ/g, no 1/√d scale, BN.
-_NL_VIDEO = {"sub_sample": True}
-PLAIN = Variant(Plan(), "no context blocks, torchvision layout")
-GC = Variant(
-    Plan((Insertion("gc", _C3_C5, options={"ratio": 1 / 16}),)),
-    "GC blocks (r=1/16, att pooling, add fusion) after conv3 of every bottleneck of c3–c5 "
-    "(GCNet's default)",
-)
-GC_TIMM = Variant(
-    Plan(
-        (
-            Insertion(
-                "gc",
-                STAGES,
-                position="after_conv2",
-                options={"ratio": 1 / 8, "layer_norm_eps": 1e-6},
-            ),
-        )
-    ),
-    "GC blocks (timm 'gca': att pooling, add fusion, r=1/8, LayerNorm ε=1e-6) after the 3×3 "
-    "conv of every bottleneck of c2–c5 (timm's gcresnet50t)",
-)
-GC_R4 = Variant(
-    Plan((Insertion("gc", _C3_C5, options={"ratio": 1 / 4}),)),
-    "GC blocks with r=1/4 in every residual block of c3–c5 (GCNet)",
-)
-NL = Variant(
-    Plan((Insertion("nl", ("c4",), "before_last"),)),
-    "one embedded-Gaussian non-local block in c4, right before its last residual block "
-    "(the Non-local paper's COCO setting)",
-)
-DNL = Variant(
-    Plan((Insertion("dnl", ("c4",), "before_last"),)),
-    "one disentangled non-local block at the NL position in c4 (DNL)",
-)
-SNL = Variant(
-    Plan((Insertion("snl", ("c4",), "before_last"),)),
-    "one simplified non-local block at the NL position in c4 (GCNet)",
-)
-SE = Variant(
-    Plan((Insertion("se", STAGES, options={"ratio": 1 / 16}),)),
-    "SE (r=1/16) after conv3 of every residual block (SE-ResNet)",
-)
-NL_AFTER_C3 = Variant(  # 8×8 positions at 64×64 input
-    Plan((Insertion("nl", ("c3",), (0,)),)), "an embedded-Gaussian NL block after c3"
-)
-SNL_AFTER_C3 = Variant(Plan((Insertion("snl", ("c3",), (0,)),)), "an SNL block after c3")
-# the demo's context blocks: all in c3's residual block, between its two 3×3 convolutions
-_MID_C3 = {"stages": ("c3",), "indices": (0,), "position": "after_conv1"}
-NL_MID_C3 = Variant(
-    Plan((Insertion("nl", **_MID_C3),)), "an embedded-Gaussian NL block inside c3's block"
-)
-DNL_MID_C3 = Variant(
-    Plan((Insertion("dnl", **_MID_C3),)), "a disentangled non-local block inside c3's block"
-)
-SNL_MID_C3 = Variant(Plan((Insertion("snl", **_MID_C3),)), "an SNL block inside c3's block")
-GC_MID_C3 = Variant(
-    Plan((Insertion("gc", **_MID_C3, options={"ratio": 1 / 4}),)),
-    "a GC block (r=1/4) inside c3's block",
-)
-NL1_VIDEO = Variant(
-    Plan((Insertion("nl", ("c4",), "before_last", options=_NL_VIDEO),)),
-    "1 non-local block before the last of res4",
-)
-NL5_VIDEO_50 = Variant(
-    Plan(
-        (
-            Insertion("nl", ("c3",), (1, 3), options=_NL_VIDEO),
-            Insertion("nl", ("c4",), (1, 3, 5), options=_NL_VIDEO),
-        )
-    ),
-    "5 non-local blocks (res3 {1, 3}, res4 {1, 3, 5})",
-)
-NL5_VIDEO_101 = Variant(
-    Plan(
-        (
-            Insertion("nl", ("c3",), (1, 3), options=_NL_VIDEO),
-            Insertion("nl", ("c4",), (6, 13, 20), options=_NL_VIDEO),
-        )
-    ),
-    "5 non-local blocks (res3 {1, 3}, res4 {6, 13, 20})",
-)
-NL10_VIDEO_50 = Variant(
-    Plan((Insertion("nl", ("c3", "c4"), "all", options=_NL_VIDEO),)),
-    "10 non-local blocks (every residual block of res3 and res4)",
-)
-NL5_GROUPED_VIDEO_50 = Variant(
-    Plan(
-        (
-            Insertion("nl", ("c3",), (1, 3), options={**_NL_VIDEO, "temporal_group": 4}),
-            Insertion("nl", ("c4",), (1, 3, 5), options=_NL_VIDEO),
-        )
-    ),
-    "5 non-local blocks (res3 {1, 3} attending within groups of 4 frames, res4 {1, 3, 5}): the "
-    "official Caffe2 'affine' 32×4 and 128×1 models (res_stage_nonlocal_group)",
-)
-GC_VIDEO = Variant(GC.plan, "3D GC blocks in every bottleneck of res3–res5")
-
-# Every named model: (name, architecture, variant). `nlgc models` lists them with their lines.
-MODELS = [
-    ("resnet18", RESNET18, PLAIN),
-    ("resnet34", RESNET34, PLAIN),
-    ("resnet50", RESNET50, PLAIN),
-    ("resnet101", RESNET101, PLAIN),
-    ("resnet152", RESNET152, PLAIN),
-    ("resnext50_32x4d", RESNEXT50, PLAIN),
-    ("resnext101_32x4d", RESNEXT101, PLAIN),
-    ("gc_resnet50", RESNET50, GC),
-    ("gc_r4_resnet50", RESNET50, GC_R4),
-    ("gc_resnet50t", RESNET50T, GC_TIMM),
-    ("gc_resnext26ts", RESNEXT26TS, GC_TIMM),
-    ("gc_resnext50ts", RESNEXT50TS, GC_TIMM),
-    ("gc_resnet33ts", RESNET33TS, GC_TIMM),
-    ("nl_resnet50", RESNET50, NL),
-    ("dnl_resnet50", RESNET50, DNL),
-    ("snl_resnet50", RESNET50, SNL),
-    ("se_resnet50", RESNET50, SE),
-    ("gc_resnet101", RESNET101, GC),
-    ("gc_r4_resnet101", RESNET101, GC_R4),
-    ("nl_resnet101", RESNET101, NL),
-    ("snl_resnet101", RESNET101, SNL),
-    ("se_resnet101", RESNET101, SE),
-    ("gc_resnext101_32x4d", RESNEXT101, GC),
-    ("gc_r4_resnext101_32x4d", RESNEXT101, GC_R4),
-    ("nl_resnext101_32x4d", RESNEXT101, NL),
-    ("snl_resnext101_32x4d", RESNEXT101, SNL),
-    ("se_resnext101_32x4d", RESNEXT101, SE),
-    ("tiny_resnet", TINY, PLAIN),
-    ("nl_tiny_resnet", TINY, NL_AFTER_C3),
-    ("snl_tiny_resnet", TINY, SNL_AFTER_C3),
-    ("gc_tiny_resnet", TINY, GC_R4),
-    ("demo_resnet", DEMO, PLAIN),
-    ("nl_demo_resnet", DEMO, NL_MID_C3),
-    ("dnl_demo_resnet", DEMO, DNL_MID_C3),
-    ("snl_demo_resnet", DEMO, SNL_MID_C3),
-    ("gc_demo_resnet", DEMO, GC_MID_C3),
-    ("c2d_resnet50", C2D50, PLAIN),
-    ("nl_c2d_resnet50", C2D50, NL5_VIDEO_50),
-    ("nl1_c2d_resnet50", C2D50, NL1_VIDEO),
-    ("nl10_c2d_resnet50", C2D50, NL10_VIDEO_50),
-    ("gc_c2d_resnet50", C2D50, GC_VIDEO),
-    ("i3d_resnet50", I3D50, PLAIN),
-    ("nl_i3d_resnet50", I3D50, NL5_VIDEO_50),
-    ("nl_grouped_i3d_resnet50", I3D50, NL5_GROUPED_VIDEO_50),
-    ("nl1_i3d_resnet50", I3D50, NL1_VIDEO),
-    ("nl10_i3d_resnet50", I3D50, NL10_VIDEO_50),
-    ("gc_i3d_resnet50", I3D50, GC_VIDEO),
-    ("i3d3x3x3_resnet50", I3D333_50, PLAIN),
-    ("nl_i3d3x3x3_resnet50", I3D333_50, NL5_VIDEO_50),
-    ("nl1_i3d3x3x3_resnet50", I3D333_50, NL1_VIDEO),
-    ("nl10_i3d3x3x3_resnet50", I3D333_50, NL10_VIDEO_50),
-    ("gc_i3d3x3x3_resnet50", I3D333_50, GC_VIDEO),
-    ("c2d_resnet101", C2D101, PLAIN),
-    ("nl_c2d_resnet101", C2D101, NL5_VIDEO_101),
-    ("nl1_c2d_resnet101", C2D101, NL1_VIDEO),
-    ("gc_c2d_resnet101", C2D101, GC_VIDEO),
-    ("i3d_resnet101", I3D101, PLAIN),
-    ("nl_i3d_resnet101", I3D101, NL5_VIDEO_101),
-    ("nl1_i3d_resnet101", I3D101, NL1_VIDEO),
-    ("gc_i3d_resnet101", I3D101, GC_VIDEO),
-    ("i3d3x3x3_resnet101", I3D333_101, PLAIN),
-    ("nl_i3d3x3x3_resnet101", I3D333_101, NL5_VIDEO_101),
-    ("nl1_i3d3x3x3_resnet101", I3D333_101, NL1_VIDEO),
-    ("gc_i3d3x3x3_resnet101", I3D333_101, GC_VIDEO),
-]
-
-for _name, _arch, _variant in MODELS:
-    _text = _arch.title if _variant is PLAIN else f"{_arch.title} + {_variant.text}"
-    register(_name, _arch, _variant.plan, _text, _variant is not NL5_GROUPED_VIDEO_50)
+def labelled(
+    model: nn.Module, preprocessing: Preprocessing | None, class_names: list[str] | None
+) -> nn.Module:
+    """``model`` carrying the input convention of its weights (``model.preprocessing``, None:
+    ImageNet's) and the names of its outputs (``model.class_names``, None where unknown or of
+    another number than its classifier's)."""
+    model.preprocessing = preprocessing
+    fc = getattr(model, "fc", None)
+    fits = class_names and fc is not None and fc.out_features == len(class_names)
+    model.class_names = class_names if fits else None
+    return model

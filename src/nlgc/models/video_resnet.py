@@ -90,6 +90,15 @@ class Bottleneck3d(Bottleneck):
     dim = 3
 
 
+# residual blocks per stage of the video ResNets, and I3D's inflation (the Non-local paper,
+# Table 1: one kernel inflated in every other residual block; 1 inflates, 0 does not)
+DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+I3D_INFLATE = {
+    50: ((1, 1, 1), (1, 0, 1, 0), (1, 0, 1, 0, 1, 0), (0, 1, 0)),
+    101: ((1, 1, 1), (1, 0, 1, 0), tuple(1 - i % 2 for i in range(23)), (0, 1, 0)),
+}
+
+
 class VideoResNet(ResNetBase):
     """C2D / I3D ResNet for clips, optionally with context blocks placed by a Plan.
 

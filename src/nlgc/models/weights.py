@@ -17,7 +17,7 @@ from torch import nn
 
 from nlgc.blocks import ContextBlock
 from nlgc.models.caffe2_pickle import read_caffe2_blobs
-from nlgc.models.sources import WeightsSource, detect_source
+from nlgc.models.sources import WeightsSource
 
 CLASSIFIER = ("fc.weight", "fc.bias")
 _WRAPPERS = ("state_dict", "model", "model_state", "module")
@@ -26,7 +26,7 @@ _SHOWN = 12  # keys listed per category in an error message
 
 @dataclass
 class LoadReport:
-    """What :func:`load_weights` did, key by key."""
+    """What loading a checkpoint did, key by key."""
 
     loaded: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)  # absent from the file: kept as initialised
@@ -97,11 +97,11 @@ def _listing(title: str, keys: list[str]) -> str:
 
 
 def nlgc_layout(
-    state: Mapping[str, torch.Tensor], source: WeightsSource | None = None
+    state: Mapping[str, torch.Tensor], source: WeightsSource
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """A checkpoint's tensors under nlgc's names, converted by its source (detected unless
-    given), and the keys left out: a detector's neck and heads beside its ``backbone.``."""
-    state = (source or detect_source(state)).convert(state)
+    """A checkpoint's tensors under nlgc's names, converted by its ``source``, and the keys
+    left out: a detector's neck and heads beside its ``backbone.``."""
+    state = source.convert(state)
     if not any(k.startswith("backbone.") for k in state):
         return dict(state), []
     ignored = sorted(k for k in state if not k.startswith("backbone."))
@@ -166,35 +166,6 @@ def _inflatable(value: torch.Tensor, current: torch.Tensor) -> bool:
     return value.dim() == 4 and current.dim() == 5 and value.shape == current[:, :, 0].shape
 
 
-def inflate_weights(
-    model: nn.Module, source: str | os.PathLike | Mapping[str, torch.Tensor]
-) -> LoadReport:
-    """Load a 2D ResNet checkpoint into a C2D / I3D model, inflating its k×k kernels."""
-    return load_weights(model, source, inflate=True)
-
-
-def load_weights(
-    model: nn.Module,
-    source: str | os.PathLike | Mapping[str, torch.Tensor],
-    inflate: bool = False,
-) -> LoadReport:
-    """Load a checkpoint into ``model`` and report what happened.
-
-    The file (or state dict) is converted from its source's layout (see
-    :mod:`nlgc.models.sources`: torchvision/timm ResNets, timm's byobnet GC networks, GCNet and
-    mmdetection detectors, whose neck and heads are ignored, mmaction2, the official Caffe2
-    ``.pkl`` files, PySlowFast). Context-block parameters missing from the file keep their
-    identity initialisation; a classifier of another size is reported and re-initialised.
-    Every other key must match: otherwise a ValueError lists the missing, unexpected and
-    mis-shaped keys and the model is left unchanged. The network must be the one the weights
-    were trained in (Caffe2 files need ``stem="caffe2"``, …): :func:`nlgc.load_model` builds
-    it. ``inflate``: 2D kernels fill the model's 3D ones (:func:`inflate_weights`).
-    """
-    state = dict(source) if isinstance(source, Mapping) else read_state_dict(source)
-    where = "the state dict" if isinstance(source, Mapping) else os.fspath(source)
-    return load_converted(model, *nlgc_layout(state), where=where, inflate=inflate)
-
-
 def load_converted(
     model: nn.Module,
     state: Mapping[str, torch.Tensor],
@@ -202,7 +173,8 @@ def load_converted(
     where: str,
     inflate: bool = False,
 ) -> LoadReport:
-    """:func:`load_weights` for tensors already under nlgc's names (``nlgc_layout``)."""
+    """Load tensors already under nlgc's names (``nlgc_layout``) into ``model``, key by key
+    (see :func:`nlgc.models.from_checkpoint.load_weights`); ``where`` names them in errors."""
     match = match_state(model, state, inflate)
     unexpected = [key for key in match.unexpected if key not in CLASSIFIER]
     if match.missing or unexpected or match.mismatched:

@@ -1,40 +1,42 @@
-"""Released checkpoints nlgc can run, by name: where each is published and what it expects.
+"""Released checkpoints nlgc can run, by name: one record per file, with everything about it.
 
 Every entry was read from its source's README, metafile or pretrained config (named in
-``note`` or its source module). A name is ``<nlgc model>.<tag>`` (timm's convention):
+``protocol`` or its source module). A name is ``<nlgc model>.<tag>`` (timm's convention):
 ``nlgc.create_model("nl_i3d_resnet50", pretrained="mmaction2_eg_32x2_k400")`` or
-``nlgc.load_model("nl_i3d_resnet50.mmaction2_eg_32x2_k400")``.
+``nlgc.load_model("nl_i3d_resnet50.mmaction2_eg_32x2_k400")``. Adding released weights is one
+row of :data:`ZOO`.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from importlib import resources
+from pathlib import Path
 
+from nlgc.models.download import NO_HASH, OPENMMLAB, TORCH_HUB, HashRule, fetch, fetch_url
 from nlgc.models.preprocessing import IMAGENET, Preprocessing
-from nlgc.models.sources.caffe2 import CAFFE2_32X2
-from nlgc.models.sources.mmaction2 import KINETICS_32X2
-from nlgc.models.sources.timm import BYOBNET
-
-HASHES = ("torch.hub", "openmmlab", "none")
-_HEX = {"torch.hub": r"-([0-9a-f]{8,64})\.[a-z]+$", "openmmlab": r"-([0-9a-f]{8})\.pth$"}
+from nlgc.models.sources import WeightsSource, caffe2, mmaction2, mmdetection, timm, torchvision
 
 
 @dataclass(frozen=True)
 class ZooEntry:
-    """One released checkpoint.
+    """One released checkpoint: where it is, how to read it, what it expects and reports.
 
     Args:
         model, tag: the nlgc network it builds and the weights' tag; the name is both.
         url: the file's address exactly as its source publishes it.
-        source: the weights source (:mod:`nlgc.models.sources`) whose layout the file is in.
-        hash: how its file name carries its SHA-256: ``"torch.hub"`` (``-<prefix>.pth``),
-            ``"openmmlab"`` (``-<8 hex>.pth``, mmcv's ``publish_model``) or ``"none"``.
+        source: the weights source (:mod:`nlgc.models.sources`) whose layout the file is in;
+            loading converts with it (no detection).
+        hash: how its file name carries its SHA-256 (:class:`~nlgc.models.download.HashRule`).
         accuracy, protocol: what the source reports and how it measured it.
-        preprocessing: the input the weights expect.
-        options: ``create_model`` overrides that build the source's network (its stem, …).
+        preprocessing: the input the weights expect: its transforms (resize, crop, normalise,
+            clip sampling) are what ``predict``, ``analyze`` and training from these weights use.
+        options: ``create_model`` overrides that build the source's network (its stem, NL
+            pooling and scale, …): with them the network is built before the file is read.
         classes: ``"imagenet1k"``, ``"kinetics400"`` or ``""`` (a detector's backbone).
         hf_hub: the Hugging Face repository that also holds the weights (timm), if any.
         license: as the source states it ("" where it states none).
@@ -43,8 +45,8 @@ class ZooEntry:
     model: str
     tag: str
     url: str
-    source: str
-    hash: str
+    source: WeightsSource
+    hash: HashRule
     accuracy: str
     protocol: str
     preprocessing: Preprocessing
@@ -64,10 +66,7 @@ class ZooEntry:
     @property
     def sha256_prefix(self) -> str | None:
         """The hex prefix of the file's SHA-256 its name carries, None without one."""
-        if self.hash == "none":
-            return None
-        match = re.search(_HEX[self.hash], self.filename)
-        return match.group(1) if match else None
+        return self.hash.prefix(self.filename)
 
     @property
     def num_classes(self) -> int | None:
@@ -93,17 +92,32 @@ _COCO = "COCO val2017, Mask R-CNN R50-FPN 1x (GCNet README / mmdetection configs
 _K400_TEST = "Kinetics-400 val, 10 clips × 3 crops"
 
 
+def _torchvision(tag: str, file: str, accuracy: str, weights: str, resize: int) -> ZooEntry:
+    return ZooEntry(
+        "resnet50",
+        tag,
+        _TV + file,
+        torchvision.SOURCE,
+        TORCH_HUB,
+        accuracy,
+        f"{_IN1K}, resize {resize}, centre crop 224 (torchvision ResNet50_Weights.{weights})",
+        replace(IMAGENET, resize=resize),
+        classes="imagenet1k",
+        license="BSD-3-Clause",
+    )
+
+
 def _timm(model: str, timm_name: str, file: str, top1: str, top5: str) -> ZooEntry:
     tag = timm_name.split(".", 1)[1]
     return ZooEntry(
         model,
         tag,
         _TIMM + file,
-        "timm",
-        "torch.hub",
+        timm.SOURCE,
+        TORCH_HUB,
         f"top-1 {top1}, top-5 {top5}",
         f"{_IN1K} at 256 px, crop_pct 0.9, bicubic (timm results-imagenet.csv)",
-        BYOBNET,
+        timm.SOURCE.preprocessing,
         classes="imagenet1k",
         hf_hub=f"timm/{timm_name}",
         license="apache-2.0",
@@ -116,78 +130,74 @@ def _detector(model: str, tag: str, url: str, accuracy: str) -> ZooEntry:
         model,
         tag,
         url,
-        "mmdetection",
-        "openmmlab",
+        mmdetection.SOURCE,
+        OPENMMLAB,
         accuracy,
         _COCO,
-        IMAGENET,
+        mmdetection.SOURCE.preprocessing,
         options={"features_only": True},
         license="Apache-2.0",
     )
 
 
-def _mmaction2(model, tag, path, top1, top5, clip=(32, 2), **options) -> ZooEntry:
+def _mmaction2(
+    model, tag, path, top1, top5, clip=(32, 2), test_size=256, two_d=False, **options
+) -> ZooEntry:
+    """``test_size``: the test's short side and crop (the C2D config tests 224 three crops of a
+    224 short side); ``two_d``: mmaction2's C2D class (2D convolutions, its own stem)."""
     length, interval = clip
-    test = replace(KINETICS_32X2, clip_len=length, frame_interval=interval)
-    if clip == (8, 8):  # the C2D config tests 224 three crops of a 224 short side
-        test = replace(test, resize=224, input_size=224)
+    test = replace(
+        mmaction2.SOURCE.preprocessing,
+        clip_len=length,
+        frame_interval=interval,
+        resize=test_size,
+        input_size=test_size,
+    )
+    stem = {"stem": "mmaction2_c2d", "stem_temporal_stride": 1} if two_d else {"stem": "mmaction2"}
     return ZooEntry(
         model,
         tag,
         _MMACTION + path,
-        "mmaction2",
-        "openmmlab",
+        mmaction2.SOURCE,
+        OPENMMLAB,
         f"top-1 {top1}, top-5 {top5}",
         f"{_K400_TEST} (mmaction2 metafile.yml)",
         test,
-        options=options,
+        options={**stem, **options},
         classes="kinetics400",
         license="Apache-2.0",
     )
 
 
-def _caffe2(model, tag, file, top1, top5, clip, url=_CAFFE2, note="") -> ZooEntry:
+def _caffe2(
+    model, tag, file, top1, top5, clip, stride, non_local, url=_CAFFE2, note=""
+) -> ZooEntry:
+    """``stride``: the stem's temporal stride,
+    2 in the 32×2, 32×4 and 128×1 models (``resnet_video_org.py``), 1 in the 8×8 ones
+    (``resnet_video.py``); ``non_local``: its NL blocks pool before φ/g and scale by 1/√C'."""
     length, interval = clip
-    stride = 2 if clip in ((32, 2), (128, 1)) else 1  # resnet_video_org vs resnet_video
+    block_options = {"pool_position": "before", "scale": True} if non_local else {}
     return ZooEntry(
         model,
         tag,
         url + file,
-        "caffe2",
-        "none",
+        caffe2.SOURCE,
+        NO_HASH,
         f"top-1 {top1}, top-5 {top5}",
         f"{_K400_TEST} of 256 px, fully convolutional ({note or 'video-nonlocal-net README'})",
-        replace(CAFFE2_32X2, clip_len=length, frame_interval=interval),
-        options={"stem_temporal_stride": stride},
+        replace(caffe2.SOURCE.preprocessing, clip_len=length, frame_interval=interval),
+        options={"stem": "caffe2", "stem_temporal_stride": stride, **block_options},
         classes="kinetics400",
         license="CC-BY-NC-4.0" if url == _CAFFE2 else "Apache-2.0",
     )
 
 
 ZOO: tuple[ZooEntry, ...] = (
-    ZooEntry(
-        "resnet50",
-        "tv_in1k",
-        _TV + "resnet50-0676ba61.pth",
-        "torchvision",
-        "torch.hub",
-        "top-1 76.130, top-5 92.862",
-        f"{_IN1K}, resize 256, centre crop 224 (torchvision ResNet50_Weights.IMAGENET1K_V1)",
-        IMAGENET,
-        classes="imagenet1k",
-        license="BSD-3-Clause",
+    _torchvision(
+        "tv_in1k", "resnet50-0676ba61.pth", "top-1 76.130, top-5 92.862", "IMAGENET1K_V1", 256
     ),
-    ZooEntry(
-        "resnet50",
-        "tv2_in1k",
-        _TV + "resnet50-11ad3fa6.pth",
-        "torchvision",
-        "torch.hub",
-        "top-1 80.858, top-5 95.434",
-        f"{_IN1K}, resize 232, centre crop 224 (torchvision ResNet50_Weights.IMAGENET1K_V2)",
-        replace(IMAGENET, resize=232),
-        classes="imagenet1k",
-        license="BSD-3-Clause",
+    _torchvision(
+        "tv2_in1k", "resnet50-11ad3fa6.pth", "top-1 80.858, top-5 95.434", "IMAGENET1K_V2", 232
     ),
     _timm(
         "gc_resnet50t", "gcresnet50t.ra2_in1k", "gcresnet50t_256-96374d1c.pth", "80.944", "95.458"
@@ -247,6 +257,8 @@ ZOO: tuple[ZooEntry, ...] = (
         "73.89",
         "91.21",
         clip=(8, 8),
+        test_size=224,
+        two_d=True,
     ),
     _mmaction2(
         "i3d_resnet50",
@@ -286,16 +298,89 @@ ZOO: tuple[ZooEntry, ...] = (
         pairwise="gaussian",
     ),
     *(
-        _caffe2(f"{net}_resnet50", f"caffe2_{clip}_k400", file, top1, top5, frames)
-        for net, clip, file, top1, top5, frames in (
-            ("c2d", "32x2", "c2d_baseline_32x2_IN_pretrain_400k.pkl", "72.0", "90.0", (32, 2)),
-            ("nl_c2d", "32x2", "c2d_nonlocal_32x2_IN_pretrain_400k.pkl", "73.9", "91.0", (32, 2)),
-            ("i3d", "32x2", "i3d_baseline_32x2_IN_pretrain_400k.pkl", "73.6", "90.8", (32, 2)),
-            ("nl_i3d", "32x2", "i3d_nonlocal_32x2_IN_pretrain_400k.pkl", "74.9", "91.6", (32, 2)),
-            ("c2d", "8x8", "c2d_baseline_8x8_IN_pretrain_400k.pkl", "71.9", "90.0", (8, 8)),
-            ("nl_c2d", "8x8", "c2d_nonlocal_8x8_IN_pretrain_400k.pkl", "74.4", "91.4", (8, 8)),
-            ("i3d", "8x8", "i3d_baseline_8x8_IN_pretrain_400k.pkl", "73.4", "90.9", (8, 8)),
-            ("nl_i3d", "8x8", "i3d_nonlocal_8x8_IN_pretrain_400k.pkl", "74.7", "91.6", (8, 8)),
+        _caffe2(f"{net}_resnet50", f"caffe2_{tag}_k400", file, top1, top5, clip, stride, nl)
+        for net, tag, file, top1, top5, clip, stride, nl in (
+            # model, tag, file, top-1, top-5, (frames, interval), stem stride, NL blocks
+            (
+                "c2d",
+                "32x2",
+                "c2d_baseline_32x2_IN_pretrain_400k.pkl",
+                "72.0",
+                "90.0",
+                (32, 2),
+                2,
+                False,
+            ),
+            (
+                "nl_c2d",
+                "32x2",
+                "c2d_nonlocal_32x2_IN_pretrain_400k.pkl",
+                "73.9",
+                "91.0",
+                (32, 2),
+                2,
+                True,
+            ),
+            (
+                "i3d",
+                "32x2",
+                "i3d_baseline_32x2_IN_pretrain_400k.pkl",
+                "73.6",
+                "90.8",
+                (32, 2),
+                2,
+                False,
+            ),
+            (
+                "nl_i3d",
+                "32x2",
+                "i3d_nonlocal_32x2_IN_pretrain_400k.pkl",
+                "74.9",
+                "91.6",
+                (32, 2),
+                2,
+                True,
+            ),
+            (
+                "c2d",
+                "8x8",
+                "c2d_baseline_8x8_IN_pretrain_400k.pkl",
+                "71.9",
+                "90.0",
+                (8, 8),
+                1,
+                False,
+            ),
+            (
+                "nl_c2d",
+                "8x8",
+                "c2d_nonlocal_8x8_IN_pretrain_400k.pkl",
+                "74.4",
+                "91.4",
+                (8, 8),
+                1,
+                True,
+            ),
+            (
+                "i3d",
+                "8x8",
+                "i3d_baseline_8x8_IN_pretrain_400k.pkl",
+                "73.4",
+                "90.9",
+                (8, 8),
+                1,
+                False,
+            ),
+            (
+                "nl_i3d",
+                "8x8",
+                "i3d_nonlocal_8x8_IN_pretrain_400k.pkl",
+                "74.7",
+                "91.6",
+                (8, 8),
+                1,
+                True,
+            ),
             (
                 "i3d",
                 "affine_32x4",
@@ -303,6 +388,8 @@ ZOO: tuple[ZooEntry, ...] = (
                 "75.5",
                 "92.0",
                 (32, 4),
+                2,
+                False,
             ),
             (
                 "nl_grouped_i3d",
@@ -311,6 +398,8 @@ ZOO: tuple[ZooEntry, ...] = (
                 "76.5",
                 "92.6",
                 (32, 4),
+                2,
+                True,
             ),
             (
                 "i3d",
@@ -319,6 +408,8 @@ ZOO: tuple[ZooEntry, ...] = (
                 "75.2",
                 "92.0",
                 (128, 1),
+                2,
+                False,
             ),
             (
                 "nl_grouped_i3d",
@@ -327,6 +418,8 @@ ZOO: tuple[ZooEntry, ...] = (
                 "76.5",
                 "92.7",
                 (128, 1),
+                2,
+                True,
             ),
         )
     ),
@@ -337,6 +430,8 @@ ZOO: tuple[ZooEntry, ...] = (
         "73.5",
         "90.8",
         (8, 8),
+        stride=1,
+        non_local=False,
         url=_SLOWFAST,
         note="PySlowFast MODEL_ZOO.md, Caffe2-format file",
     ),
@@ -347,6 +442,8 @@ ZOO: tuple[ZooEntry, ...] = (
         "74.0",
         "91.1",
         (8, 8),
+        stride=1,
+        non_local=True,
         url=_SLOWFAST,
         note="PySlowFast MODEL_ZOO.md, Caffe2-format file",
     ),
@@ -380,3 +477,16 @@ def default_entry(model: str, tag: str | bool = True) -> ZooEntry:
         f"no released weights for model {model!r}; models with weights: "
         f"{sorted({e.model for e in ZOO})}"
     )
+
+
+def resolve_checkpoint(
+    checkpoint: str | os.PathLike | Mapping,
+) -> tuple[Path | str | os.PathLike | Mapping, ZooEntry | None]:
+    """(a local file or the state dict itself, its zoo entry or None) for a zoo name (its file
+    fetched once), a URL (downloaded into the cache once), a path or a state dict."""
+    if isinstance(checkpoint, str) and checkpoint in _BY_NAME:
+        entry = _BY_NAME[checkpoint]
+        return fetch(entry), entry
+    if isinstance(checkpoint, str) and re.match(r"https?://", checkpoint):
+        return fetch_url(checkpoint), None
+    return checkpoint, None

@@ -3,7 +3,7 @@
 A file is matched to the first source in :data:`SOURCES` whose ``detect`` accepts its tensors;
 torchvision's layout (nlgc's own) is the fallback. Adding a source is its own module and one
 line in :data:`SOURCES`. nlgc's training checkpoints name their network in their metadata
-(:mod:`nlgc.models.sources.nlgc`) and need none of this.
+(:mod:`nlgc.models.sources.native`) and need none of this.
 """
 
 from nlgc.models.sources import caffe2, mmaction2, mmdetection, pyslowfast, timm, torchvision
@@ -24,11 +24,4 @@ def detect_source(state: State) -> WeightsSource:
     return next(source for source in SOURCES if source.detect(state))
 
 
-def source_named(name: str) -> WeightsSource:
-    for source in SOURCES:
-        if source.name == name:
-            return source
-    raise ValueError(f"unknown weights source {name!r}; known: {[s.name for s in SOURCES]}")
-
-
-__all__ = ["SOURCES", "WeightsSource", "detect_source", "source_named"]
+__all__ = ["SOURCES", "WeightsSource", "detect_source"]

@@ -44,8 +44,10 @@ class WeightsSource:
         alternatives: option sets whose networks have this source's tensors but compute
             differently (Caffe2's 32×2 and 8×8 stems): tried one by one when a file is matched
             to a network by its tensors, and named in the error when several fit.
-        model_for: the registered network a file holds where its tensors alone fit several
-            names (Caffe2's "affine" NL files: ``nl_grouped_i3d_resnet50``), else None.
+        checkpoint_kind: a name for files of this source whose networks compute differently
+            from others with the same tensors (Caffe2's "affine" files: ``"caffe2_affine"``),
+            else None; the registered models made for that kind (``only_for``) are fitted
+            first (see :func:`nlgc.load_model`).
         refusal: why a file of this source cannot be built, or None.
         preprocessing: the input convention of the source's networks, used where a zoo entry
             does not give its own.
@@ -57,6 +59,6 @@ class WeightsSource:
     convert: Callable[[State], dict] = dict
     build_options: Callable[[State], dict] = _nothing
     alternatives: tuple[dict, ...] = ({},)
-    model_for: Callable[[State], str | None] = lambda state: None
+    checkpoint_kind: Callable[[State], str | None] = lambda state: None
     refusal: Callable[[State], str | None] = _no_refusal
     preprocessing: Preprocessing | None = None

@@ -13,7 +13,7 @@ Networks: ``stem="caffe2"``, NL blocks max-pooling before φ/g with the 1/√C' 
 models (``resnet_video_org.py``) with ``stem_temporal_stride=2``, the 8×8 ones
 (``resnet_video.py``) with ``1``: the same tensors, so a file alone cannot tell them apart. The
 "affine" NL models (frozen BN, 32×4 and 128×1) attend within groups of 4 frames in res3
-(``add_nonlocal_group``): ``nl_grouped_i3d_resnet50``.
+(``add_nonlocal_group``): the registered model made for the ``"caffe2_affine"`` kind.
 """
 
 from __future__ import annotations
@@ -98,10 +98,10 @@ def is_affine(blobs: State) -> bool:
     return "res_conv1_bn_rm" not in blobs
 
 
-def model_for(blobs: State) -> str | None:
-    if is_affine(blobs) and any("nonlocal_conv3" in k for k in blobs):
-        return "nl_grouped_i3d_resnet50"
-    return None
+def checkpoint_kind(blobs: State) -> str | None:
+    """The "affine" files (frozen BN) are the models whose res3 NL blocks attend within groups
+    of 4 frames (``add_nonlocal_group``)."""
+    return "caffe2_affine" if is_affine(blobs) else None
 
 
 # lib/core/config.py: MODEL.MEAN 114.75, MODEL.STD 57.375 for every channel on 0–255 pixels,
@@ -115,6 +115,6 @@ SOURCE = WeightsSource(
     convert=convert,
     build_options=build_options,
     alternatives=({"stem_temporal_stride": 2}, {"stem_temporal_stride": 1}),
-    model_for=model_for,
+    checkpoint_kind=checkpoint_kind,
     preprocessing=CAFFE2_32X2,
 )
