@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nlgc.clips import clip_indices, resize_short_side
-from nlgc.data.io import read_video, resize_and_crop, write_video
+from nlgc.clips import clip_indices, resize_and_crop, resize_short_side
+from nlgc.data.io import read_video, write_video
 from nlgc.data.video import probe_video, read_frames
 
 RESULTS = Path(__file__).parent / "results" / "video_input_cpu.md"

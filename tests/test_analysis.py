@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import randomize
-from test_pairwise import LargestTensor
+from helpers import LargestTensor, randomize
 from torch import nn
 
 import nlgc
@@ -31,8 +30,8 @@ from nlgc.analysis.statistics import (
 )
 from nlgc.blocks import ContextBlock
 from nlgc.cli import main
-from nlgc.data.io import normalize
 from nlgc.models import Insertion, Plan, without_blocks
+from nlgc.models.preprocessing import IMAGENET
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 
@@ -50,6 +49,11 @@ class UserNet(nn.Module):
 
     def forward(self, x):
         return self.se(self.snl(self.gc(self.nl(self.stem(x)))))
+
+
+def normalized(name: str, display: torch.Tensor) -> Sample:
+    """A sample of a [0, 1] image or clip, normalised with ImageNet's mean and std."""
+    return Sample(name, IMAGENET.normalize(display[None])[0], display)
 
 
 def test_capture_records_every_block_of_a_user_network():
@@ -259,7 +263,7 @@ def images(count=2, size=64):
 
 def test_analyze_writes_report_pictures_and_every_number(tmp_path):
     model = randomize(nlgc.create_model("nl_resnet50", num_classes=5), std=0.05).eval()
-    samples = [Sample(f"image{i}", normalize(d), d) for i, d in enumerate(images())]
+    samples = [normalized(f"image{i}", d) for i, d in enumerate(images())]
     report = analyze(model, samples, QueryGrid(2), tmp_path, {"model": "nl_resnet50"})
     names = sorted(p.name for p in tmp_path.iterdir())
     assert "report.html" in names and "query_independence.png" in names
@@ -282,16 +286,21 @@ def test_analyze_writes_report_pictures_and_every_number(tmp_path):
 def test_analyze_video_and_gc_masks(tmp_path):
     model = nlgc.create_model("nl1_c2d_resnet50", num_classes=3).eval()
     clip = torch.rand(3, 8, 64, 64)
-    analyze(model, [Sample("clip", normalize(clip), clip)], QueryGrid(1), tmp_path)
+    analyze(model, [normalized("clip", clip)], QueryGrid(1), tmp_path)
     assert (tmp_path / "attention_00_layer3_4_non_local_block.png").stat().st_size > 1000
     gc = nlgc.create_model("gc_resnet50", num_classes=3).eval()
     out = tmp_path / "gc"
-    analyze(gc, [Sample("a", normalize(i), i) for i in images()], QueryGrid(2), out)
+    analyze(gc, [normalized("a", i) for i in images()], QueryGrid(2), out)
     assert (out / "context_masks.png").exists()
     stats = json.loads((out / "metrics.json").read_text())["query_independence"]
     assert len(stats) == 13 and all(s["attention"] == 0 for s in stats)
     video_gc = nlgc.create_model("gc_c2d_resnet50", num_classes=3).eval()
-    analyze(video_gc, [Sample("clip", normalize(clip), clip)], QueryGrid(2), tmp_path / "video_gc")
+    analyze(
+        video_gc,
+        [normalized("clip", clip)],
+        QueryGrid(2),
+        tmp_path / "video_gc",
+    )
     assert (tmp_path / "video_gc" / "context_masks.png").stat().st_size > 1000
 
 

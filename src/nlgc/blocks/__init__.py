@@ -9,7 +9,6 @@ registers it.
 from torch import nn
 
 from nlgc.blocks.base import BLOCK_TYPES, IMPLS, BlockType, ContextBlock, register_block
-from nlgc.blocks.checks import check_choice
 from nlgc.blocks.context import (
     BroadcastContextBlock,
     GlobalContextBlock,
@@ -19,6 +18,7 @@ from nlgc.blocks.context import (
 from nlgc.blocks.disentangled import DisentangledNonLocal
 from nlgc.blocks.non_local import NonLocalBlock
 from nlgc.blocks.pairwise import PAIRWISE
+from nlgc.checks import check_choice
 
 
 def set_impl(model: nn.Module, impl: str) -> nn.Module:

@@ -28,14 +28,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from nlgc.blocks.base import IMPLS, ContextBlock, register_block
-from nlgc.blocks.checks import (
+from nlgc.blocks.nd import conv_nd
+from nlgc.checks import (
     check_choice,
     check_input,
     check_positive_int,
     check_queries,
     check_ratio,
 )
-from nlgc.blocks.nd import conv_nd
 from nlgc.common import softmax
 
 FUSIONS = ("mul", "add")  # the order they apply in: multiply first, then add

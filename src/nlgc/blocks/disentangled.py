@@ -40,9 +40,9 @@ from torch import nn
 
 from nlgc.blocks import pairwise
 from nlgc.blocks.base import IMPLS, ContextBlock, register_block
-from nlgc.blocks.checks import check_choice, check_input, check_positive_int, check_queries
 from nlgc.blocks.nd import batch_norm_nd, conv_nd, max_pool_nd
 from nlgc.blocks.non_local import INITS, sub_sampled
+from nlgc.checks import check_choice, check_input, check_positive_int, check_queries
 from nlgc.common import softmax
 
 COMBINE = ("attention", "outputs")

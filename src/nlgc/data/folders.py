@@ -17,10 +17,16 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from nlgc.clips import clip_indices, clip_starts, random_clip_start, resize_short_side
+from nlgc.clips import (
+    clip_indices,
+    clip_starts,
+    random_clip_start,
+    resize_and_crop,
+    resize_short_side,
+)
 from nlgc.data.annotations import RAWFRAME_TEMPLATE, Annotation
 from nlgc.data.crops import multiscale_crop, scale_jitter
-from nlgc.data.io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, read_image, resize_and_crop
+from nlgc.data.io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, read_image
 from nlgc.data.video import probe_video, read_frames
 
 log = logging.getLogger(__name__)

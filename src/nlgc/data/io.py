@@ -9,12 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nlgc.clips import resize_short_side
-
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"})
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def is_video(path: Path) -> bool:
@@ -112,30 +108,3 @@ def write_video(
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-
-
-def resize_and_crop(
-    pixels: torch.Tensor, size: int, crop: int | None = None, mode: str = "bilinear"
-) -> torch.Tensor:
-    """(3, [T,] H, W) uint8 → short side resized to ``size`` (``mode``), centre crop of side
-    ``crop`` (default ``size``): (3, [T,] crop, crop) uint8 (4× less to move to a device than
-    float; ``x.float() / 255`` there)."""
-    crop = crop or size
-    if crop > size:
-        raise ValueError(f"crop must be at most the resized short side {size}, got {crop}")
-    video = pixels.dim() == 4
-    frames = pixels.transpose(0, 1) if video else pixels.unsqueeze(0)  # (T, 3, H, W)
-    frames = resize_short_side(frames, size, mode)  # uint8 → uint8
-    top, left = (frames.shape[-2] - crop) // 2, (frames.shape[-1] - crop) // 2
-    frames = frames[..., top : top + crop, left : left + crop].contiguous()
-    return frames.transpose(0, 1) if video else frames[0]
-
-
-def normalize(pixels: torch.Tensor, channel_dim: int = 0) -> torch.Tensor:
-    """ImageNet mean/std normalisation of a tensor in [0, 1] with 3 channels at ``channel_dim``
-    (0 for one image or clip, 1 for a batch)."""
-    shape = [1] * pixels.dim()
-    shape[channel_dim] = 3
-    mean = torch.tensor(IMAGENET_MEAN, device=pixels.device).view(shape)
-    std = torch.tensor(IMAGENET_STD, device=pixels.device).view(shape)
-    return (pixels - mean) / std

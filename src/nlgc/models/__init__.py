@@ -22,7 +22,6 @@ from nlgc.models.registry import (
     register,
 )
 from nlgc.models.resnet import BasicBlock, Bottleneck, ResNet
-from nlgc.models.video_inference import fully_convolutional_scores
 from nlgc.models.video_resnet import Bottleneck3d, VideoResNet
 from nlgc.models.zoo import ZOO, list_weights, weights_entry
 
@@ -42,7 +41,6 @@ __all__ = [
     "create_model",
     "default_plan",
     "describe",
-    "fully_convolutional_scores",
     "inflate_weights",
     "list_models",
     "list_weights",

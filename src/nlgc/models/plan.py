@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from nlgc.blocks import BLOCK_TYPES, BroadcastContextBlock
-from nlgc.blocks.checks import check_choice
+from nlgc.checks import check_choice
 
 STAGES = ("c2", "c3", "c4", "c5")
 POSITIONS = ("after_conv1", "after_conv2", "after_conv3", "after_add", "after_block")

@@ -1,4 +1,6 @@
-"""The input a network's weights were trained on: how to turn pixels into its tensors."""
+"""The input a network's weights were trained on, and the transforms that make it: resize,
+centre crop, normalise, clip sampling. ``predict``, ``analyze``, training from released weights
+and the data readers all call these (with :mod:`nlgc.clips` below them)."""
 
 from __future__ import annotations
 
@@ -6,7 +8,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from nlgc.blocks.checks import check_choice
+from nlgc.checks import check_choice
+from nlgc.clips import clip_indices, clip_starts, resize_and_crop
 
 CROPS = ("center", "three_crop")
 
@@ -52,6 +55,23 @@ class Preprocessing:
         mean = torch.tensor(self.mean, dtype=pixels.dtype, device=pixels.device).view(shape)
         std = torch.tensor(self.std, dtype=pixels.dtype, device=pixels.device).view(shape)
         return (pixels * self.pixel_max - mean) / std
+
+    def resize_crop(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(3, [T,] H, W) uint8 → short side resized to ``resize`` (``interpolation``), centre
+        crop of ``input_size``: (3, [T,] S, S) uint8."""
+        return resize_and_crop(pixels, self.resize, self.input_size, self.interpolation)
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(3, [T,] H, W) uint8 pixels → the network's input, (3, [T,] S, S) float: cropped
+        (:meth:`resize_crop`) and normalised (:meth:`normalize`)."""
+        return self.normalize(self.resize_crop(pixels).float().unsqueeze(0) / 255)[0]
+
+    def centre_clip(self, num_frames: int) -> list[int]:
+        """The frame indices of a video's centre clip: ``clip_len`` frames every
+        ``frame_interval`` (8 and 8 where the weights give none), looped if the video is short."""
+        length, interval = self.clip_len or 8, self.frame_interval or 8
+        start = clip_starts(num_frames, length * interval, 1)[0]
+        return clip_indices(start, length, interval, num_frames)
 
     def as_dict(self) -> dict:
         return asdict(self)

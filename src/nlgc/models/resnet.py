@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from nlgc.blocks.checks import check_choice
+from nlgc.checks import check_choice
 from nlgc.models.plan import STAGES, InsertionPoints, Plan, apply_plan
 
 

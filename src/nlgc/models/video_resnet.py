@@ -45,7 +45,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from nlgc.blocks.checks import check_choice
+from nlgc.checks import check_choice
 from nlgc.models.plan import Plan
 from nlgc.models.resnet import Bottleneck, ResNetBase
 

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nlgc.blocks.checks import check_choice, check_positive_int
+from nlgc.checks import check_choice, check_positive_int
 from nlgc.data.annotations import FORMATS
 from nlgc.data.synthetic import DEFAULT_KINDS
 

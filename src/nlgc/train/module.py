@@ -15,11 +15,10 @@ from kornia import augmentation as K
 from torch import nn
 
 from nlgc.blocks import ContextBlock
-from nlgc.data.io import normalize
+from nlgc.evaluation.video import view_scores
 from nlgc.models import create_model, modality
-from nlgc.models.preprocessing import Preprocessing
+from nlgc.models.preprocessing import IMAGENET, Preprocessing
 from nlgc.models.sources.native import METADATA_KEY, PREPROCESSING_KEY, model_metadata
-from nlgc.models.video_inference import view_scores
 from nlgc.train.config import ModelConfig, OptimConfig, VideoTest
 
 METRICS_KEY = "nlgc_metrics"  # in checkpoints: the trainer's callback metrics when it was saved
@@ -141,11 +140,10 @@ class Classifier(L.LightningModule):
             with torch.random.fork_rng(devices=devices):
                 torch.manual_seed(self._step_seed())
                 x = self.augmentation(x)
-        if self.normalization is None:
-            return normalize(x, channel_dim=2 if x.dim() == 6 else 1), y
+        normalization = self.normalization or IMAGENET
         if x.dim() == 6:  # (B, clips, C, T, H, W): normalise the clips as one batch
-            return self.normalization.normalize(x.flatten(0, 1)).unflatten(0, x.shape[:2]), y
-        return self.normalization.normalize(x), y
+            return normalization.normalize(x.flatten(0, 1)).unflatten(0, x.shape[:2]), y
+        return normalization.normalize(x), y
 
     def _step_seed(self) -> int:
         """A seed from (seed, optimizer step, rank), all restored when a run resumes."""

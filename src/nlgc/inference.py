@@ -1,4 +1,5 @@
-"""Top-k classes of images and videos, read with the weights' own preprocessing."""
+"""Inference on files: top-k classes of images and videos, read with the weights' own
+preprocessing."""
 
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nlgc.clips import clip_indices, clip_starts
-from nlgc.data.io import find_media, is_video, read_image, resize_and_crop
+from nlgc.data.io import find_media, is_video, read_image
 from nlgc.data.video import probe_video, read_frames
 from nlgc.models.preprocessing import IMAGENET, Preprocessing
 
@@ -28,22 +28,16 @@ class Prediction:
 
 
 def model_input(path: Path, preprocessing: Preprocessing, video: bool) -> torch.Tensor:
-    """(3, [T,] S, S) float input of one file: short side to ``resize``, centre crop of
-    ``input_size``, normalised; a video's centre clip of ``clip_len`` frames every
-    ``frame_interval`` (defaults 8 and 8 where the preprocessing gives none)."""
+    """(3, [T,] S, S) float input of one file, transformed by the weights' ``preprocessing``; a
+    video's centre clip (:meth:`~nlgc.models.preprocessing.Preprocessing.centre_clip`)."""
     if is_video(path) != video:
         kind = "a video" if video else "an image"
         raise ValueError(f"the model is {kind} model, but {path} is not {kind}")
-    mode = preprocessing.interpolation
     if video:
-        length, interval = preprocessing.clip_len or 8, preprocessing.frame_interval or 8
-        num_frames = probe_video(path).num_frames
-        start = clip_starts(num_frames, length * interval, 1)[0]
-        pixels = read_frames(path, clip_indices(start, length, interval, num_frames))
+        pixels = read_frames(path, preprocessing.centre_clip(probe_video(path).num_frames))
     else:
         pixels = read_image(path)
-    pixels = resize_and_crop(pixels, preprocessing.resize, preprocessing.input_size, mode)
-    return preprocessing.normalize(pixels.float().unsqueeze(0) / 255)[0]
+    return preprocessing(pixels)
 
 
 @torch.no_grad()

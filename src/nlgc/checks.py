@@ -1,4 +1,5 @@
-"""Argument and input checks shared by every block: errors that name what was expected."""
+"""Argument and input checks for the whole library (blocks, plans, models, preprocessing,
+configs): errors that name the argument, what was expected and what came in."""
 
 from __future__ import annotations
 
