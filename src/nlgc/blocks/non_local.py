@@ -7,10 +7,9 @@ import math
 import torch
 from torch import nn
 
-from nlgc.blocks import pairwise
 from nlgc.blocks.base import IMPLS, ContextBlock, register_block
 from nlgc.blocks.nd import batch_norm_nd, conv_nd, max_pool_nd
-from nlgc.blocks.pairwise import PAIRWISE
+from nlgc.blocks.pairwise import FUNCTIONS, PAIRWISE, PairwiseFunction
 from nlgc.checks import check_choice, check_input, check_positive_int, check_queries
 
 ATTEND = ("spacetime", "space", "time")
@@ -159,11 +158,11 @@ class NonLocalBlock(ContextBlock):
 
         conv = conv_nd(dim)
         c, c_inter = in_channels, self.inter_channels
-        if pairwise != "gaussian":
+        if self.function.embedded:
             self.theta = conv(c, c_inter, 1)
             self.phi = conv(c, c_inter, 1)
         self.g = conv(c, c_inter, 1)
-        if pairwise == "concatenation":
+        if self.function.projected:
             self.concat_project = conv(2 * c_inter, 1, 1, bias=False)
         self.out = conv(c_inter, c, 1)
         self.norm = batch_norm_nd(dim)(c) if norm == "bn" else nn.Identity()
@@ -184,6 +183,11 @@ class NonLocalBlock(ContextBlock):
             last = self.norm if self.norm_type == "bn" else self.out
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
+
+    @property
+    def function(self) -> PairwiseFunction:
+        """The pairwise function, looked up by name (the module holds no callables)."""
+        return FUNCTIONS[self.pairwise]
 
     @property
     def logit_scale(self) -> float:
@@ -227,12 +231,7 @@ class NonLocalBlock(ContextBlock):
             queries = torch.arange(num_positions, device=x.device)
         q = q[:, queries]  # (B, Q, Cq)
         key_mask = self._key_mask(queries, x.shape[2:], self.key_spatial(x.shape[2:]))
-        if self.pairwise in ("gaussian", "embedded_gaussian"):
-            return pairwise.softmax_weights(q, k, self.logit_scale, key_mask)
-        if self.pairwise == "dot_product":
-            return pairwise.dot_product_weights(q, k, key_mask)
-        a, b = self._concat_halves(q, k)
-        return pairwise.concatenation_weights(a, b, key_mask)
+        return self.function.weights(q, k, self.logit_scale, self._w_f(), key_mask)
 
     def key_spatial(self, spatial: tuple[int, ...]) -> tuple[int, ...]:
         """Keys are max-pooled by 2 in space with ``sub_sample`` (never in time)."""
@@ -255,7 +254,7 @@ class NonLocalBlock(ContextBlock):
         """θ(x), φ(x), g(x) as feature maps; keys and values sub-sampled as configured."""
         pool_first = self.sub_sample and self.pool_position == "before"
         source = self.pool(x) if pool_first else x
-        if self.pairwise == "gaussian":  # no embedding: f acts on the raw input
+        if not self.function.embedded:  # the Gaussian: f acts on the raw input
             query, key = x, source
         else:
             query, key = self.theta(x), self.phi(source)
@@ -264,27 +263,17 @@ class NonLocalBlock(ContextBlock):
             key, value = self.pool(key), self.pool(value)
         return query, key, value
 
-    def _concat_halves(self, q: torch.Tensor, k: torch.Tensor):
-        """a = θ·w_f[:C'] (..., Nq) and b = φ·w_f[C':] (..., Nk)."""
-        w_f = self.concat_project.weight.flatten()
-        return q @ w_f[: self.inter_channels], k @ w_f[self.inter_channels :]
+    def _w_f(self) -> torch.Tensor | None:
+        """The concatenation's projection w_f as a (2·C',) vector; None for the others."""
+        return self.concat_project.weight.flatten() if self.function.projected else None
 
     def _reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """y = (f / C(x)) · g with the full (Nq, Nk) matrix, as written in the paper."""
-        if self.pairwise == "concatenation":
-            w_f = self.concat_project.weight.flatten()
-            return pairwise.concatenation_weights_reference(q, k, w_f) @ v
-        if self.pairwise == "dot_product":
-            return pairwise.dot_product_weights(q, k) @ v
-        return pairwise.softmax_weights(q, k, self.logit_scale) @ v
+        return self.function.reference(q, k, self.logit_scale, self._w_f()) @ v
 
     def _fast(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """The same y without an (Nq, Nk) matrix (see nlgc.blocks.pairwise)."""
-        if self.pairwise == "concatenation":
-            return pairwise.concatenation_attention(*self._concat_halves(q, k), v)
-        if self.pairwise == "dot_product":
-            return pairwise.dot_product_attention(q, k, v)
-        return pairwise.softmax_attention(q, k, v, self.logit_scale)
+        return self.function.attention(q, k, v, self.logit_scale, self._w_f())
 
     def _key_mask(self, queries, query_spatial, key_spatial) -> torch.Tensor | None:
         """(Q, Nk) bool: which keys each query attends to; None when it attends to all."""

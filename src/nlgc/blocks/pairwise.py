@@ -24,18 +24,13 @@ Half-precision inputs are normalised in float32 (softmax, suffix sums) and cast 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
 from nlgc.common import HALF, softmax
-
-# The four pairwise functions f of the Non-local paper (Section 3.2): option value → name
-PAIRWISE = {
-    "embedded_gaussian": "embedded Gaussian",
-    "gaussian": "Gaussian",
-    "dot_product": "dot product",
-    "concatenation": "concatenation",
-}
 
 
 def _normalise_by_count(f: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
@@ -156,3 +151,68 @@ def concatenation_attention(a: torch.Tensor, b: torch.Tensor, v: torch.Tensor) -
     index = first.unsqueeze(-1).expand(*first.shape, v.shape[-1])
     y = (a.unsqueeze(-1) * v_tail.gather(-2, index) + bv_tail.gather(-2, index)) / n_keys
     return y.reshape(*lead, *y.shape[-2:]).to(out_dtype)
+
+
+def _halves(q: torch.Tensor, k: torch.Tensor, w_f: torch.Tensor):
+    """Concatenation: a = q·w_f[:Cq] (..., Nq) and b = k·w_f[Cq:] (..., Nk)."""
+    return q @ w_f[: q.shape[-1]], k @ w_f[q.shape[-1] :]
+
+
+@dataclass(frozen=True)
+class PairwiseFunction:
+    """One pairwise function f, as the block calls it. Every callable takes the logit
+    ``scale`` s and the concatenation's ``w_f`` (2·Cq,) and ignores what it does not use.
+
+    Args:
+        title: its name in the paper.
+        embedded: θ and φ embed the queries and keys (False: f acts on the raw input).
+        projected: it has the concatenation's projection w_f.
+        reference: (q, k, scale, w_f) → f/C(x) (..., Nq, Nk), the paper's formula.
+        weights: (q, k, scale, w_f, key_mask) → the same for chosen queries, restricted to
+            each query's keys (``attention_map``).
+        attention: (q, k, v, scale, w_f) → y (..., Nq, Cv) without an Nq × Nk matrix.
+    """
+
+    title: str
+    embedded: bool
+    projected: bool
+    reference: Callable[..., torch.Tensor]
+    weights: Callable[..., torch.Tensor]
+    attention: Callable[..., torch.Tensor]
+
+
+def _softmax_function(title: str, embedded: bool) -> PairwiseFunction:
+    return PairwiseFunction(
+        title,
+        embedded,
+        projected=False,
+        reference=lambda q, k, scale, w_f: softmax_weights(q, k, scale),
+        weights=lambda q, k, scale, w_f, key_mask: softmax_weights(q, k, scale, key_mask),
+        attention=lambda q, k, v, scale, w_f: softmax_attention(q, k, v, scale),
+    )
+
+
+# The four pairwise functions f of the Non-local paper (Section 3.2), by option value
+FUNCTIONS = {
+    "embedded_gaussian": _softmax_function("embedded Gaussian", embedded=True),
+    "gaussian": _softmax_function("Gaussian", embedded=False),
+    "dot_product": PairwiseFunction(
+        "dot product",
+        embedded=True,
+        projected=False,
+        reference=lambda q, k, scale, w_f: dot_product_weights(q, k),
+        weights=lambda q, k, scale, w_f, key_mask: dot_product_weights(q, k, key_mask),
+        attention=lambda q, k, v, scale, w_f: dot_product_attention(q, k, v),
+    ),
+    "concatenation": PairwiseFunction(
+        "concatenation",
+        embedded=True,
+        projected=True,
+        reference=lambda q, k, scale, w_f: concatenation_weights_reference(q, k, w_f),
+        weights=lambda q, k, scale, w_f, key_mask: concatenation_weights(
+            *_halves(q, k, w_f), key_mask
+        ),
+        attention=lambda q, k, v, scale, w_f: concatenation_attention(*_halves(q, k, w_f), v),
+    ),
+}
+PAIRWISE = {name: function.title for name, function in FUNCTIONS.items()}  # option → title
