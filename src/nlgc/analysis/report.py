@@ -1,4 +1,5 @@
-"""One self-contained HTML page (pictures embedded) and a metrics.json with every number shown."""
+"""One self-contained HTML page (pictures embedded), a metrics.json with every number shown, and
+its tables as Markdown."""
 
 from __future__ import annotations
 
@@ -36,11 +37,28 @@ class Table:
     headers: Sequence[str]
     rows: Sequence[Sequence]
 
+    def markdown(self, caption: str) -> str:
+        """The table as Markdown under ``caption`` (floats: 3 decimals up to 1, else 1)."""
+        lines = [
+            caption,
+            "",
+            "| " + " | ".join(self.headers) + " |",
+            "|" + " --- |" * len(self.headers),
+            *("| " + " | ".join(_markdown_cell(v) for v in row) + " |" for row in self.rows),
+        ]
+        return "\n".join(lines) + "\n"
+
 
 def _cell(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return html.escape(str(value))
+
+
+def _markdown_cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) <= 1 else f"{value:.1f}"
+    return str(value)
 
 
 def _table(table: Table) -> str:
