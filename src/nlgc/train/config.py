@@ -21,10 +21,8 @@ from pathlib import Path
 from nlgc.checks import check_choice, check_positive_int
 from nlgc.data.annotations import FORMATS
 from nlgc.data.synthetic import DEFAULT_KINDS
-
-KINDS = ("images", "videos", "synthetic")
-OPTIMIZERS = ("sgd", "adamw")
-AUGMENT = ("none", "flip", "standard")
+from nlgc.train.formats import DATA_FORMATS
+from nlgc.train.recipes import AUGMENTATIONS, OPTIMIZERS, SCHEDULES
 
 
 def _section(cls, name: str, values: Mapping | None):
@@ -121,11 +119,15 @@ class DataConfig:
     kinds: tuple[int, ...] = DEFAULT_KINDS
 
     def __post_init__(self):
-        check_choice("data.kind", self.kind, KINDS)
+        data_format = DATA_FORMATS[check_choice("data.kind", self.kind, DATA_FORMATS)]
         check_choice("data.format", self.format, ("folders", *FORMATS))
         if self.format != "folders":
-            if self.kind != "videos":
-                raise ValueError(f"data.format={self.format!r} needs data.kind='videos'")
+            if not data_format.annotation_lists:
+                lists = [k for k, f in DATA_FORMATS.items() if f.annotation_lists]
+                raise ValueError(
+                    f"data.format={self.format!r} needs a data.kind that reads annotation lists "
+                    f"({', '.join(lists)}), got {self.kind!r}"
+                )
             if not (self.train_list and self.val_list):
                 raise ValueError(f"data.format={self.format!r} needs data.train_list and val_list")
         if self.train_scale is not None:
@@ -138,7 +140,7 @@ class DataConfig:
             self.train_scale = (int(low), int(high))
         if self.multiscale_crop is not None:
             self.multiscale_crop = tuple(float(s) for s in self.multiscale_crop)
-        if self.kind != "synthetic" and not self.root:
+        if data_format.reads_root and not self.root:
             raise ValueError(f"data.root is required for data.kind={self.kind!r}")
         for name in ("size", "batch_size", "clip_len", "frame_interval"):
             check_positive_int(f"data.{name}", getattr(self, name))
@@ -147,14 +149,13 @@ class DataConfig:
         self.kinds = tuple(self.kinds)
 
 
-SCHEDULES = ("cosine", "multistep", "constant")
 NO_DECAY = ("norm", "bias", "blocks")  # parameter groups that may be kept out of weight decay
 
 
 @dataclass
 class OptimConfig:
-    """The optimiser (SGD with momentum, Nesterov's as the Caffe2 code's ``SOLVER.NESTEROV``
-    unless ``nesterov: false`` as mmaction2's, or AdamW), its learning-rate
+    """The optimiser (SGD with momentum, plain as torch's and mmaction2's unless ``nesterov:
+    true`` as the Caffe2 code's ``SOLVER.NESTEROV``, or AdamW), its learning-rate
     schedule, the loss's label smoothing and the batch augmentation (kornia: random resized
     crop + flip, flip, or none).
 
@@ -174,7 +175,7 @@ class OptimConfig:
     optimizer: str = "sgd"
     lr: float = 0.1
     momentum: float = 0.9
-    nesterov: bool = True
+    nesterov: bool = False
     weight_decay: float = 1e-4
     label_smoothing: float = 0.0
     augment: str = "standard"
@@ -189,8 +190,13 @@ class OptimConfig:
 
     def __post_init__(self):
         check_choice("optim.optimizer", self.optimizer, OPTIMIZERS)
-        check_choice("optim.augment", self.augment, AUGMENT)
+        check_choice("optim.augment", self.augment, AUGMENTATIONS)
         check_choice("optim.schedule", self.schedule, SCHEDULES)
+        if self.nesterov and (self.optimizer != "sgd" or not self.momentum > 0):
+            raise ValueError(
+                "optim.nesterov: true needs optim.optimizer: sgd with optim.momentum > 0, got "
+                f"optimizer {self.optimizer!r}, momentum {self.momentum}"
+            )
         self.milestones = tuple(float(m) for m in self.milestones)
         self.no_decay = (self.no_decay,) if isinstance(self.no_decay, str) else tuple(self.no_decay)
         for group in self.no_decay:

@@ -20,6 +20,7 @@ from nlgc.models import create_model, modality
 from nlgc.models.preprocessing import IMAGENET, Preprocessing
 from nlgc.models.sources.native import METADATA_KEY, PREPROCESSING_KEY, model_metadata
 from nlgc.train.config import ModelConfig, OptimConfig, VideoTest
+from nlgc.train.recipes import OPTIMIZERS, augmentation, lr_factor
 
 METRICS_KEY = "nlgc_metrics"  # in checkpoints: the trainer's callback metrics when it was saved
 THREADS_KEY = "nlgc_cpu_threads"  # in checkpoints: torch's intra-op CPU threads of the run
@@ -79,7 +80,7 @@ class Classifier(L.LightningModule):
         self.top_k = (1, 5) if num_classes > 5 else (1,)
         self.metrics = torch.nn.ModuleDict(self._metrics(num_classes))
         self.confusion = torchmetrics.ConfusionMatrix("multiclass", num_classes=num_classes)
-        self.augmentation = self._augmentation(self.optim.augment)
+        self.augmentation = augmentation(self.optim.augment, self.video)
 
     def _metrics(self, num_classes: int) -> dict:
         """Per split: top-k and mean class accuracy (test: of videos and of their clips), or
@@ -109,18 +110,6 @@ class Classifier(L.LightningModule):
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.eval()
         return self
-
-    def _augmentation(self, augment: str):
-        layers = []
-        if augment == "standard":
-            layers.append(K.RandomResizedCrop((224, 224), scale=(0.25, 1.0)))  # size set per batch
-        if augment in ("standard", "flip"):
-            layers.append(K.RandomHorizontalFlip())
-        if not layers:
-            return None
-        if self.video:
-            return K.VideoSequential(*layers, data_format="BCTHW", same_on_frame=True)
-        return K.AugmentationSequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.memory_format is not torch.contiguous_format:  # model.channels_last
@@ -240,12 +229,7 @@ class Classifier(L.LightningModule):
     def configure_optimizers(self):
         hp = self.optim
         groups = parameter_groups(self.model, hp)
-        if hp.optimizer == "sgd":
-            optimizer = torch.optim.SGD(
-                groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov
-            )
-        else:
-            optimizer = torch.optim.AdamW(groups, lr=hp.lr)
+        optimizer = OPTIMIZERS[hp.optimizer](groups, hp)
         total = self.trainer.estimated_stepping_batches
         epochs = self.trainer.max_epochs
         if not math.isfinite(total) or not epochs or epochs < 1:
@@ -268,7 +252,6 @@ class Classifier(L.LightningModule):
         }
 
 
-LOG_NAMES = {"val": "val/", "test": "test/", "test_clip": "test/clip_"}  # metric → logged name
 NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
 
 
@@ -301,18 +284,3 @@ def parameter_groups(model: nn.Module, hp: OptimConfig) -> list[dict]:
         {"params": params, "weight_decay": decay, "lr": hp.lr * mult, "hold_epochs": hold}
         for (decay, mult, hold), params in groups.items()
     ]
-
-
-def lr_factor(step: int, steps_per_epoch: float, total_steps: float, hp: OptimConfig) -> float:
-    """The learning rate at optimizer ``step`` as a multiple of ``hp.lr``: linear warm-up over
-    ``hp.warmup_epochs``, then the cosine, multistep or constant schedule."""
-    warmup = hp.warmup_epochs * steps_per_epoch
-    if step < warmup:
-        return hp.warmup_factor + (1 - hp.warmup_factor) * step / warmup
-    if hp.schedule == "cosine":
-        progress = min(1.0, (step - warmup) / max(1.0, total_steps - warmup))
-        return 0.5 * (1 + math.cos(math.pi * progress))
-    if hp.schedule == "multistep":
-        epoch = step / steps_per_epoch
-        return hp.gamma ** sum(epoch >= milestone for milestone in hp.milestones)
-    return 1.0

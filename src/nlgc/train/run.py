@@ -39,18 +39,25 @@ from nlgc.train.checkpoint_io import AtomicCheckpointIO
 from nlgc.train.config import RunConfig
 from nlgc.train.datamodule import DataModule
 from nlgc.train.module import METRICS_KEY, Classifier
+from nlgc.train.tasks import task_of
 
 log = logging.getLogger(__name__)
 
 
+_NOT_RUN_OUTPUT = ("💡 Tip", "GPU available:", "TPU available:", "HPU available:", "IPU available:")
+
+
 def _not_a_tip(record: logging.LogRecord) -> bool:
-    """Lightning's advertisements ("💡 Tip: … try installing litlogger") are not run output."""
-    return not record.getMessage().startswith("💡 Tip")
+    """Lightning's advertisements ("💡 Tip: … try installing litlogger") and its inventory of
+    accelerators ("GPU available: False, used: False", "TPU available: …") are not run
+    output (the accelerator a run uses is in its config and its log)."""
+    return not record.getMessage().startswith(_NOT_RUN_OUTPUT)
 
 
 @contextlib.contextmanager
 def _without_tips():
-    """Lightning's tips dropped while a Trainer is built and runs (not for the process)."""
+    """Lightning's tips and accelerator inventory dropped while a Trainer is built and runs
+    (not for the process)."""
     tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     tips.addFilter(_not_a_tip)
     try:
@@ -135,7 +142,7 @@ def build(config: Mapping | RunConfig, progress: bool = True):
     L.seed_everything(config.seed, workers=True, verbose=False)
     data = DataModule(config.data, config.seed)
     num_classes = config.model.num_classes or len(data.classes)
-    module = Classifier(
+    module = task_of(config).module(
         config.model,
         num_classes,
         config.optim,
@@ -252,19 +259,6 @@ def _weights(out: Path, checkpoint: str | None) -> str | None:
     return str(path) if path.is_file() else None
 
 
-def write_class_tables(out: Path, classes: list[str], matrix: torch.Tensor) -> None:
-    """``out/test_per_class.md`` (items, correct and accuracy of every class, from the test's
-    confusion matrix) and ``out/test_confusion.png``."""
-    from nlgc.analysis.plots import plot_confusion
-
-    lines = ["| class | test items | correct | accuracy |", "| --- | --- | --- | --- |"]
-    for name, row, correct in zip(classes, matrix.sum(1), matrix.diagonal(), strict=True):
-        accuracy = f"{float(correct) / float(row):.3f}" if row else "-"
-        lines.append(f"| {name} | {int(row)} | {int(correct)} | {accuracy} |")
-    write_text_atomic(out / "test_per_class.md", "\n".join(lines) + "\n")
-    write_atomic(out / "test_confusion.png", lambda path: plot_confusion(matrix, classes, path))
-
-
 def evaluate(
     config: Mapping | RunConfig, stage: str, checkpoint: str | None = None, progress=True
 ) -> dict:
@@ -272,6 +266,7 @@ def evaluate(
     ``out/{stage}_metrics.json`` with top-1, top-5 (where there are more than 5 classes), mean
     class accuracy and, for a test, the clip-level ones (``test/clip_*``, whole-video tests),
     the confusion matrix, ``test_per_class.md`` and ``test_confusion.png``."""
+    config = as_run_config(config)
     module, data, trainer, out = build(config, progress)
     path = _weights(out, checkpoint)
     if path is None:
@@ -280,14 +275,8 @@ def evaluate(
     with _lightning_warnings_we_mean():
         results = run(module, datamodule=data, ckpt_path=path)[0]
     metrics = {k: float(v) for k, v in results.items()}
-    if stage == "test" and not module.multi_label:
-        matrix = module.confusion.compute().cpu()
-        metrics["confusion_matrix"] = {
-            "classes": data.classes,
-            "rows_true_cols_predicted": matrix.tolist(),
-        }
-        if trainer.is_global_zero:
-            write_class_tables(out, data.classes, matrix)
+    if stage == "test":
+        task_of(config).test_outputs(module, data, metrics, out if trainer.is_global_zero else None)
     if trainer.is_global_zero:
         write_text_atomic(out / f"{stage}_metrics.json", json.dumps(metrics, indent=2))
     _release_process_group()

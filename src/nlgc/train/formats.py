@@ -1,0 +1,132 @@
+"""Data formats as a table: each ``data.kind`` is one :class:`DataFormat` entry, its class
+names and its datasets per split, read from the :class:`~nlgc.train.datamodule.DataModule`
+(its :class:`~nlgc.train.config.DataConfig` and seed). Adding a format is its reader in
+:mod:`nlgc.data` and one entry here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from torch.utils.data import Dataset
+
+from nlgc.data.annotations import kinetics_classes, read_annotations, read_label_map
+from nlgc.data.folders import ImageFolder, MultiClipVideos, VideoClips, VideoFolder, list_classes
+from nlgc.data.synthetic import PairsDataset
+
+if TYPE_CHECKING:
+    from nlgc.train.datamodule import DataModule
+
+
+def _synthetic_classes(data: DataModule) -> list[str]:
+    return list(PairsDataset.classes)
+
+
+def _synthetic_datasets(data: DataModule, stage: str | None) -> dict[str, Dataset | None]:
+    """The built-in long-range task: train, val and test drawn with seeds seed, +1, +2."""
+    hp = data.config
+
+    def make(count: int, seed: int, split: str) -> PairsDataset:
+        return PairsDataset(
+            count, seed, max(64, hp.size), hp.frames, split, hp.source, tuple(hp.kinds)
+        )
+
+    return {
+        "train": make(hp.count, data.seed, "train"),
+        "val": make(hp.val_count, data.seed + 1, "val"),
+        "test": make(hp.test_count, data.seed + 2, "test"),
+    }
+
+
+def _folder_classes(data: DataModule) -> list[str]:
+    """The label map's names, a Kinetics CSV's sorted labels, ``num_classes`` indices, or the
+    train folders' names."""
+    hp = data.config
+    if hp.label_map:
+        return read_label_map(data.path(hp.label_map))
+    if hp.format == "kinetics_csv":
+        return kinetics_classes(data.path(hp.train_list))
+    if hp.format != "folders":
+        if hp.num_classes is None:
+            raise ValueError(f"data.format={hp.format!r} needs data.label_map or data.num_classes")
+        return [str(i) for i in range(hp.num_classes)]
+    return list_classes(hp.root, "train")
+
+
+def _splits(data: DataModule, stage: str | None, split_data) -> dict[str, Dataset | None]:
+    """train (when fitting), val, and test (when testing; ``val`` where there is no test
+    split), each ``split_data(data, split, train)``."""
+    hp = data.config
+    test_split = "test" if (Path(hp.root) / "test").is_dir() or hp.test_list else "val"
+    return {
+        "train": split_data(data, "train", True) if stage in (None, "fit") else None,
+        "val": split_data(data, "val", False),
+        "test": split_data(data, test_split, False) if stage in (None, "test") else None,
+    }
+
+
+def _image_split(data: DataModule, split: str, train: bool) -> Dataset:
+    hp = data.config
+    return ImageFolder(hp.root, split, hp.size, data.classes, hp.skip_corrupt)
+
+
+def _video_split(data: DataModule, split: str, train: bool) -> Dataset:
+    """Clips of a class-per-folder split or of an annotation list (``data.format``)."""
+    hp = data.config
+    clips = {
+        "clip_len": hp.clip_len,
+        "frame_interval": hp.frame_interval,
+        "size": hp.size,
+        "random_start": train,
+        "threads": 1 if hp.workers > 0 else 0,
+        "train_scale": hp.train_scale,
+        "multiscale": hp.multiscale_crop,
+        "multiscale_gap": hp.multiscale_gap,
+        "resize": hp.resize,
+    }
+    if hp.format == "folders":
+        return VideoFolder(
+            hp.root, split, classes=data.classes, skip_corrupt=hp.skip_corrupt, **clips
+        )
+    lists = {"train": hp.train_list, "val": hp.val_list, "test": hp.test_list or hp.val_list}
+    annotations = read_annotations(
+        data.path(lists[split]),
+        hp.format,
+        hp.root,
+        data.classes,
+        len(data.classes),
+        hp.skip_corrupt,
+    )
+    return VideoClips(annotations, data.classes, multi_label=hp.multi_label, **clips)
+
+
+def _video_datasets(data: DataModule, stage: str | None) -> dict[str, Dataset | None]:
+    """Video splits; with ``full_video_test`` the test split gives whole videos."""
+    datasets = _splits(data, stage, _video_split)
+    hp = data.config
+    if hp.full_video_test and datasets["test"] is not None:
+        protocol = hp.video_test
+        datasets["test"] = MultiClipVideos(datasets["test"], protocol.clips, protocol.short_side)
+    return datasets
+
+
+@dataclass(frozen=True)
+class DataFormat:
+    """One ``data.kind``: its class names and its datasets per split (None where a stage does
+    not need one), each from the :class:`DataModule` (its config and seed); whether it reads
+    files under ``data.root`` and annotation lists (``data.format`` other than ``folders``)."""
+
+    classes: Callable[[DataModule], list[str]]
+    datasets: Callable[[DataModule, str | None], dict[str, Dataset | None]]
+    reads_root: bool = True
+    annotation_lists: bool = False
+
+
+# data.kind → how its data is read (the keys of DataConfig each kind uses: see its docstring)
+DATA_FORMATS = {
+    "synthetic": DataFormat(_synthetic_classes, _synthetic_datasets, reads_root=False),
+    "images": DataFormat(_folder_classes, lambda data, stage: _splits(data, stage, _image_split)),
+    "videos": DataFormat(_folder_classes, _video_datasets, annotation_lists=True),
+}

@@ -1,0 +1,89 @@
+"""Tasks as a table: each is one :class:`Task` entry naming the models it trains, its data
+formats, its LightningModule (the training step with its loss terms, and its metrics) and what
+``nlgc test`` writes. ``nlgc fit / validate / test`` look the task up from the config; nothing
+in ``nlgc.train`` asks which task it is by an if-chain. Detection and segmentation are next."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from nlgc.common import write_atomic, write_text_atomic
+from nlgc.models import modality
+from nlgc.train.config import RunConfig
+from nlgc.train.module import Classifier
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task.
+
+    Args:
+        name: as configs and messages say it.
+        modality: the registered models it trains (``nlgc.list_models(modality=...)``), built
+            by ``nlgc.create_model``.
+        data_kinds: the ``data.kind`` values (:data:`~nlgc.train.formats.DATA_FORMATS`) it reads.
+        module: its LightningModule: training step (loss terms), validation / test metrics.
+        test_outputs: ``(module, data, metrics, out)``: what a test adds to ``metrics`` (and,
+            with ``out`` on the main process, writes into the run's folder) beyond
+            ``test_metrics.json``.
+    """
+
+    name: str
+    modality: str
+    data_kinds: tuple[str, ...]
+    module: type[L.LightningModule]
+    test_outputs: Callable[[L.LightningModule, L.LightningDataModule, dict, Path | None], None]
+
+
+def write_class_tables(out: Path, classes: list[str], matrix: torch.Tensor) -> None:
+    """``out/test_per_class.md`` (items, correct and accuracy of every class, from the test's
+    confusion matrix) and ``out/test_confusion.png``."""
+    from nlgc.analysis.plots import plot_confusion
+
+    lines = ["| class | test items | correct | accuracy |", "| --- | --- | --- | --- |"]
+    for name, row, correct in zip(classes, matrix.sum(1), matrix.diagonal(), strict=True):
+        accuracy = f"{float(correct) / float(row):.3f}" if row else "-"
+        lines.append(f"| {name} | {int(row)} | {int(correct)} | {accuracy} |")
+    write_text_atomic(out / "test_per_class.md", "\n".join(lines) + "\n")
+    write_atomic(out / "test_confusion.png", lambda path: plot_confusion(matrix, classes, path))
+
+
+def confusion_outputs(module: Classifier, data, metrics: dict, out: Path | None) -> None:
+    """Single-label classification: the confusion matrix in the metrics; per-class table and
+    confusion picture in ``out``. Multi-label data: nothing beyond the metrics (mAP)."""
+    if module.multi_label:
+        return
+    matrix = module.confusion.compute().cpu()
+    metrics["confusion_matrix"] = {
+        "classes": data.classes,
+        "rows_true_cols_predicted": matrix.tolist(),
+    }
+    if out is not None:
+        write_class_tables(out, data.classes, matrix)
+
+
+TASKS = {
+    "classification": Task(
+        "image classification", "image", ("images", "synthetic"), Classifier, confusion_outputs
+    ),
+    "video": Task(
+        "video classification", "video", ("videos", "synthetic"), Classifier, confusion_outputs
+    ),
+}
+
+
+def task_of(config: RunConfig) -> Task:
+    """The task of a run: the one that trains its model, checked against its data kind."""
+    kind = modality(config.model.name)
+    task = next(t for t in TASKS.values() if t.modality == kind)
+    if config.data.kind not in task.data_kinds:
+        raise ValueError(
+            f"model.name={config.model.name!r} is a {task.name} model: data.kind must be one "
+            f"of {task.data_kinds}, got {config.data.kind!r}"
+        )
+    return task
