@@ -204,9 +204,18 @@ class VideoFolder(VideoClips):
     unreadable files fail when read or, with ``skip_corrupt``, are left out here."""
 
     def __init__(
-        self, root, split, clip_len=8, frame_interval=8, size=224, random_start=False,
-        classes=None, skip_corrupt=False, threads=0, **crops,
-    ):  # fmt: skip
+        self,
+        root,
+        split,
+        clip_len=8,
+        frame_interval=8,
+        size=224,
+        random_start=False,
+        classes=None,
+        skip_corrupt=False,
+        threads=0,
+        **crops,
+    ):
         self.root, self.split = Path(root), split
         classes = classes or list_classes(self.root, "train")
         samples = scan_split(self.root, split, classes, VIDEO_SUFFIXES)
