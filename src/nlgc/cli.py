@@ -272,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     models = sub.add_parser("models", help="list the registered model names")
     models.add_argument("pattern", nargs="?", default="*")
+    models.add_argument(
+        "--task", choices=("classification", "video", "detection"), help="only this task's models"
+    )
     models.set_defaults(run=run_models)
     _demo_parser(sub)
     _train_parsers(sub)
@@ -284,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run_models(args) -> None:
     from nlgc.models import describe, list_models
 
-    for name in list_models(args.pattern):
+    for name in list_models(args.pattern, task=args.task):
         print(f"{name:<28} {describe(name)}")
 
 

@@ -65,7 +65,9 @@ class NonLocalBlock(ContextBlock):
             ``"gaussian"`` (f = exp(x_iᵀx_j) on the raw input, no θ/φ, softmax),
             ``"dot_product"`` (f = θ(x_i)ᵀφ(x_j), C(x) = number of keys) or
             ``"concatenation"`` (f = ReLU(w_fᵀ[θ(x_i), φ(x_j)]), C(x) = number of keys).
-        inter_channels: C', the embedding width of θ, φ and g; default C // 2 (at least 1).
+        inter_channels: C', the embedding width of θ, φ and g; default C // ``reduction``.
+        reduction: C / C' where ``inter_channels`` is not given (at least 1 channel); 2 in the
+            paper, mmcv's ``NonLocal2d(reduction=…)``.
         sub_sample: max-pool the keys and values by 2 in space (1×2×2 for video); θ is never
             pooled.
         pool_position: ``"after"`` pools after the φ/g convolutions (paper figure, most PyTorch
@@ -113,6 +115,7 @@ class NonLocalBlock(ContextBlock):
         dim: int = 2,
         pairwise: str = "embedded_gaussian",
         inter_channels: int | None = None,
+        reduction: int = 2,
         sub_sample: bool = False,
         pool_position: str = "after",
         attend: str = "spacetime",
@@ -128,7 +131,7 @@ class NonLocalBlock(ContextBlock):
         self.dim = check_choice("dim", dim, (1, 2, 3))
         self.pairwise = check_choice("pairwise", pairwise, PAIRWISE)
         if inter_channels is None:
-            inter_channels = max(1, in_channels // 2)
+            inter_channels = max(1, in_channels // check_positive_int("reduction", reduction))
         self.inter_channels = check_positive_int("inter_channels", inter_channels)
         self.sub_sample = bool(sub_sample)
         self.pool_position = check_choice("pool_position", pool_position, ("after", "before"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from nlgc.models.detection import DetectorArchitecture
 from nlgc.models.plan import STAGES, Insertion, Plan
 from nlgc.models.registry import Architecture, register
 from nlgc.models.resnet import BasicBlock, Bottleneck, ResNet
@@ -37,6 +38,7 @@ def _video(title: str, depth: int, inflate_style: str | None = None) -> Architec
         {"layers": DEPTHS[depth], **(inflate if inflate_style else {})},
         num_classes=400,
         modality="video",
+        task="video",
     )
 
 
@@ -128,6 +130,11 @@ SNL = Variant(
     Plan((Insertion("snl", ("c4",), "before_last"),)),
     "one simplified non-local block at the NL position in c4 (GCNet)",
 )
+SNL_C3C5 = Variant(
+    Plan((Insertion("snl", _C3_C5, position="after_conv3"),)),
+    "SNL blocks after conv3 of every bottleneck of c3–c5, where GCNet puts GC blocks (the "
+    "all-SNL row GCNet did not report)",
+)
 SE = Variant(
     Plan((Insertion("se", STAGES, options={"ratio": 1 / 16}),)),
     "SE (r=1/16) after conv3 of every residual block (SE-ResNet)",
@@ -206,16 +213,19 @@ MODELS = [
     ("nl_resnet50", RESNET50, NL),
     ("dnl_resnet50", RESNET50, DNL),
     ("snl_resnet50", RESNET50, SNL),
+    ("snl_c3c5_resnet50", RESNET50, SNL_C3C5),
     ("se_resnet50", RESNET50, SE),
     ("gc_resnet101", RESNET101, GC),
     ("gc_r4_resnet101", RESNET101, GC_R4),
     ("nl_resnet101", RESNET101, NL),
     ("snl_resnet101", RESNET101, SNL),
+    ("snl_c3c5_resnet101", RESNET101, SNL_C3C5),
     ("se_resnet101", RESNET101, SE),
     ("gc_resnext101_32x4d", RESNEXT101, GC),
     ("gc_r4_resnext101_32x4d", RESNEXT101, GC_R4),
     ("nl_resnext101_32x4d", RESNEXT101, NL),
     ("snl_resnext101_32x4d", RESNEXT101, SNL),
+    ("snl_c3c5_resnext101_32x4d", RESNEXT101, SNL_C3C5),
     ("se_resnext101_32x4d", RESNEXT101, SE),
     ("tiny_resnet", TINY, PLAIN),
     ("nl_tiny_resnet", TINY, NL_AFTER_C3),
@@ -259,3 +269,14 @@ MODELS = [
 for _name, _arch, _variant in MODELS:
     _text = f"{_arch.title} + {_variant.text}" if _variant.plan.insertions else _arch.title
     register(_name, _arch, _variant.plan, _text, _variant.only_for)
+
+# Detectors: torchvision's Mask R-CNN and Faster R-CNN FPN on every 4-stage 2D ResNet above,
+# with the same blocks: mask_rcnn_gc_r4_resnet50_fpn, faster_rcnn_nl_resnet50_fpn, …
+_HEADS = {"mask_rcnn": "Mask R-CNN", "faster_rcnn": "Faster R-CNN"}
+for _name, _arch, _variant in MODELS:
+    if _arch.task != "classification" or len(_arch.defaults["layers"]) != 4:
+        continue
+    for _head, _title in _HEADS.items():
+        _detector = DetectorArchitecture(_head, _arch, f"{_title} FPN on {_arch.title}")
+        _text = f"{_detector.title} + {_variant.text}" if _variant.plan.insertions else ""
+        register(f"{_head}_{_name}_fpn", _detector, _variant.plan, _text or _detector.title)

@@ -209,8 +209,8 @@ def fitting_models(
     built as the source builds it (``built_as``, each of its ``alternatives``) with ``given``:
     of the models made for the checkpoint ``kind``, if any fits; else of the general ones."""
     wanted = _signature(state)
-    modality = "video" if state.get("conv1.weight", torch.empty(0)).dim() == 5 else "image"
-    names = list_models(modality=modality)
+    video = state.get("conv1.weight", torch.empty(0)).dim() == 5
+    names = list_models(task="video" if video else "classification")
     fits = []
     for only_for in dict.fromkeys((kind, None)):
         for name in (n for n in names if model_spec(n).only_for == only_for):

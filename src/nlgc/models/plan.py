@@ -96,6 +96,10 @@ class Insertion:
             GC and SE, ``after_block`` for NL and SNL).
         options: keyword arguments for the block's constructor (``ratio``, ``pairwise``, …);
             each must be one of the block's own (:func:`block_options`).
+        name: the blocks' submodule name in their residual blocks (their state-dict keys);
+            default the block type's (``context_block``, ``non_local_block``, …), suffixed
+            with the position where it is not the type's own. mmdetection's plugins name
+            theirs ``context_block`` and ``nonlocal_block`` (:mod:`nlgc.models.plugins`).
     """
 
     block: str
@@ -103,6 +107,7 @@ class Insertion:
     indices: str | tuple[int, ...] = "all"
     position: str | None = None
     options: Mapping = field(default_factory=Options)
+    name: str | None = None
 
     def __post_init__(self):
         check_choice("block", self.block, BLOCK_TYPES)
@@ -128,9 +133,20 @@ class Insertion:
                 f"unknown option(s) {unknown} for {self.block!r} blocks "
                 f"({BLOCK_TYPES[self.block].cls.__name__}); valid: {list(known)}"
             )
+        if self.name is not None and not self.name.isidentifier():
+            raise ValueError(f"name must be a Python identifier, got {self.name!r}")
         for name, value in (("stages", stages), ("indices", indices), ("position", position)):
             object.__setattr__(self, name, value)
         object.__setattr__(self, "options", options)
+
+    @property
+    def module_name(self) -> str:
+        """The blocks' submodule name (see ``name``)."""
+        if self.name is not None:
+            return self.name
+        kind = BLOCK_TYPES[self.block]
+        suffix = "" if self.position == kind.default_position else f"_{self.position}"
+        return kind.attribute + suffix
 
     def select(self, num_blocks: int) -> list[int]:
         """The residual-block indices this insertion uses in a stage of ``num_blocks`` blocks."""
@@ -206,6 +222,7 @@ class Plan:
                     "options": {
                         k: list(v) if isinstance(v, tuple) else v for k, v in i.options.items()
                     },
+                    **({"name": i.name} if i.name is not None else {}),
                 }
                 for i in self.insertions
             ]
@@ -314,10 +331,7 @@ def apply_plan(stages: Mapping[str, Iterable[nn.Module]], plan: Plan, dim: int =
     ``stages`` maps ``c2``…``c5`` to sequences of residual blocks that mix in InsertionPoints.
     """
     for insertion in plan.insertions:
-        kind = BLOCK_TYPES[insertion.block]
-        name = kind.attribute
-        if insertion.position != kind.default_position:
-            name = f"{name}_{insertion.position}"
+        kind, name = BLOCK_TYPES[insertion.block], insertion.module_name
         for stage in insertion.stages:
             if stage not in stages:
                 raise ValueError(

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from torch import nn
 
+from nlgc.checks import check_choice
 from nlgc.models.download import fetch
 from nlgc.models.plan import Plan
+from nlgc.models.plugins import plugin_insertions
 from nlgc.models.preprocessing import Preprocessing
 from nlgc.models.weights import (
     LoadReport,
@@ -41,6 +44,7 @@ class Architecture:
     defaults: dict = field(default_factory=dict)
     num_classes: int = 1000
     modality: str = "image"  # or "video": input (B, C, H, W) or (B, C, T, H, W)
+    task: str = "classification"  # or "video"; detectors: nlgc.models.detection
 
     def option_names(self) -> tuple[str, ...]:
         parameters = inspect.signature(self.cls.__init__).parameters
@@ -52,7 +56,10 @@ class Architecture:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A named configuration: an architecture, its plan, one line."""
+    """A named configuration: an architecture, its plan, one line. ``architecture`` is an
+    :class:`Architecture` or anything with its ``title``, ``num_classes``, ``modality``,
+    ``task``, ``option_names()`` and ``build(plan, num_classes, **options)``
+    (:class:`~nlgc.models.detection.DetectorArchitecture`)."""
 
     architecture: Architecture
     plan: Plan
@@ -62,6 +69,10 @@ class ModelSpec:
     @property
     def modality(self) -> str:
         return self.architecture.modality
+
+    @property
+    def task(self) -> str:
+        return self.architecture.task
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -82,13 +93,23 @@ def register(
     _REGISTRY[name] = ModelSpec(architecture, plan, description, only_for)
 
 
-def list_models(pattern: str = "*", modality: str | None = None) -> list[str]:
+TASKS = ("classification", "video", "detection")
+
+
+def list_models(
+    pattern: str = "*", modality: str | None = None, task: str | None = None
+) -> list[str]:
     """Registered names matching a shell-style pattern, e.g. ``list_models("gc_*")``, of one
-    ``modality`` (``"image"`` or ``"video"``) or of both."""
+    ``modality`` (``"image"`` or ``"video"``) and one ``task`` (``"classification"``,
+    ``"video"``, ``"detection"``), or of all."""
+    if task is not None:
+        check_choice("task", task, TASKS)
     return sorted(
         name
         for name, spec in _REGISTRY.items()
-        if fnmatch.fnmatch(name, pattern) and modality in (None, spec.modality)
+        if fnmatch.fnmatch(name, pattern)
+        and modality in (None, spec.modality)
+        and task in (None, spec.task)
     )
 
 
@@ -129,9 +150,11 @@ def create_model(
     num_classes: int | None = None,
     plan: Plan | None = None,
     pretrained: bool | str = False,
+    plugins: Sequence[Mapping] | None = None,
     **overrides,
 ):
-    """Build a registered model.
+    """Build a registered model: image and video classifiers, and detectors
+    (``mask_rcnn_gc_r4_resnet50_fpn``: torchvision's, see :mod:`nlgc.models.detection`).
 
     Args:
         name: see :func:`list_models`.
@@ -142,6 +165,10 @@ def create_model(
         num_classes: classifier size; default 1000 for image and 400 (Kinetics) for video
             models.
         plan: replace the configuration's plan entirely.
+        plugins: mmdetection's ``plugins=`` list (``dict(cfg=dict(type="ContextBlock",
+            ratio=1/4), stages=(False, True, True, True), position="after_conv3")``; mmcv's
+            ``ContextBlock`` and ``NonLocal2d``): blocks added to the plan with mmdetection's
+            placement, function and names (:mod:`nlgc.models.plugins`).
         **overrides: the network's own arguments (``features_only``, ``out_indices``,
             ``in_channels``, ``base_channels``, ``stem``, and for video ``stem_temporal_stride``,
             ``dropout``, …), Insertion fields applied to every insertion (``stages``,
@@ -154,10 +181,14 @@ def create_model(
     if pretrained:
         if plan is not None:
             raise ValueError("pretrained weights come with their own plan: pass plan=None")
+        if plugins:
+            overrides = {**overrides, "plugins": plugins}
         model, _ = create_pretrained(default_entry(name, pretrained), num_classes, **overrides)
         return model
     spec = model_spec(name)
     plan = plan if plan is not None else spec.plan
+    if plugins:
+        plan = Plan((*plan.insertions, *plugin_insertions(plugins)))
     model_options = spec.architecture.option_names()
     unknown = sorted(set(overrides) - set(option_names(name, plan)))
     if unknown:

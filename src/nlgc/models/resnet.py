@@ -277,9 +277,11 @@ class ResNet(ResNetBase):
             self.conv1 = self._tiered_stem(in_channels, base, 1 if stem == "tiered_maxpool" else 2)
         else:
             self.conv1 = nn.Conv2d(in_channels, base, 7, 2, 3, bias=False)
-        self.maxpool = nn.Identity() if stem == "tiered" else nn.MaxPool2d(3, 2, 1)
         self.bn1 = nn.BatchNorm2d(base)
         self.relu = self.activation(inplace=True)
+        # registered in the order forward runs them (torchvision's IntermediateLayerGetter
+        # runs a backbone's children in order: the detectors' body)
+        self.maxpool = nn.Identity() if stem == "tiered" else nn.MaxPool2d(3, 2, 1)
         for index, depth in enumerate(layers):
             stride = 1 if index == 0 else 2
             planes = widths[index] // block.expansion if widths else base * 2**index

@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 from nlgc.models.download import NO_HASH, OPENMMLAB, TORCH_HUB, HashRule, fetch, fetch_url
-from nlgc.models.preprocessing import IMAGENET, Preprocessing
+from nlgc.models.preprocessing import Preprocessing
 from nlgc.models.sources import WeightsSource, caffe2, mmaction2, mmdetection, timm, torchvision
 
 
@@ -101,7 +101,7 @@ def _torchvision(tag: str, file: str, accuracy: str, weights: str, resize: int) 
         TORCH_HUB,
         accuracy,
         f"{_IN1K}, resize {resize}, centre crop 224 (torchvision ResNet50_Weights.{weights})",
-        replace(IMAGENET, resize=resize),
+        replace(torchvision.SOURCE.preprocessing, resize=resize),
         classes="imagenet1k",
         license="BSD-3-Clause",
     )

@@ -63,5 +63,5 @@ SOURCE = WeightsSource(
     convert=convert,
     build_options=build_options,
     alternatives=caffe2.SOURCE.alternatives,
-    preprocessing=caffe2.CAFFE2_32X2,
+    preprocessing=caffe2.SOURCE.preprocessing,
 )
