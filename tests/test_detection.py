@@ -285,3 +285,34 @@ def test_plugins_equal_the_named_configurations_and_refuse_what_nlgc_lacks():
         )
     with pytest.raises(TypeError, match="plugins must be a list of dicts"):
         nlgc.create_model("resnet50", plugins=GC_R4_PLUGIN)
+
+
+def test_torchvisions_coco_weights_by_name_build_as_torchvision_builds_them(tmp_path, monkeypatch):
+    """``mask_rcnn_resnet50_fpn.tv_coco``: torchvision's maskrcnn_resnet50_fpn(weights=COCO_V1)
+    (FrozenBatchNorm2d with its eps overwritten to 0, c3–c5 trainable), here with random
+    weights placed in the cache under the published file name."""
+    from torchvision.models.detection._utils import overwrite_eps
+
+    monkeypatch.setenv("NLGC_HOME", str(tmp_path))
+    torch.manual_seed(7)
+    reference = detection.MaskRCNN(
+        _resnet_fpn_extractor(randomize_network(resnet50(norm_layer=FrozenBatchNorm2d)), 3),
+        91,
+        **SMALL,
+    )
+    overwrite_eps(reference, 0.0)
+    entry = nlgc.models.weights_entry("mask_rcnn_resnet50_fpn.tv_coco")
+    assert entry.sha256_prefix == "bf2d0c1e" and entry.num_classes == 91
+    (tmp_path / "checkpoints").mkdir()
+    torch.save(reference.state_dict(), tmp_path / "checkpoints" / entry.filename)
+    model = nlgc.create_model("mask_rcnn_resnet50_fpn", pretrained="tv_coco", **SMALL)
+    assert model.class_names[:3] == ["__background__", "person", "bicycle"]
+    frozen = [m for m in model.modules() if isinstance(m, FrozenBatchNorm2d)]
+    assert frozen and all(m.eps == 0.0 for m in frozen)
+    assert {k: v.requires_grad for k, v in model.named_parameters()} == {
+        k: v.requires_grad for k, v in reference.named_parameters()
+    }
+    assert_same_detections(outputs(model), outputs(reference))
+    tuned, report = nlgc.load_model("mask_rcnn_resnet50_fpn.tv_coco", num_classes=3)
+    assert len(report.replaced) == 6  # the box and mask predictors, re-initialised for 3 classes
+    assert tuned.roi_heads.box_predictor.cls_score.out_features == 3

@@ -1,8 +1,11 @@
 """ResNet/ResNeXt backbones, plans, named configurations."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
-from conftest import randomize, randomize_network
+from helpers import randomize, randomize_network
 from torch import nn
 
 import nlgc
@@ -402,3 +405,21 @@ def test_plans_are_immutable_and_shared_safely():
     assert second.layer3[0].context_block.ratio == 1 / 16
     with pytest.raises(ValueError, match=r"unknown option.*'gc'.*valid"):
         Insertion("gc", options={"pairwise": "gaussian"})
+
+
+def test_the_core_builds_models_without_torchvision():
+    """nlgc.blocks and nlgc.models for classification and video need torch and numpy only:
+    torchvision is imported where a detector is built, and its absence is one clear error."""
+    code = (
+        "import sys; sys.modules['torchvision'] = None\n"
+        "import torch, nlgc\n"
+        "nlgc.create_model('nl_tiny_resnet').eval()(torch.rand(1, 3, 64, 64))\n"
+        "assert 'mask_rcnn_gc_resnet50_fpn' in nlgc.list_models(task='detection')\n"
+        "try:\n"
+        "    nlgc.create_model('mask_rcnn_tiny_resnet_fpn')\n"
+        "except ImportError as error:\n"
+        "    print(error)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "pip install 'nlgc[detection]'" in done.stdout

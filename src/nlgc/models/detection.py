@@ -87,7 +87,7 @@ class DetectorArchitecture:
     def option_names(self) -> tuple[str, ...]:
         fixed = ("features_only", "out_indices")
         backbone = tuple(n for n in self.backbone.option_names() if n not in fixed)
-        own = ("norm", "trainable_backbone_layers", "weights_backbone")
+        own = ("norm", "frozen_eps", "trainable_backbone_layers", "weights_backbone", "trained")
         return (*backbone, *own, *detector_options(self.head))
 
     def build(self, plan: Plan, num_classes: int, **options) -> nn.Module:
@@ -100,8 +100,10 @@ def build_detector(
     plan: Plan,
     num_classes: int = 91,
     norm: str | None = None,
+    frozen_eps: float = 1e-5,
     trainable_backbone_layers: int | None = None,
     weights_backbone: str | None = None,
+    trained: bool = False,
     **options,
 ) -> nn.Module:
     """torchvision's ``head`` detector on ``backbone`` (an Architecture) with ``plan``'s blocks,
@@ -113,6 +115,11 @@ def build_detector(
             the body before its norms are frozen; the context blocks keep their identity start.
         norm: ``"bn"``, ``"frozen"`` or ``"syncbn"`` (see the module); default ``"frozen"``
             with ``weights_backbone``, else ``"bn"`` (torchvision's choice).
+        frozen_eps: the ε of the frozen norms (torchvision's COCO_V1 detectors were trained
+            with 0: its ``overwrite_eps(model, 0.0)``).
+        trained: the whole detector's trained weights will be loaded (a zoo entry's
+            ``pretrained=``): torchvision's rules for trained weights, as with
+            ``weights_backbone``.
         trainable_backbone_layers: 0–5 stages from the top that train (torchvision's meaning);
             default 3 with ``weights_backbone``, else all 5 (as torchvision, which warns when a
             value is given without pretrained weights and trains all).
@@ -128,14 +135,14 @@ def build_detector(
     body = backbone.build(plan, 1000, features_only=True, **backbone_options)
     if len(body.feature_info) != 4:
         raise ValueError(f"an FPN detector needs a 4-stage backbone, got {backbone.title}")
-    trained = weights_backbone is not None
-    if trained:
+    trained = trained or weights_backbone is not None
+    if weights_backbone is not None:
         from nlgc.models.from_checkpoint import load_weights  # it builds through the registry
 
         load_weights(body, weights_backbone)
     norm = check_choice("norm", norm or ("frozen" if trained else "bn"), NORMS)
     if norm == "frozen":
-        _freeze_norms(body, frozen_norm)
+        _freeze_norms(body, frozen_norm, frozen_eps)
     elif norm == "syncbn":
         body = nn.SyncBatchNorm.convert_sync_batchnorm(body)
     _freeze_stages(body, _trainable_layers(trained, trainable_backbone_layers))
@@ -174,16 +181,16 @@ def _freeze_stages(body: nn.Module, trainable: int) -> None:
             parameter.requires_grad_(False)
 
 
-def _freeze_norms(module: nn.Module, frozen_norm: type[nn.Module]) -> None:
+def _freeze_norms(module: nn.Module, frozen_norm: type[nn.Module], eps: float) -> None:
     """Every BatchNorm2d under ``module`` outside the context blocks → FrozenBatchNorm2d with
     its statistics and affine parameters (torchvision's ``norm_layer=FrozenBatchNorm2d``)."""
     for name, child in module.named_children():
         if isinstance(child, ContextBlock):
             continue
         if type(child) is nn.BatchNorm2d:
-            frozen = frozen_norm(child.num_features, eps=child.eps)
+            frozen = frozen_norm(child.num_features, eps=eps)
             for key in ("weight", "bias", "running_mean", "running_var"):
                 getattr(frozen, key).copy_(getattr(child, key).detach())
             setattr(module, name, frozen)
         else:
-            _freeze_norms(child, frozen_norm)
+            _freeze_norms(child, frozen_norm, eps)

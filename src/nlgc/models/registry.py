@@ -213,7 +213,8 @@ def create_pretrained(
     num_classes = num_classes or entry.num_classes
     model = create_model(entry.model, num_classes, **options)
     data = read_weights_file(fetch(entry))
-    state, ignored = nlgc_layout(state_dict_of(data), entry.source)
+    whole = model_spec(entry.model).task == "detection"  # a detector's file holds all of it
+    state, ignored = nlgc_layout(state_dict_of(data), entry.source, whole)
     report = load_converted(model, state, ignored, entry.name)
     report.model_name, report.options, report.source = entry.model, options, entry.source.name
     return labelled(model, entry.preprocessing, entry.class_names()), report
@@ -226,7 +227,15 @@ def labelled(
     ImageNet's) and the names of its outputs (``model.class_names``, None where unknown or of
     another number than its classifier's)."""
     model.preprocessing = preprocessing
-    fc = getattr(model, "fc", None)
-    fits = class_names and fc is not None and fc.out_features == len(class_names)
+    fits = class_names and _num_outputs(model) == len(class_names)
     model.class_names = class_names if fits else None
     return model
+
+
+def _num_outputs(model: nn.Module) -> int | None:
+    """The classes a model scores: its classifier's, or a detector's box classifier's."""
+    fc = getattr(model, "fc", None)
+    if fc is None:
+        roi_heads = getattr(model, "roi_heads", None)
+        fc = getattr(getattr(roi_heads, "box_predictor", None), "cls_score", None)
+    return fc.out_features if isinstance(fc, nn.Linear) else None

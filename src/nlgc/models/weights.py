@@ -19,7 +19,21 @@ from nlgc.blocks import ContextBlock
 from nlgc.models.caffe2_pickle import read_caffe2_blobs
 from nlgc.models.sources import WeightsSource
 
-CLASSIFIER = ("fc.weight", "fc.bias")
+# the tensors sized by the number of classes: a classifier's fc, a torchvision detector's box
+# and mask predictors; of another size in a file, they are re-initialised (fine-tuning)
+CLASSIFIER = (
+    "fc.weight",
+    "fc.bias",
+    *(
+        f"roi_heads.{layer}.{kind}"
+        for layer in (
+            "box_predictor.cls_score",
+            "box_predictor.bbox_pred",
+            "mask_predictor.mask_fcn_logits",
+        )
+        for kind in ("weight", "bias")
+    ),
+)
 _WRAPPERS = ("state_dict", "model", "model_state", "module")
 _SHOWN = 12  # keys listed per category in an error message
 
@@ -97,12 +111,13 @@ def _listing(title: str, keys: list[str]) -> str:
 
 
 def nlgc_layout(
-    state: Mapping[str, torch.Tensor], source: WeightsSource
+    state: Mapping[str, torch.Tensor], source: WeightsSource, whole: bool = False
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
     """A checkpoint's tensors under nlgc's names, converted by its ``source``, and the keys
-    left out: a detector's neck and heads beside its ``backbone.``."""
+    left out: a detector's neck and heads beside its ``backbone.`` (for a backbone), or none
+    with ``whole`` (for a detector)."""
     state = source.convert(state)
-    if not any(k.startswith("backbone.") for k in state):
+    if whole or not any(k.startswith("backbone.") for k in state):
         return dict(state), []
     ignored = sorted(k for k in state if not k.startswith("backbone."))
     backbone = {

@@ -37,7 +37,8 @@ class ZooEntry:
             clip sampling) are what ``predict``, ``analyze`` and training from these weights use.
         options: ``create_model`` overrides that build the source's network (its stem, NL
             pooling and scale, …): with them the network is built before the file is read.
-        classes: ``"imagenet1k"``, ``"kinetics400"`` or ``""`` (a detector's backbone).
+        classes: ``"imagenet1k"``, ``"kinetics400"``, ``"coco91"`` (torchvision's detectors:
+            COCO's category ids, ``N/A`` in the gaps) or ``""`` (a detector's backbone).
         hf_hub: the Hugging Face repository that also holds the weights (timm), if any.
         license: as the source states it ("" where it states none).
     """
@@ -70,7 +71,7 @@ class ZooEntry:
 
     @property
     def num_classes(self) -> int | None:
-        return {"imagenet1k": 1000, "kinetics400": 400}.get(self.classes)
+        return {"imagenet1k": 1000, "kinetics400": 400, "coco91": 91}.get(self.classes)
 
     def class_names(self) -> list[str] | None:
         """The names of the classifier's outputs, in order, where the source publishes them."""
@@ -103,6 +104,24 @@ def _torchvision(tag: str, file: str, accuracy: str, weights: str, resize: int) 
         f"{_IN1K}, resize {resize}, centre crop 224 (torchvision ResNet50_Weights.{weights})",
         replace(torchvision.SOURCE.preprocessing, resize=resize),
         classes="imagenet1k",
+        license="BSD-3-Clause",
+    )
+
+
+def _torchvision_detector(model: str, file: str, accuracy: str, weights: str) -> ZooEntry:
+    """torchvision's COCO detectors: built as ``*_resnet50_fpn(weights=…COCO_V1)`` builds them
+    (FrozenBatchNorm2d with eps 0, its ``overwrite_eps``; c3–c5 trainable)."""
+    return ZooEntry(
+        model,
+        "tv_coco",
+        _TV + file,
+        torchvision.SOURCE,
+        TORCH_HUB,
+        accuracy,
+        f"COCO val2017, 800–1333 px, pycocotools (torchvision {weights}.COCO_V1)",
+        torchvision.SOURCE.preprocessing,  # mean/std; the detector resizes and normalises
+        options={"trained": True, "frozen_eps": 0.0},
+        classes="coco91",
         license="BSD-3-Clause",
     )
 
@@ -198,6 +217,18 @@ ZOO: tuple[ZooEntry, ...] = (
     ),
     _torchvision(
         "tv2_in1k", "resnet50-11ad3fa6.pth", "top-1 80.858, top-5 95.434", "IMAGENET1K_V2", 232
+    ),
+    _torchvision_detector(
+        "mask_rcnn_resnet50_fpn",
+        "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth",
+        "box AP 37.9, mask AP 34.6",
+        "MaskRCNN_ResNet50_FPN_Weights",
+    ),
+    _torchvision_detector(
+        "faster_rcnn_resnet50_fpn",
+        "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth",
+        "box AP 37.0",
+        "FasterRCNN_ResNet50_FPN_Weights",
     ),
     _timm(
         "gc_resnet50t", "gcresnet50t.ra2_in1k", "gcresnet50t_256-96374d1c.pth", "80.944", "95.458"
