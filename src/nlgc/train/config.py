@@ -87,7 +87,12 @@ class DataConfig:
     ``train_scale`` [low, high] (short side drawn from it, random ``size`` crop: the Non-local
     paper's [256, 320]) or ``multiscale_crop`` (mmaction2's MultiScaleCrop scales, e.g.
     [1, 0.8], width and height scales at most ``multiscale_gap`` apart, after a short side of
-    ``resize``), else the centre crop.
+    ``resize``), else the centre crop. ``coco``: COCO-format instances (``root`` with COCO's
+    layout, ``annotations/instances_{train,val}2017.json`` and ``{train,val}2017/``, or any
+    instances file and image folder per split in ``annotations`` / ``images``, e.g.
+    ``{train: my/train.json}``), images resized by the detector to ``min_size`` (shorter side)
+    within ``max_size`` (mmdetection's (1333, 800) keep-ratio), flipped in training, batches
+    grouped by aspect ratio; ``test`` is ``val`` unless ``annotations`` names a test file.
     """
 
     kind: str = "synthetic"
@@ -117,6 +122,10 @@ class DataConfig:
     frames: int = 0
     source: str = "auto"
     kinds: tuple[int, ...] = DEFAULT_KINDS
+    annotations: dict | None = None
+    images: dict | None = None
+    min_size: int = 800
+    max_size: int = 1333
 
     def __post_init__(self):
         data_format = DATA_FORMATS[check_choice("data.kind", self.kind, DATA_FORMATS)]
@@ -142,7 +151,9 @@ class DataConfig:
             self.multiscale_crop = tuple(float(s) for s in self.multiscale_crop)
         if data_format.reads_root and not self.root:
             raise ValueError(f"data.root is required for data.kind={self.kind!r}")
-        for name in ("size", "batch_size", "clip_len", "frame_interval"):
+        for split in (*(self.annotations or {}), *(self.images or {})):
+            check_choice("data.annotations / data.images split", split, ("train", "val", "test"))
+        for name in ("size", "batch_size", "clip_len", "frame_interval", "min_size", "max_size"):
             check_positive_int(f"data.{name}", getattr(self, name))
         if not isinstance(self.video_test, VideoTest):
             self.video_test = _section(VideoTest, "data.video_test", self.video_test)

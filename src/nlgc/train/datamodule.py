@@ -8,7 +8,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
 from nlgc.data.folders import MultiClipVideos
 from nlgc.train.config import DataConfig
@@ -30,6 +30,42 @@ class EpochSeededSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.size
+
+
+class GroupedBatches(BatchSampler):
+    """Batches of one group each where the group has enough items left (torchvision's
+    detection references group images by aspect ratio, so a batch pads less), the rest mixed
+    at the end: ⌈len(sampler) / batch_size⌉ batches in the sampler's order, on every process.
+
+    Args:
+        sampler: the order of the items (its ``set_epoch`` is called through this).
+        groups: the group of every item (0: landscape, 1: portrait).
+    """
+
+    def __init__(self, sampler: Sampler[int], groups: list[int], batch_size: int):
+        super().__init__(sampler, batch_size, drop_last=False)
+        self.groups = groups
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def __iter__(self):
+        waiting: dict[int, list[int]] = {}
+        drawn: dict[int, int] = {}  # item → when the sampler gave it
+        for index in self.sampler:
+            drawn[index] = len(drawn)
+            batch = waiting.setdefault(self.groups[index], [])
+            batch.append(index)
+            if len(batch) == self.batch_size:
+                yield batch
+                waiting[self.groups[index]] = []
+        rest = sorted((i for batch in waiting.values() for i in batch), key=drawn.__getitem__)
+        for start in range(0, len(rest), self.batch_size):
+            yield rest[start : start + self.batch_size]
+
+    def __len__(self) -> int:
+        return -(-len(self.sampler) // self.batch_size)
 
 
 class DataModule(L.LightningDataModule):
@@ -61,21 +97,42 @@ class DataModule(L.LightningDataModule):
         path = Path(name)
         return path if path.is_absolute() else Path(self.config.root) / path
 
+    @property
+    def has_train(self) -> bool:
+        """Whether a train split is configured (COCO's classes come from its file)."""
+        hp = self.config
+        return (
+            "train" in (hp.annotations or {})
+            or self.path("annotations/instances_train2017.json").is_file()
+        )
+
     def setup(self, stage: str | None = None) -> None:
         self.datasets = self.format.datasets(self, stage)
 
-    def _loader(self, split: str, sampler=None, batch_size=None) -> DataLoader:
+    def _loader(self, split: str, sampler=None, batch_size=None, batches=None) -> DataLoader:
+        """``split``'s loader: items batched ``batch_size`` (default ``data.batch_size``) at a
+        time in ``sampler``'s order, or the batches a batch sampler gives."""
+        if batches is not None:
+            batching = {"batch_sampler": batches}
+        else:
+            batching = {"batch_size": batch_size or self.config.batch_size, "sampler": sampler}
         return DataLoader(
             self.datasets[split],
-            batch_size=batch_size or self.config.batch_size,
-            sampler=sampler,
             num_workers=self.config.workers,
             persistent_workers=self.config.workers > 0,
+            collate_fn=self.format.collate,
+            **batching,
         )
 
     def train_dataloader(self) -> DataLoader:
-        sampler = EpochSeededSampler(len(self.datasets["train"]), self.seed)
-        return self._loader("train", sampler)
+        dataset = self.datasets["train"]
+        sampler = EpochSeededSampler(len(dataset), self.seed)
+        if not self.format.grouped:
+            return self._loader("train", sampler)
+        groups = [int(h > w) for h, w in map(dataset.image_size, range(len(dataset)))]
+        return self._loader(
+            "train", batches=GroupedBatches(sampler, groups, self.config.batch_size)
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")

@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
 from torch.utils.data import Dataset
 
 from nlgc.data.annotations import kinetics_classes, read_annotations, read_label_map
+from nlgc.data.coco import CocoDetection, num_classes_of, read_instances
 from nlgc.data.folders import ImageFolder, MultiClipVideos, VideoClips, VideoFolder, list_classes
 from nlgc.data.synthetic import PairsDataset
 
@@ -112,6 +114,62 @@ def _video_datasets(data: DataModule, stage: str | None) -> dict[str, Dataset | 
     return datasets
 
 
+def _coco_files(data: DataModule, split: str) -> tuple[Path, Path]:
+    """A split's instances file and image folder: ``data.annotations[split]`` and
+    ``data.images[split]`` (relative to ``data.root``), by default COCO's layout
+    (``annotations/instances_{split}2017.json``, ``{split}2017/``)."""
+    hp = data.config
+    instances = (hp.annotations or {}).get(split, f"annotations/instances_{split}2017.json")
+    return data.path(instances), data.path((hp.images or {}).get(split, f"{split}2017"))
+
+
+def _coco_classes(data: DataModule) -> list[str]:
+    """Category names by id as torchvision counts them: 0 background, ``N/A`` in the gaps."""
+    instances = read_instances(_coco_files(data, "train" if data.has_train else "val")[0])
+    names = ["N/A"] * num_classes_of(instances)
+    names[0] = "__background__"
+    for category in instances["categories"]:
+        names[category["id"]] = category["name"]
+    return names
+
+
+def _coco_datasets(data: DataModule, stage: str | None) -> dict[str, Dataset | None]:
+    """train (flipped, crowds and empty images left out), val, and test (``val`` unless
+    ``data.annotations`` names a test file): COCO has no labelled test split."""
+    hp = data.config
+    test = "test" if "test" in (hp.annotations or {}) else "val"
+
+    def split(name: str, train: bool) -> CocoDetection:
+        transform = random_flip if train else None
+        return CocoDetection(*_coco_files(data, name), train, hp.skip_corrupt, transform)
+
+    return {
+        "train": split("train", True) if stage in (None, "fit") else None,
+        "val": split("val", False),
+        "test": split(test, False) if stage in (None, "test") else None,
+    }
+
+
+def random_flip(image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
+    """A horizontal flip half of the time, boxes and masks with the image
+    (``torchvision.transforms.v2`` on ``tv_tensors``)."""
+    from torchvision import tv_tensors
+    from torchvision.transforms import v2
+
+    boxes = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=image.shape[-2:])
+    flipped = v2.RandomHorizontalFlip()(
+        tv_tensors.Image(image), boxes, tv_tensors.Mask(target["masks"])
+    )
+    image, boxes, masks = (t.as_subclass(torch.Tensor) for t in flipped)
+    return image, {**target, "boxes": boxes, "masks": masks}
+
+
+def detection_batch(items: list) -> tuple[list, list]:
+    """(image, target) items → (images, targets): images of different sizes stay a list."""
+    images, targets = zip(*items, strict=True)
+    return list(images), list(targets)
+
+
 @dataclass(frozen=True)
 class DataFormat:
     """One ``data.kind``: its class names and its datasets per split (None where a stage does
@@ -122,6 +180,8 @@ class DataFormat:
     datasets: Callable[[DataModule, str | None], dict[str, Dataset | None]]
     reads_root: bool = True
     annotation_lists: bool = False
+    collate: Callable | None = None  # items → a batch; None: torch's default
+    grouped: bool = False  # training batches grouped by aspect ratio (``image_size(i)``)
 
 
 # data.kind → how its data is read (the keys of DataConfig each kind uses: see its docstring)
@@ -129,4 +189,5 @@ DATA_FORMATS = {
     "synthetic": DataFormat(_synthetic_classes, _synthetic_datasets, reads_root=False),
     "images": DataFormat(_folder_classes, lambda data, stage: _splits(data, stage, _image_split)),
     "videos": DataFormat(_folder_classes, _video_datasets, annotation_lists=True),
+    "coco": DataFormat(_coco_classes, _coco_datasets, collate=detection_batch, grouped=True),
 }

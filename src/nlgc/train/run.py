@@ -35,10 +35,10 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from nlgc.common import write_atomic, write_text_atomic
 from nlgc.models.initialise import initialise_from
+from nlgc.train.base import METRICS_KEY, TrainingModule
 from nlgc.train.checkpoint_io import AtomicCheckpointIO
 from nlgc.train.config import RunConfig
 from nlgc.train.datamodule import DataModule
-from nlgc.train.module import METRICS_KEY, Classifier
 from nlgc.train.tasks import task_of
 
 log = logging.getLogger(__name__)
@@ -136,20 +136,12 @@ def as_run_config(config: Mapping | RunConfig) -> RunConfig:
 
 
 def build(config: Mapping | RunConfig, progress: bool = True):
-    """(Classifier, DataModule, Trainer, out folder) for a config."""
+    """(the task's LightningModule, DataModule, Trainer, out folder) for a config."""
     config = as_run_config(config)
     out = config.out
     L.seed_everything(config.seed, workers=True, verbose=False)
     data = DataModule(config.data, config.seed)
-    num_classes = config.model.num_classes or len(data.classes)
-    module = task_of(config).module(
-        config.model,
-        num_classes,
-        config.optim,
-        config.data.video_test,
-        config.seed,
-        config.data.multi_label,
-    )
+    module = task_of(config).build_module(config, data)
     trainer_options = {"max_epochs": 1, "deterministic": "warn", **config.trainer}
     checkpoints = ModelCheckpoint(
         dirpath=out / "checkpoints",
@@ -242,7 +234,7 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return max(steps, key=steps.get) if steps else None
 
 
-def rank_checksums(module: Classifier, trainer: L.Trainer) -> list[list[float]]:
+def rank_checksums(module: TrainingModule, trainer: L.Trainer) -> list[list[float]]:
     """Per rank, the sum and the sum of squares of all weights (float64): equal rows mean the
     ranks of a distributed run ended with the same model."""
     with torch.no_grad():

@@ -13,8 +13,10 @@ import lightning as L
 import torch
 
 from nlgc.common import write_atomic, write_text_atomic
-from nlgc.models import modality
+from nlgc.evaluation.coco import write_results
+from nlgc.models import model_spec
 from nlgc.train.config import RunConfig
+from nlgc.train.detector import Detector
 from nlgc.train.module import Classifier
 
 
@@ -23,20 +25,18 @@ class Task:
     """One task.
 
     Args:
-        name: as configs and messages say it.
-        modality: the registered models it trains (``nlgc.list_models(modality=...)``), built
-            by ``nlgc.create_model``.
+        name: as configs and messages say it; its models are ``nlgc.list_models(task=key)``.
         data_kinds: the ``data.kind`` values (:data:`~nlgc.train.formats.DATA_FORMATS`) it reads.
-        module: its LightningModule: training step (loss terms), validation / test metrics.
+        build_module: ``(run config, DataModule) →`` its LightningModule (training step with
+            its loss terms, validation / test metrics) around ``nlgc.create_model``'s network.
         test_outputs: ``(module, data, metrics, out)``: what a test adds to ``metrics`` (and,
             with ``out`` on the main process, writes into the run's folder) beyond
             ``test_metrics.json``.
     """
 
     name: str
-    modality: str
     data_kinds: tuple[str, ...]
-    module: type[L.LightningModule]
+    build_module: Callable[[RunConfig, L.LightningDataModule], L.LightningModule]
     test_outputs: Callable[[L.LightningModule, L.LightningDataModule, dict, Path | None], None]
 
 
@@ -67,20 +67,56 @@ def confusion_outputs(module: Classifier, data, metrics: dict, out: Path | None)
         write_class_tables(out, data.classes, matrix)
 
 
+def classifier(config: RunConfig, data) -> Classifier:
+    """The classification module, its classes the model's or the data's."""
+    return Classifier(
+        config.model,
+        config.model.num_classes or len(data.classes),
+        config.optim,
+        config.data.video_test,
+        config.seed,
+        config.data.multi_label,
+    )
+
+
+def detector(config: RunConfig, data) -> Detector:
+    """The detection module, its classes the model's or the data's (torchvision's count)."""
+    return Detector(
+        config.model,
+        config.model.num_classes or len(data.classes),
+        config.optim,
+        config.seed,
+        config.data.min_size,
+        config.data.max_size,
+    )
+
+
+def detection_outputs(module: Detector, data, metrics: dict, out: Path | None) -> None:
+    """The test's detections in COCO's results format: ``test_results.bbox.json`` (and
+    ``test_results.segm.json`` for Mask R-CNN), beside ``test_metrics.json``."""
+    if out is None:
+        return
+    for iou_type, results in module.detections.get("test", {}).items():
+        write_results(out / f"test_results.{iou_type}.json", results)
+
+
+# the keys are the registry's tasks: a model's task (nlgc.models.model_spec(name).task) is its
+# run's task
 TASKS = {
     "classification": Task(
-        "image classification", "image", ("images", "synthetic"), Classifier, confusion_outputs
+        "image classification", ("images", "synthetic"), classifier, confusion_outputs
     ),
-    "video": Task(
-        "video classification", "video", ("videos", "synthetic"), Classifier, confusion_outputs
-    ),
+    "video": Task("video classification", ("videos", "synthetic"), classifier, confusion_outputs),
+    "detection": Task("detection", ("coco",), detector, detection_outputs),
 }
 
 
 def task_of(config: RunConfig) -> Task:
     """The task of a run: the one that trains its model, checked against its data kind."""
-    kind = modality(config.model.name)
-    task = next(t for t in TASKS.values() if t.modality == kind)
+    kind = model_spec(config.model.name).task
+    if kind not in TASKS:
+        raise ValueError(f"nlgc fit cannot train {kind} models yet ({config.model.name!r})")
+    task = TASKS[kind]
     if config.data.kind not in task.data_kinds:
         raise ValueError(
             f"model.name={config.model.name!r} is a {task.name} model: data.kind must be one "
