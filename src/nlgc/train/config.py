@@ -170,8 +170,9 @@ class OptimConfig:
     schedule, the loss's label smoothing and the batch augmentation (kornia: random resized
     crop + flip, flip, or none).
 
-    The schedule is stepped every optimizer step: ``warmup_epochs`` (may be fractional) of
-    linear warm-up from ``warmup_factor`` · lr, then ``cosine`` annealing to 0 over the rest,
+    The schedule is stepped every optimizer step: ``warmup_epochs`` (may be fractional) or
+    ``warmup_iters`` optimizer steps (mmdetection's ``LinearLR(begin=0, end=500)``) of linear
+    warm-up from ``warmup_factor`` · lr, then ``cosine`` annealing to 0 over the rest,
     ``multistep`` (× ``gamma`` at each epoch of ``milestones``) or ``constant``. ``no_decay``
     keeps groups of parameters out of weight decay: ``norm`` (BatchNorm / LayerNorm weights and
     biases), ``bias`` (every bias) and ``blocks`` (every parameter of the context blocks).
@@ -192,6 +193,7 @@ class OptimConfig:
     augment: str = "standard"
     schedule: str = "cosine"
     warmup_epochs: float = 0.0
+    warmup_iters: int = 0
     warmup_factor: float = 0.1
     milestones: tuple[float, ...] = ()
     gamma: float = 0.1
@@ -218,6 +220,11 @@ class OptimConfig:
             raise ValueError(f"optim.mask_hold_epochs must be >= 0, got {self.mask_hold_epochs}")
         if self.warmup_epochs < 0:
             raise ValueError(f"optim.warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        if self.warmup_iters < 0 or (self.warmup_iters and self.warmup_epochs):
+            raise ValueError(
+                "optim.warmup_iters must be >= 0 and not given with optim.warmup_epochs, got "
+                f"{self.warmup_iters} and {self.warmup_epochs}"
+            )
         if not 0 < self.warmup_factor <= 1:
             raise ValueError(f"optim.warmup_factor must be in (0, 1], got {self.warmup_factor}")
         if self.schedule == "multistep" and (

@@ -51,8 +51,9 @@ SCHEDULES: dict[str, Callable[..., float]] = {
 
 def lr_factor(step: int, steps_per_epoch: float, total_steps: float, hp) -> float:
     """The learning rate at optimizer ``step`` as a multiple of ``hp.lr``: linear warm-up over
-    ``hp.warmup_epochs``, then ``hp.schedule``'s factor (:data:`SCHEDULES`)."""
-    warmup = hp.warmup_epochs * steps_per_epoch
+    ``hp.warmup_epochs`` (or ``hp.warmup_iters`` steps), then ``hp.schedule``'s factor
+    (:data:`SCHEDULES`)."""
+    warmup = hp.warmup_iters or hp.warmup_epochs * steps_per_epoch
     if step < warmup:
         return hp.warmup_factor + (1 - hp.warmup_factor) * step / warmup
     return SCHEDULES[hp.schedule](step, steps_per_epoch, total_steps, warmup, hp)
