@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from nlgc.data.coco import CocoDetection
-from nlgc.evaluation.coco import STATS, coco_results, evaluate_coco
+from nlgc.detection import STATS, coco_results, evaluate_coco
 from nlgc.train import run
 from nlgc.train.datamodule import EpochSeededSampler, GroupedBatches
 

@@ -2,6 +2,7 @@
 outputs, options, frozen norms and stages), and mmdetection's plugin lists."""
 
 import functools
+import json
 import warnings
 
 import pytest
@@ -316,3 +317,21 @@ def test_torchvisions_coco_weights_by_name_build_as_torchvision_builds_them(tmp_
     tuned, report = nlgc.load_model("mask_rcnn_resnet50_fpn.tv_coco", num_classes=3)
     assert len(report.replaced) == 6  # the box and mask predictors, re-initialised for 3 classes
     assert tuned.roi_heads.box_predictor.cls_score.out_features == 3
+
+
+def test_analyze_looks_at_the_blocks_inside_a_detectors_backbone(tmp_path):
+    from matplotlib import cbook
+
+    with cbook.get_sample_data("grace_hopper.jpg") as file:
+        photo = tmp_path / "hopper.jpg"
+        photo.write_bytes(file.read())
+    out = tmp_path / "report"
+    arguments = ["--inputs", str(photo), "--out", str(out), "--size", "96", "--queries", "grid:2"]
+    code = main(["analyze", "--model", "mask_rcnn_nl_tiny_resnet_fpn", *arguments])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    stats = metrics["query_independence"]
+    assert [s["block"] for s in stats] == ["layer2.0.non_local_block"]
+    assert 0 < stats[0]["attention"] <= 2  # a fresh NL block's maps differ across queries
+    assert stats[0]["output"] is None  # its W_z starts at zero: no output to compare
+    assert (out / "attention_00_layer2_0_non_local_block.png").stat().st_size > 1000

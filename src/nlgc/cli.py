@@ -73,13 +73,15 @@ def run_analyze(args) -> None:
     from nlgc.analysis.complexity import complexity_table
     from nlgc.analysis.inputs import read_samples
     from nlgc.analysis.queries import parse_queries
-    from nlgc.models import modality, without_blocks
+    from nlgc.models import modality, model_spec, without_blocks
     from nlgc.models.from_checkpoint import load_model
 
     model, report = load_model(args.checkpoint, args.model)
     name = report.model_name
     video = modality(name) == "video"
     preprocessing = getattr(model, "preprocessing", None)  # the weights' own normalisation
+    if model_spec(name).task == "detection":  # its blocks live in the backbone's body, which
+        model = model.backbone.body  # the detector feeds normalised images (GCNet's Table 1)
     samples = read_samples(
         args.inputs, args.size, args.frames, video, args.max_inputs, preprocessing
     )
