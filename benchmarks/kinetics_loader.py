@@ -63,13 +63,23 @@ def loader_rate(root: Path, fmt: str, clip_len: int, interval: int) -> float:
     kind = "list" if fmt == "videos" else "rawframes"
     annotations = read_annotations(root / f"{fmt}.txt", kind, root, num_classes=2)
     clips = VideoClips(
-        annotations * (CLIPS // VIDEOS), ["a", "b"], clip_len, interval, 224,
-        random_start=True, threads=1, train_scale=(256, 320),
-    )  # fmt: skip
+        annotations * (CLIPS // VIDEOS),
+        ["a", "b"],
+        clip_len=clip_len,
+        frame_interval=interval,
+        size=224,
+        random_start=True,
+        threads=1,
+        train_scale=(256, 320),
+    )
     loader = torch.utils.data.DataLoader(
-        clips, batch_size=1, num_workers=WORKERS, multiprocessing_context="spawn",
-        prefetch_factor=4, worker_init_fn=one_thread,
-    )  # fmt: skip
+        clips,
+        batch_size=1,
+        num_workers=WORKERS,
+        multiprocessing_context="spawn",
+        prefetch_factor=4,
+        worker_init_fn=one_thread,
+    )
     iterator = iter(loader)
     next(iterator)  # workers started
     begin = time.perf_counter()

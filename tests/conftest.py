@@ -1,44 +1,8 @@
-"""Shared test helpers."""
+"""Fixtures every test module sees. Shared helpers are in helpers.py, peers' networks written
+out in references.py."""
 
 import pytest
 import torch
-from torch import nn
-
-
-def randomize(module: nn.Module, seed: int = 0, std: float = 0.5) -> nn.Module:
-    """Give every parameter and BN statistic random values, so zero-initialised parts count."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for tensor in [*module.parameters(), *module.buffers()]:
-            if tensor.is_floating_point():
-                tensor.copy_(torch.randn(tensor.shape, generator=generator) * std)
-        for m in module.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.running_var.uniform_(0.5, 1.5, generator=generator)
-    return module.eval()
-
-
-def randomize_network(model: nn.Module, std: float = 0.05) -> nn.Module:
-    """Random weights for a deep network, BN scales in [0.2, 0.4] so that activations stay in a
-    sane range through 100+ layers (and comparisons of outputs are not comparisons of zeros)."""
-    randomize(model, std=std)
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.weight.data.uniform_(0.2, 0.4)
-    return model
-
-
-def relative_max_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    """max |actual − expected| / max |expected|: how a network written out from its source's
-    definition is compared with ours."""
-    return float((actual - expected).abs().max() / expected.abs().max())
-
-
-def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    """‖actual − expected‖ / ‖expected‖ (max-abs when expected is zero)."""
-    scale = expected.detach().norm()
-    diff = (actual.detach() - expected.detach()).norm()
-    return float(diff / scale) if scale > 0 else float(diff)
 
 
 @pytest.fixture(autouse=True)
@@ -47,21 +11,3 @@ def _seed_and_fresh_compiler():
     models share forward code, so cached graphs would pile up to dynamo's recompile limit)."""
     torch.manual_seed(0)
     torch._dynamo.reset()
-
-
-def assert_autocast_close(block: nn.Module, x: torch.Tensor, dtype: torch.dtype) -> None:
-    """Under CPU autocast to ``dtype`` the block stays finite and within 3% of float32."""
-    expected = block(x)
-    with torch.autocast("cpu", dtype=dtype):
-        y = block(x)
-    assert torch.isfinite(y).all()
-    assert relative_error(y.float(), expected) < 3e-2
-
-
-def assert_grads_close(grads, expected_grads, tol: float) -> None:
-    """Each gradient within ``tol`` relative error; gradients that are zero in exact arithmetic
-    (e.g. φ's bias under a softmax) are measured against 1e-3 of the total gradient norm."""
-    total = torch.sqrt(sum(g.detach().norm() ** 2 for g in expected_grads))
-    for grad, expected in zip(grads, expected_grads, strict=True):
-        scale = torch.maximum(expected.detach().norm(), 1e-3 * total)
-        assert float((grad.detach() - expected.detach()).norm() / scale) < tol

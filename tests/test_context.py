@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import assert_autocast_close, randomize, relative_error
+from helpers import assert_autocast_close, randomize, relative_error
 from torch import nn
 
 from nlgc import GlobalContextBlock, SimplifiedNonLocal, SqueezeExcitation

@@ -5,8 +5,13 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_autocast_close, assert_grads_close, randomize, relative_error
-from test_pairwise import LargestTensor
+from helpers import (
+    LargestTensor,
+    assert_autocast_close,
+    assert_grads_close,
+    randomize,
+    relative_error,
+)
 
 import nlgc
 from nlgc.blocks import DisentangledNonLocal

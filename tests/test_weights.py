@@ -5,8 +5,14 @@ import os
 
 import pytest
 import torch
-from conftest import randomize, relative_max_error
-from torch import nn
+from helpers import randomize, randomize_network, relative_max_error
+from references import (
+    BYOBNET_CFGS,
+    TIMM_PARAMS,
+    caffe2_blobs,
+    timm_byobnet,
+    timm_byobnet_logits,
+)
 
 import nlgc
 from nlgc.models.from_checkpoint import load_model
@@ -209,140 +215,8 @@ def np_ones():
     return np.ones((400, 2048), np.float32)
 
 
-class ConvNormAct(nn.Sequential):
-    """timm's ConvNormAct: ``conv`` (no bias) and ``bn`` (its activation holds no tensors)."""
-
-    def __init__(self, cin, cout, kernel=1, stride=1, groups=1):
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
-        self.bn = nn.BatchNorm2d(cout)
-
-
-class GlobalContextTimm(nn.Module):
-    """timm's ``GlobalContext`` ('gca', ``timm/layers/global_context.py``): ``conv_attn`` and a
-    ConvMlp ``mlp_add`` (``fc1``, ``norm`` = LayerNorm2d over C/8 channels, ``fc2``)."""
-
-    def __init__(self, channels):
-        super().__init__()
-        hidden = channels // 8  # make_divisible(C · 1/8, divisor 1)
-        self.conv_attn = nn.Conv2d(channels, 1, 1)
-        self.mlp_add = nn.Module()
-        self.mlp_add.fc1 = nn.Conv2d(channels, hidden, 1)
-        self.mlp_add.norm = nn.LayerNorm(hidden, eps=1e-6)
-        self.mlp_add.fc2 = nn.Conv2d(hidden, channels, 1)
-
-
-# timm/models/byobnet.py model_cfgs: ByoBlockCfg(type='bottle', d, c, s, gs, br=0.25) per stage,
-# stem_chs=64, stem_type='tiered', stem_pool, act_layer, num_features, attn_layer='gca'
-BYOBNET_CFGS = {
-    "gc_resnet50t": {"d": (3, 4, 6, 3), "c": (256, 512, 1024, 2048), "gs": 0, "act": "relu",
-                     "pool": False, "features": 0},
-    "gc_resnext26ts": {"d": (2, 2, 2, 2), "c": (256, 512, 1024, 2048), "gs": 32, "act": "silu",
-                       "pool": True, "features": 0},
-    "gc_resnext50ts": {"d": (3, 4, 6, 3), "c": (256, 512, 1024, 2048), "gs": 32, "act": "silu",
-                       "pool": True, "features": 0},
-    "gc_resnet33ts": {"d": (2, 3, 3, 2), "c": (256, 512, 1536, 1536), "gs": 0, "act": "silu",
-                      "pool": False, "features": 1280},
-}  # fmt: skip
-# timm's published parameter counts (results/results-imagenet.csv), in millions
-TIMM_PARAMS = {"gc_resnet50t": 25.90, "gc_resnext26ts": 10.48, "gc_resnext50ts": 15.67,
-               "gc_resnet33ts": 19.88}  # fmt: skip
-
-
-def timm_byobnet(cfg, num_classes):
-    """A timm byobnet GC network (``timm/models/byobnet.py``: tiered stem of three ConvNormAct
-    (``Stem``; with ``stem_pool='maxpool'`` a ``pool`` and strides 2-1-1), ``stages.i.j``
-    BottleneckBlocks with conv1_1x1, conv2_kxk (groups = mid / gs), attn, conv3_1x1 and a
-    conv1x1 ``shortcut``; ``final_conv`` when num_features; ``head.fc``) as modules named as
-    timm names them, random weights: its state dict is what a timm checkpoint holds, derived
-    from timm's structure, not from our keys."""
-    net = nn.Module()
-    net.stem = nn.Module()
-    net.stem.conv1 = ConvNormAct(3, 24, 3, 2)
-    net.stem.conv2 = ConvNormAct(24, 32, 3)
-    net.stem.conv3 = ConvNormAct(32, 64, 3, 1 if cfg["pool"] else 2)
-    stages, cin = [], 64
-    for index, (depth, cout) in enumerate(zip(cfg["d"], cfg["c"], strict=True)):
-        blocks = []
-        for j in range(depth):
-            block, mid = nn.Module(), cout // 4
-            stride = 2 if j == 0 and index > 0 else 1
-            groups = mid // cfg["gs"] if cfg["gs"] else 1
-            block.conv1_1x1 = ConvNormAct(cin, mid)
-            block.conv2_kxk = ConvNormAct(mid, mid, 3, stride, groups)
-            block.attn = GlobalContextTimm(mid)
-            block.conv3_1x1 = ConvNormAct(mid, cout)
-            if j == 0:
-                block.shortcut = ConvNormAct(cin, cout, 1, stride)
-            blocks.append(block)
-            cin = cout
-        stages.append(nn.Sequential(*blocks))
-    net.stages = nn.Sequential(*stages)
-    if cfg["features"]:
-        net.final_conv = ConvNormAct(cin, cfg["features"])
-        cin = cfg["features"]
-    net.head = nn.Module()
-    net.head.fc = nn.Linear(cin, num_classes)
-    return net
-
-
-def timm_byobnet_logits(t, cfg, x):
-    """The byobnet forward written out from ``timm/models/byobnet.py`` (Stem, BottleneckBlock:
-    1×1 → k×k (stride, groups) → GlobalContext 'gca' → 1×1, conv1x1 shortcut, activation
-    after the add; final_conv; ClassifierHead) and ``timm/layers/global_context.py`` (softmax
-    attention pooling, ConvMlp fc1 → LayerNorm2d(ε=1e-6) → ReLU → fc2, added)."""
-    F = torch.nn.functional
-    act = F.silu if cfg["act"] == "silu" else F.relu
-
-    def conv_norm_act(prefix, x, stride=1, apply_act=True):
-        weight = t[f"{prefix}.conv.weight"]
-        groups = x.shape[1] // weight.shape[1]
-        x = F.conv2d(x, weight, None, stride, weight.shape[-1] // 2, groups=groups)
-        stats = [t[f"{prefix}.bn.{k}"] for k in ("running_mean", "running_var", "weight", "bias")]
-        x = F.batch_norm(x, *stats)
-        return act(x) if apply_act else x
-
-    def global_context(prefix, x):
-        attn = F.conv2d(x, t[f"{prefix}.conv_attn.weight"], t[f"{prefix}.conv_attn.bias"])
-        attn = attn.flatten(2).softmax(-1)  # (B, 1, HW)
-        context = (x.flatten(2) * attn).sum(-1)  # (B, C)
-
-        def w(name):  # a 1×1 conv of the ConvMlp as (weight (out, in), bias)
-            return t[f"{prefix}.mlp_add.{name}.weight"].flatten(1), t[
-                f"{prefix}.mlp_add.{name}.bias"
-            ]
-
-        hidden = F.linear(context, *w("fc1"))
-        norm = (t[f"{prefix}.mlp_add.norm.weight"], t[f"{prefix}.mlp_add.norm.bias"])
-        hidden = F.relu(F.layer_norm(hidden, hidden.shape[-1:], *norm, eps=1e-6))
-        return x + F.linear(hidden, *w("fc2"))[:, :, None, None]
-
-    x = conv_norm_act("stem.conv1", x, 2)
-    x = conv_norm_act("stem.conv2", x)
-    x = conv_norm_act("stem.conv3", x, 1 if cfg["pool"] else 2)
-    if cfg["pool"]:
-        x = F.max_pool2d(x, 3, 2, 1)
-    for stage, blocks in enumerate(cfg["d"]):
-        for index in range(blocks):
-            p = f"stages.{stage}.{index}"
-            stride = 2 if index == 0 and stage > 0 else 1
-            shortcut = x
-            if f"{p}.shortcut.conv.weight" in t:
-                shortcut = conv_norm_act(f"{p}.shortcut", x, stride, apply_act=False)
-            y = conv_norm_act(f"{p}.conv1_1x1", x)
-            y = conv_norm_act(f"{p}.conv2_kxk", y, stride)
-            y = global_context(f"{p}.attn", y)
-            y = conv_norm_act(f"{p}.conv3_1x1", y, apply_act=False)
-            x = act(y + shortcut)
-    if cfg["features"]:
-        x = conv_norm_act("final_conv", x)
-    return F.linear(x.mean((2, 3)), t["head.fc.weight"], t["head.fc.bias"])
-
-
 @pytest.mark.parametrize("name", list(BYOBNET_CFGS))
 def test_timm_byobnet_state_dict_runs_as_in_timm(tmp_path, name):
-    from conftest import randomize_network
-
     cfg = BYOBNET_CFGS[name]
     timm = dict(randomize_network(timm_byobnet(cfg, 10)).state_dict())
     path = tmp_path / f"{name}.pth"
@@ -382,8 +256,10 @@ def test_initialise_an_i3d_nl_model_from_imagenet_weights(resnet50_state):
     assert torch.equal(model.conv1.weight, conv1.unsqueeze(2).repeat(1, 1, 5, 1, 1) / 5)
     assert torch.equal(model.layer1[0].bn1.running_var, resnet50_state["layer1.0.bn1.running_var"])
     assert report.ignored == [] and "fc.weight" in report.left_at_init
-    assert all("non_local_block" in k or k.startswith("fc.") or "num_batches" in k
-               for k in report.left_at_init)  # fmt: skip
+    assert all(
+        "non_local_block" in k or k.startswith("fc.") or "num_batches" in k
+        for k in report.left_at_init
+    )
     assert len(report.inflated) + len(report.copied) == len(resnet50_state) - 2
     x = torch.randn(1, 3, 4, 32, 32)
     block = model.layer2[1].non_local_block
@@ -395,8 +271,6 @@ def test_initialise_an_i3d_nl_model_from_imagenet_weights(resnet50_state):
 def test_initialise_i3d_from_caffe2_imagenet_blobs():
     """Caffe2's ImageNet ResNet-50 (2D blobs res2_0_branch2a_w, …, pred_w) inflated into the
     Caffe2 I3D network, as TRAIN.PARAMS_FILE does in the official code."""
-    from test_video import caffe2_blobs
-
     from nlgc.models.initialise import initialise_from
 
     blobs = caffe2_blobs(num_classes=1000, non_local=False, c2d=True)
