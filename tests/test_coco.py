@@ -255,7 +255,7 @@ def test_fit_and_test_a_detector_on_coco_data(coco_root, tmp_path):
             "min_size": 96,
             "max_size": 128,
         },
-        "optim": {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "augment": "none"},
+        "optim": {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "augment": "flip"},
         "trainer": {
             "max_epochs": 1,
             "accelerator": "cpu",
@@ -279,3 +279,27 @@ def test_fit_and_test_a_detector_on_coco_data(coco_root, tmp_path):
         )
     saved = json.loads((tmp_path / "run" / "test_metrics.json").read_text())
     assert saved["bbox/AP"] == tested["bbox/AP"]
+
+
+def test_a_flip_mirrors_the_image_boxes_and_masks_together(coco_root):
+    from nlgc.train.detector import _flipped
+
+    image, target = CocoDetection(
+        coco_root / "annotations/instances_train2017.json", coco_root / "train2017"
+    )[0]
+    flipped, moved = _flipped(image, target)
+    width = image.shape[-1]
+    assert torch.equal(flipped, image.flip(-1)) and torch.equal(
+        moved["masks"], target["masks"].flip(-1)
+    )
+    expected = torch.stack(
+        [
+            width - target["boxes"][:, 2],
+            target["boxes"][:, 1],
+            width - target["boxes"][:, 0],
+            target["boxes"][:, 3],
+        ],
+        1,
+    )
+    assert torch.equal(moved["boxes"], expected)
+    assert moved["labels"] is target["labels"]

@@ -63,9 +63,20 @@ class Detector(TrainingModule):
         return self.model(images)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        """uint8 images → floats in [0, 1] (the detector normalises and resizes them)."""
+        """uint8 images → floats in [0, 1] (the detector normalises and resizes them); in
+        training, unless ``optim.augment`` is ``none``, each image flipped horizontally half of
+        the time with its boxes and masks, drawn from the step's seed (a resumed run flips as
+        the uninterrupted one did)."""
         images, targets = batch
         images = [i.float() / 255 if i.dtype == torch.uint8 else i.float() for i in images]
+        if self.trainer.training and self.optim.augment != "none":
+            devices = [images[0].device] if images[0].device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(self._step_seed())
+                flips = torch.rand(len(images)) < 0.5
+            pairs = zip(images, targets, flips, strict=True)
+            pairs = [_flipped(i, t) if flip else (i, t) for i, t, flip in pairs]
+            images, targets = [p[0] for p in pairs], [p[1] for p in pairs]
         return images, targets
 
     def training_step(self, batch, batch_idx):
@@ -113,6 +124,20 @@ class Detector(TrainingModule):
             for name, value in evaluate_coco(instances, detections, iou_type).items():
                 metrics[f"{prefix}{iou_type}/{name}"] = value
         self.log_dict(metrics, prog_bar=split == "val", rank_zero_only=False, sync_dist=False)
+
+
+def _flipped(image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
+    """The image mirrored left–right, its boxes and masks with it (``transforms.v2`` on
+    ``tv_tensors``)."""
+    from torchvision import tv_tensors
+    from torchvision.transforms.v2 import functional as TF
+
+    size = tuple(image.shape[-2:])
+    boxes = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=size)
+    masks = tv_tensors.Mask(target["masks"])
+    flipped = {"boxes": TF.horizontal_flip(boxes), "masks": TF.horizontal_flip(masks)}
+    flipped = {k: v.as_subclass(torch.Tensor) for k, v in flipped.items()}
+    return TF.horizontal_flip(image), {**target, **flipped}
 
 
 def _training_target(target: dict) -> dict:

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
 from torch.utils.data import Dataset
 
 from nlgc.data.annotations import kinetics_classes, read_annotations, read_label_map
@@ -134,34 +133,19 @@ def _coco_classes(data: DataModule) -> list[str]:
 
 
 def _coco_datasets(data: DataModule, stage: str | None) -> dict[str, Dataset | None]:
-    """train (flipped, crowds and empty images left out), val, and test (``val`` unless
+    """train (crowds and empty images left out), val, and test (``val`` unless
     ``data.annotations`` names a test file): COCO has no labelled test split."""
     hp = data.config
     test = "test" if "test" in (hp.annotations or {}) else "val"
 
     def split(name: str, train: bool) -> CocoDetection:
-        transform = random_flip if train else None
-        return CocoDetection(*_coco_files(data, name), train, hp.skip_corrupt, transform)
+        return CocoDetection(*_coco_files(data, name), train, hp.skip_corrupt)
 
     return {
         "train": split("train", True) if stage in (None, "fit") else None,
         "val": split("val", False),
         "test": split(test, False) if stage in (None, "test") else None,
     }
-
-
-def random_flip(image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
-    """A horizontal flip half of the time, boxes and masks with the image
-    (``torchvision.transforms.v2`` on ``tv_tensors``)."""
-    from torchvision import tv_tensors
-    from torchvision.transforms import v2
-
-    boxes = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=image.shape[-2:])
-    flipped = v2.RandomHorizontalFlip()(
-        tv_tensors.Image(image), boxes, tv_tensors.Mask(target["masks"])
-    )
-    image, boxes, masks = (t.as_subclass(torch.Tensor) for t in flipped)
-    return image, {**target, "boxes": boxes, "masks": masks}
 
 
 def detection_batch(items: list) -> tuple[list, list]:
