@@ -4,6 +4,7 @@ outputs, options, frozen norms and stages), and mmdetection's plugin lists."""
 import functools
 import json
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -335,3 +336,58 @@ def test_analyze_looks_at_the_blocks_inside_a_detectors_backbone(tmp_path):
     assert 0 < stats[0]["attention"] <= 2  # a fresh NL block's maps differ across queries
     assert stats[0]["output"] is None  # its W_z starts at zero: no output to compare
     assert (out / "attention_00_layer2_0_non_local_block.png").stat().st_size > 1000
+
+
+def published_rows() -> list[dict]:
+    """docs/detection.md's table of GCNet's published rows, as dictionaries."""
+    text = (Path(__file__).parent.parent / "docs" / "detection.md").read_text()
+    lines = text.split("## GCNet's published rows as configs")[1].split("\n## ")[0].splitlines()
+    table = [line for line in lines if line.startswith("| `")]
+    keys = ("config", "model", "norm", "box", "mask", "where")
+    return [
+        dict(zip(keys, (c.strip(" `") for c in r.strip("|").split("|")), strict=True))
+        for r in table
+    ]
+
+
+def test_gcnet_published_rows_are_the_configs():
+    from nlgc.train.run import load_config
+
+    rows = published_rows()
+    folder = Path(__file__).parent.parent / "configs" / "detection"
+    assert sorted(r["config"] for r in rows) == sorted(p.name for p in folder.glob("*.yaml"))
+    for row in rows:
+        config = load_config(folder / row["config"])
+        assert config.model.name == row["model"], row["config"]
+        overrides = config.model.overrides
+        assert set(overrides) <= set(nlgc.models.option_names(row["model"]))
+        fixbn = row["norm"] == "fixBN"
+        assert (overrides["norm"], config.model.freeze_bn_stats) == (
+            ("bn", True) if fixbn else ("syncbn", False)
+        )
+        assert (
+            overrides["weights_backbone"] == "resnet50.tv_in1k"
+            and overrides["trainable_backbone_layers"] == 3
+        )
+        optim, data = config.optim, config.data
+        assert (optim.lr, optim.momentum, optim.weight_decay, optim.nesterov) == (
+            0.02,
+            0.9,
+            1e-4,
+            False,
+        )
+        assert (optim.milestones, optim.warmup_iters, optim.warmup_factor) == (
+            (8.0, 11.0),
+            500,
+            0.001,
+        )
+        assert (data.kind, data.min_size, data.max_size, data.batch_size) == ("coco", 800, 1333, 2)
+        assert (
+            config.trainer["max_epochs"] == 12 and config.trainer["devices"] * data.batch_size == 16
+        )
+        published = [float(v) for v in (row["box"], row["mask"]) if v != "-"]
+        assert all(30 < v < 45 for v in published)
+    by_model = {r["config"]: (r["box"], r["mask"]) for r in rows}
+    assert by_model["mask_rcnn_r50_fpn_gc_r4_1x_coco.yaml"] == ("39.9", "36.0")
+    mmdet_r4 = nlgc.models.weights_entry("gc_r4_resnet50.mmdet_mask_rcnn_r4_coco")
+    assert mmdet_r4.accuracy == "box AP 39.9, mask AP 36.0"  # the zoo's record says the same

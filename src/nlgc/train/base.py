@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 class TrainingModule(L.LightningModule):
     """A LightningModule of one task: subclasses set ``self.model`` (the network the optimizer
-    trains), ``self.optim`` (:class:`~nlgc.train.config.OptimConfig`) and ``self.seed``.
+    trains), ``self.optim`` (:class:`~nlgc.train.config.OptimConfig`), ``self.seed`` and
+    ``self.freeze_bn_stats``.
 
     Every training step draws from seeds made of (seed, step, rank), so a run resumed from a
     checkpoint repeats an uninterrupted one exactly.
@@ -32,6 +33,18 @@ class TrainingModule(L.LightningModule):
     model: nn.Module
     optim: OptimConfig
     seed: int
+    freeze_bn_stats: bool = False
+
+    def train(self, mode: bool = True):
+        """With ``model.freeze_bn_stats`` every BatchNorm keeps its running statistics during
+        training (mmaction2's and mmdetection's ``norm_eval=True``; its scale and shift still
+        learn)."""
+        super().train(mode)
+        if mode and self.freeze_bn_stats:
+            for module in self.model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
 
     def _step_seed(self) -> int:
         """A seed from (seed, optimizer step, rank), all restored when a run resumes."""

@@ -46,6 +46,7 @@ class Detector(TrainingModule):
     ):
         super().__init__()
         self.optim, self.seed = optim or OptimConfig(), seed
+        self.freeze_bn_stats = model.freeze_bn_stats
         overrides = {"min_size": min_size, "max_size": max_size, **model.overrides}
         self.save_hyperparameters(
             {

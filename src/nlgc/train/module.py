@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 import torchmetrics
 from kornia import augmentation as K
-from torch import nn
 
 from nlgc.evaluation.video import view_scores
 from nlgc.models import create_model, modality
@@ -94,16 +93,6 @@ class Classifier(TrainingModule):
                 "multiclass", num_classes=num_classes, average="macro"
             )
         return metrics
-
-    def train(self, mode: bool = True):
-        """With ``model.freeze_bn_stats`` every BatchNorm keeps its running statistics during
-        training (mmaction2's ``norm_eval=True``; its scale and shift still learn)."""
-        super().train(mode)
-        if mode and self.freeze_bn_stats:
-            for module in self.model.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
-        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.memory_format is not torch.contiguous_format:  # model.channels_last
