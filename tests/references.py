@@ -524,7 +524,8 @@ def mmcv_context_block(state, prefix, x, pooling="att", fusions=("channel_add",)
 
 
 def mmcv_non_local_2d(state, prefix, x, use_scale=True):
-    """NonLocal2d.forward, embedded Gaussian, no sub-sampling, conv_out without norm."""
+    """NonLocal2d.forward, embedded Gaussian, no sub-sampling; conv_out a conv, or with
+    ``norm_cfg`` (mmsegmentation's heads) a conv without bias and its BN."""
     n, _, h, w = x.shape
     g = _conv(state, f"{prefix}.g.conv", x)
     inter = g.shape[1]
@@ -535,19 +536,83 @@ def mmcv_non_local_2d(state, prefix, x, use_scale=True):
     if use_scale:
         pairwise = pairwise / theta_x.shape[-1] ** 0.5
     y = (pairwise.softmax(dim=-1) @ g_x).permute(0, 2, 1).reshape(n, inter, h, w)
-    return x + _conv(state, f"{prefix}.conv_out.conv", y)
+    out = _conv(state, f"{prefix}.conv_out.conv", y)
+    if f"{prefix}.conv_out.bn.weight" in state:
+        out = _bn(state, f"{prefix}.conv_out.bn", out)
+    return x + out
 
 
-def mmdet_resnet_features(state, x, depths, plugins):
-    """mmdetection's ResNet (style='pytorch', stride in conv2) over ``backbone.`` tensors: C2–C5.
-    ``plugins``: (name, position, stages (4 bools), function(state, prefix, x))."""
-    state = {k.removeprefix("backbone."): v for k, v in state.items()}
-    x = F.max_pool2d(_bn(state, "bn1", _conv(state, "conv1", x, 2, 3)).relu(), 3, 2, 1)
+def mmseg_disentangled_non_local(state, prefix, x, temperature=0.05, use_scale=True):
+    """mmsegmentation's DisentangledNonLocal2d.forward (embedded Gaussian): whitened θ and φ,
+    logits / √C' / τ, the unary mask's softmax; x + conv_out(pairwise) + conv_out(unary)."""
+    n, _, h, w = x.shape
+    g_x = _conv(state, f"{prefix}.g.conv", x).view(n, -1, h * w).permute(0, 2, 1)
+    inter = g_x.shape[-1]
+    theta_x = _conv(state, f"{prefix}.theta.conv", x).view(n, inter, -1).permute(0, 2, 1)
+    phi_x = _conv(state, f"{prefix}.phi.conv", x).view(n, inter, -1)
+    theta_x = theta_x - theta_x.mean(dim=-2, keepdim=True)
+    phi_x = phi_x - phi_x.mean(dim=-1, keepdim=True)
+    pairwise = theta_x @ phi_x
+    if use_scale:
+        pairwise = pairwise / inter**0.5
+    pairwise = (pairwise / temperature).softmax(dim=-1)
+    y = (pairwise @ g_x).permute(0, 2, 1).reshape(n, inter, h, w)
+    unary = _conv(state, f"{prefix}.conv_mask", x).view(n, 1, -1).softmax(dim=-1)
+    unary_x = (unary @ g_x).permute(0, 2, 1).reshape(n, inter, 1, 1)
+
+    def conv_out(t):
+        return _bn(state, f"{prefix}.conv_out.bn", _conv(state, f"{prefix}.conv_out.conv", t))
+
+    return x + conv_out(y) + conv_out(unary_x)
+
+
+def mmseg_head(state, prefix, features, in_index, block=None, concat_input=True):
+    """mmsegmentation's FCNHead / NLHead / GCHead / DNLHead.forward (dropout off in eval):
+    convs[0] → block → the other convs → conv_cat([x, out]) → conv_seg."""
+
+    def conv_module(name, t):
+        return _bn(state, f"{name}.bn", _conv(state, f"{name}.conv", t, 1, 1)).relu()
+
+    x = features[in_index]
+    out = conv_module(f"{prefix}.convs.0", x)
+    if block is not None:
+        name, function = block
+        out = function(state, f"{prefix}.{name}", out)
+    index = 1
+    while f"{prefix}.convs.{index}.conv.weight" in state:
+        out = conv_module(f"{prefix}.convs.{index}", out)
+        index += 1
+    if concat_input:
+        out = conv_module(f"{prefix}.conv_cat", torch.cat([x, out], 1))
+    return _conv(state, f"{prefix}.conv_seg", out)
+
+
+def mmdet_resnet_features(
+    state, x, depths, plugins=(), strides=(1, 2, 2, 2), dilations=(1, 1, 1, 1), v1c=False
+):
+    """mmdetection's / mmsegmentation's ResNet (style='pytorch', stride in conv2) over
+    ``backbone.`` tensors: C2–C5. ``plugins``: (name, position, stages (4 bools),
+    function(state, prefix, x)); ``v1c``: ResNetV1c's deep stem (``stem.0``…``stem.7``) and
+    ``contract_dilation`` (a dilated stage's first block at half the dilation)."""
+    state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+    if v1c:
+        for conv, bn, stride in (
+            ("stem.0", "stem.1", 2),
+            ("stem.3", "stem.4", 1),
+            ("stem.6", "stem.7", 1),
+        ):
+            x = _bn(state, bn, _conv(state, conv, x, stride, 1)).relu()
+        x = F.max_pool2d(x, 3, 2, 1)
+    else:
+        x = F.max_pool2d(_bn(state, "bn1", _conv(state, "conv1", x, 2, 3)).relu(), 3, 2, 1)
     features = []
     for stage, depth in enumerate(depths):
         for index in range(depth):
             p = f"layer{stage + 1}.{index}"
-            stride = 2 if stage > 0 and index == 0 else 1
+            stride = strides[stage] if index == 0 else 1
+            dilation = dilations[stage]
+            if v1c and index == 0 and dilation > 1:
+                dilation //= 2
 
             def run(position, out, p=p, stage=stage):
                 for name, where, stages, function in plugins:
@@ -557,7 +622,9 @@ def mmdet_resnet_features(state, x, depths, plugins):
 
             identity = x
             out = run("after_conv1", _bn(state, f"{p}.bn1", _conv(state, f"{p}.conv1", x)).relu())
-            out = _bn(state, f"{p}.bn2", _conv(state, f"{p}.conv2", out, stride, 1)).relu()
+            conv2 = state[f"{p}.conv2.weight"]
+            out = F.conv2d(out, conv2, None, stride, dilation, dilation)
+            out = _bn(state, f"{p}.bn2", out).relu()
             out = run("after_conv2", out)
             out = run("after_conv3", _bn(state, f"{p}.bn3", _conv(state, f"{p}.conv3", out)))
             if f"{p}.downsample.0.weight" in state:

@@ -13,6 +13,7 @@ from nlgc.models.detection import DetectorArchitecture
 from nlgc.models.plan import STAGES, Insertion, Plan
 from nlgc.models.registry import Architecture, register
 from nlgc.models.resnet import BasicBlock, Bottleneck, ResNet
+from nlgc.models.segmentation import SegmentorArchitecture
 from nlgc.models.video_resnet import DEPTHS, I3D_INFLATE, VideoResNet
 
 
@@ -280,3 +281,23 @@ for _name, _arch, _variant in MODELS:
         _detector = DetectorArchitecture(_head, _arch, f"{_title} FPN on {_arch.title}")
         _text = f"{_detector.title} + {_variant.text}" if _variant.plan.insertions else ""
         register(f"{_head}_{_name}_fpn", _detector, _variant.plan, _text or _detector.title)
+
+# Segmentors: mmsegmentation's FCN / NL / GC / DNL heads on the dilated ResNetV1c (output
+# stride 8: the deep stem, strides (1, 2, 1, 1), dilations (1, 1, 2, 4), contract_dilation)
+_D8 = {"stem": "deep", "strides": (1, 2, 1, 1), "dilations": (1, 1, 2, 4)}
+RESNET50_V1C_D8 = _resnet(
+    "ResNetV1c-50-D8", Bottleneck, (3, 4, 6, 3), contract_dilation=True, **_D8
+)
+RESNET101_V1C_D8 = _resnet(
+    "ResNetV1c-101-D8", Bottleneck, (3, 4, 23, 3), contract_dilation=True, **_D8
+)
+_SEGMENTORS = {
+    "fcn": ("fcn", "FCN head"),
+    "nonlocal": ("nl", "NL head (embedded Gaussian, reduction 2, 1/√C')"),
+    "gcnet": ("gc", "GC head (r = 1/4, att pooling, add fusion)"),
+    "dnlnet": ("dnl", "DNL head (temperature 0.05)"),
+}
+for _name, (_head, _title) in _SEGMENTORS.items():
+    for _depth, _arch in ((50, RESNET50_V1C_D8), (101, RESNET101_V1C_D8)):
+        _segmentor = SegmentorArchitecture(_head, _arch, f"{_arch.title} + {_title}")
+        register(f"{_name}_resnet{_depth}_d8", _segmentor, Plan(), _segmentor.title)

@@ -93,7 +93,7 @@ def register(
     _REGISTRY[name] = ModelSpec(architecture, plan, description, only_for)
 
 
-TASKS = ("classification", "video", "detection")
+TASKS = ("classification", "video", "detection", "segmentation")
 
 
 def list_models(
@@ -153,8 +153,9 @@ def create_model(
     plugins: Sequence[Mapping] | None = None,
     **overrides,
 ):
-    """Build a registered model: image and video classifiers, and detectors
-    (``mask_rcnn_gc_r4_resnet50_fpn``: torchvision's, see :mod:`nlgc.models.detection`).
+    """Build a registered model: image and video classifiers, detectors
+    (``mask_rcnn_gc_r4_resnet50_fpn``: torchvision's, see :mod:`nlgc.models.detection`) and
+    segmentors (``nonlocal_resnet50_d8``: :mod:`nlgc.models.segmentation`).
 
     Args:
         name: see :func:`list_models`.

@@ -8,6 +8,7 @@ blocks (``layer3.5.context_block``, …), as in mmdetection's GCNet checkpoints.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -32,11 +33,13 @@ class BasicBlock(InsertionPoints, nn.Module):
         groups=1,
         base_width=64,
         activation: type[nn.Module] = nn.ReLU,
+        dilation: int = 1,
     ):
         super().__init__()
         if groups != 1 or base_width != 64:
             raise ValueError("BasicBlock supports only groups=1 and width_per_group=64")
-        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        # dilated in conv1 only, as mmsegmentation's BasicBlock
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, dilation, dilation, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
         self.relu = activation(inplace=True)
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
@@ -63,11 +66,15 @@ def block_conv(
     stride: int = 1,
     groups: int = 1,
     time: int = 1,
+    dilation: int = 1,
 ) -> nn.Module:
-    """The residual blocks' convolution: k×k (2D) or time×k×k (3D, strided in space only),
-    padded to keep the size, no bias (a BN follows)."""
+    """The residual blocks' convolution: k×k (2D, ``dilation`` apart) or time×k×k (3D, strided
+    in space only), padded to keep the size, no bias (a BN follows)."""
     if dim == 2:
-        return nn.Conv2d(inplanes, planes, kernel, stride, kernel // 2, groups=groups, bias=False)
+        padding = dilation * (kernel // 2)
+        return nn.Conv2d(
+            inplanes, planes, kernel, stride, padding, dilation, groups=groups, bias=False
+        )
     return nn.Conv3d(
         inplanes,
         planes,
@@ -80,8 +87,8 @@ def block_conv(
 
 
 class Bottleneck(InsertionPoints, nn.Module):
-    """ResNet-50+ residual block: 1×1 → 3×3 (stride, groups) → 1×1, expansion 4 (ResNet v1.5);
-    ``activation`` ReLU (torchvision) or SiLU (timm's "ts" byobnets).
+    """ResNet-50+ residual block: 1×1 → 3×3 (stride, groups, dilation) → 1×1, expansion 4
+    (ResNet v1.5); ``activation`` ReLU (torchvision) or SiLU (timm's "ts" byobnets).
 
     ``dim`` (class attribute) is 2 here and 3 in :class:`~nlgc.models.video_resnet.Bottleneck3d`,
     whose ``inflate`` gives conv1 (``"3x1x1"``) or conv2 (``"3x3x3"``) a temporal size of 3.
@@ -101,16 +108,18 @@ class Bottleneck(InsertionPoints, nn.Module):
         base_width=64,
         inflate="none",
         activation: type[nn.Module] = nn.ReLU,
+        dilation: int = 1,
     ):
         super().__init__()
         check_choice("inflate", inflate, ("none", "3x1x1", "3x3x3") if self.dim == 3 else ("none",))
+        if dilation != 1 and self.dim == 3:
+            raise ValueError("dilation applies to 2D residual blocks only")
         width = int(planes * (base_width / 64.0)) * groups
         dim, norm = self.dim, (nn.BatchNorm2d, nn.BatchNorm3d)[self.dim - 2]
         self.conv1 = block_conv(dim, inplanes, width, 1, time=3 if inflate == "3x1x1" else 1)
         self.bn1 = norm(width)
-        self.conv2 = block_conv(
-            dim, width, width, 3, stride, groups, time=3 if inflate == "3x3x3" else 1
-        )
+        time = 3 if inflate == "3x3x3" else 1
+        self.conv2 = block_conv(dim, width, width, 3, stride, groups, time, dilation)
         self.bn2 = norm(width)
         self.conv3 = block_conv(dim, width, planes * self.expansion, 1)
         self.bn3 = norm(planes * self.expansion)
@@ -148,6 +157,7 @@ class ResNetBase(nn.Module):
         base: int = 64,
         num_stages: int = 4,
         widths: Sequence[int] | None = None,
+        strides: Sequence[int] = (1, 2, 2, 2),
     ):
         out_indices = tuple(out_indices)
         if not out_indices or any(i not in range(num_stages) for i in out_indices):
@@ -160,7 +170,7 @@ class ResNetBase(nn.Module):
                 "stage": stage,
                 "module": f"layer{i + 1}",
                 "channels": widths[i] if widths else base * 2**i * expansion,
-                "stride": 4 * 2**i,
+                "stride": 4 * math.prod(strides[: i + 1]),
             }
             for i, stage in enumerate(STAGES)
             if i in out_indices
@@ -219,7 +229,10 @@ class ResNet(ResNetBase):
         in_channels: input image channels.
         base_channels: width of the stem and of c2 (64 in every standard ResNet; smaller for
             quick experiments, e.g. 16 in the demo's ``tiny_resnet``).
-        stem: ``"torchvision"`` (7×7 conv, stride 2, then a 3×3 max pool), ``"tiered"``
+        stem: ``"torchvision"`` (7×7 conv, stride 2, then a 3×3 max pool), ``"deep"``
+            (mmsegmentation's ResNetV1c: 3×3 convs of 1/2, 1/2 and 1 × base channels with
+            strides 2, 1, 1, then the max pool; ``conv1`` a Sequential as for the tiered stems),
+            ``"tiered"``
             (timm's "T" ResNets, byobnet ``stem_type="tiered"``, ``stem_pool=""``: 3×3 convs of
             3/8, 1/2 and 1 × base channels with strides 2, 1, 2 and no max pool; ``conv1`` is
             then a Sequential of those convs and the first two BN + activation) or
@@ -232,6 +245,13 @@ class ResNet(ResNetBase):
         activation: ``"relu"`` or ``"silu"`` (timm's "ts" networks), in the stem and blocks.
         head_channels: a 1×1 conv + BN + activation to this width before the pooling (timm's
             ``num_features``, module ``final_conv``); default none.
+        strides, dilations: per stage (c2…c5), the first residual block's stride and the 3×3
+            convolutions' dilation; default (1, 2, 2, 2) and (1, 1, 1, 1). Output stride 8:
+            ``strides=(1, 2, 1, 1), dilations=(1, 1, 2, 4)``; 16: ``(1, 2, 2, 1), (1, 1, 1, 2)``
+            (mmsegmentation's ``*_d8`` / ``*_d16`` models).
+        contract_dilation: the first block of a dilated stage uses half the dilation
+            (mmsegmentation's ``contract_dilation=True``; torchvision's
+            ``replace_stride_with_dilation`` does the same).
 
     Shape:
         - Input: (B, in_channels, H, W).
@@ -256,25 +276,35 @@ class ResNet(ResNetBase):
         group_size: int | None = None,
         activation: str = "relu",
         head_channels: int | None = None,
+        strides: Sequence[int] | None = None,
+        dilations: Sequence[int] | None = None,
+        contract_dilation: bool = False,
     ):
         super().__init__()
         if not 1 <= len(layers) <= 4:
             raise ValueError(f"layers must give 1 to 4 stage depths, got {layers!r}")
         if widths is not None and len(widths) != len(layers):
             raise ValueError(f"widths must give one width per stage {layers!r}, got {widths!r}")
+        strides = tuple(strides or (1, 2, 2, 2)[: len(layers)])
+        dilations = tuple(dilations or (1,) * len(layers))
+        for name, values in (("strides", strides), ("dilations", dilations)):
+            if len(values) != len(layers) or not all(isinstance(v, int) and v >= 1 for v in values):
+                raise ValueError(
+                    f"{name} must give one positive int per stage {tuple(layers)}, got {values}"
+                )
         if out_indices is None:
             out_indices = range(len(layers))
         self._set_outputs(
-            features_only, out_indices, block.expansion, base_channels, len(layers), widths
+            features_only, out_indices, block.expansion, base_channels, len(layers), widths, strides
         )
         self.groups, self.base_width, self.group_size = groups, width_per_group, group_size
         self.activation = {"relu": nn.ReLU, "silu": nn.SiLU}[
             check_choice("activation", activation, ("relu", "silu"))
         ]
         self.inplanes = base = base_channels
-        self.stem = check_choice("stem", stem, ("torchvision", "tiered", "tiered_maxpool"))
-        if stem.startswith("tiered"):
-            self.conv1 = self._tiered_stem(in_channels, base, 1 if stem == "tiered_maxpool" else 2)
+        self.stem = check_choice("stem", stem, ("torchvision", "deep", "tiered", "tiered_maxpool"))
+        if stem != "torchvision":
+            self.conv1 = self._three_conv_stem(in_channels, base, stem)
         else:
             self.conv1 = nn.Conv2d(in_channels, base, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(base)
@@ -282,10 +312,12 @@ class ResNet(ResNetBase):
         # registered in the order forward runs them (torchvision's IntermediateLayerGetter
         # runs a backbone's children in order: the detectors' body)
         self.maxpool = nn.Identity() if stem == "tiered" else nn.MaxPool2d(3, 2, 1)
-        for index, depth in enumerate(layers):
-            stride = 1 if index == 0 else 2
+        stages = zip(layers, strides, dilations, strict=True)
+        for index, (depth, stride, dilation) in enumerate(stages):
             planes = widths[index] // block.expansion if widths else base * 2**index
-            setattr(self, f"layer{index + 1}", self._make_layer(block, planes, depth, stride))
+            first = dilation // 2 if contract_dilation and dilation > 1 else dilation
+            layer = self._make_layer(block, planes, depth, stride, (first, dilation))
+            setattr(self, f"layer{index + 1}", layer)
         if not features_only:
             if head_channels:
                 self.final_conv = nn.Sequential(
@@ -297,8 +329,11 @@ class ResNet(ResNetBase):
             self.fc = nn.Linear(head_channels or self.inplanes, num_classes)
         self._finish(plan, dim=2)
 
-    def _tiered_stem(self, in_channels: int, base: int, last_stride: int) -> nn.Sequential:
-        widths = (3 * base // 8, base // 2)
+    def _three_conv_stem(self, in_channels: int, base: int, stem: str) -> nn.Sequential:
+        """Three 3×3 convolutions (the last one's BN is ``bn1``): timm's tiered stems (3/8 and
+        1/2 of ``base``) and mmsegmentation's deep stem (1/2 and 1/2)."""
+        widths = (base // 2, base // 2) if stem == "deep" else (3 * base // 8, base // 2)
+        last_stride = 2 if stem == "tiered" else 1
         return nn.Sequential(
             nn.Conv2d(in_channels, widths[0], 3, 2, 1, bias=False),
             nn.BatchNorm2d(widths[0]),
@@ -322,7 +357,11 @@ class ResNet(ResNetBase):
             )
         return groups, 64 // groups
 
-    def _make_layer(self, block, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+    def _make_layer(
+        self, block, planes: int, blocks: int, stride: int = 1, dilation: tuple[int, int] = (1, 1)
+    ) -> nn.Sequential:
+        """A stage: ``blocks`` residual blocks, the first with ``stride`` and ``dilation[0]``,
+        the rest with ``dilation[1]``."""
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = nn.Sequential(
@@ -331,7 +370,9 @@ class ResNet(ResNetBase):
             )
         groups, width = self._grouping(planes)
         kwargs = {"groups": groups, "base_width": width, "activation": self.activation}
-        layers = [block(self.inplanes, planes, stride, downsample, **kwargs)]
+        layers = [block(self.inplanes, planes, stride, downsample, dilation=dilation[0], **kwargs)]
         self.inplanes = planes * block.expansion
-        layers += [block(self.inplanes, planes, **kwargs) for _ in range(1, blocks)]
+        layers += [
+            block(self.inplanes, planes, dilation=dilation[1], **kwargs) for _ in range(1, blocks)
+        ]
         return nn.Sequential(*layers)

@@ -115,9 +115,9 @@ def nlgc_layout(
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
     """A checkpoint's tensors under nlgc's names, converted by its ``source``, and the keys
     left out: a detector's neck and heads beside its ``backbone.`` (for a backbone), or none
-    with ``whole`` (for a detector)."""
+    with ``whole`` (for a detector) or a source whose files are whole networks (segmentors)."""
     state = source.convert(state)
-    if whole or not any(k.startswith("backbone.") for k in state):
+    if whole or source.whole or not any(k.startswith("backbone.") for k in state):
         return dict(state), []
     ignored = sorted(k for k in state if not k.startswith("backbone."))
     backbone = {

@@ -6,7 +6,15 @@ line in :data:`SOURCES`. nlgc's training checkpoints name their network in their
 (:mod:`nlgc.models.sources.native`) and need none of this.
 """
 
-from nlgc.models.sources import caffe2, mmaction2, mmdetection, pyslowfast, timm, torchvision
+from nlgc.models.sources import (
+    caffe2,
+    mmaction2,
+    mmdetection,
+    mmsegmentation,
+    pyslowfast,
+    timm,
+    torchvision,
+)
 from nlgc.models.sources.base import State, WeightsSource
 
 SOURCES: tuple[WeightsSource, ...] = (  # most specific layout first; the fallback last
@@ -14,6 +22,7 @@ SOURCES: tuple[WeightsSource, ...] = (  # most specific layout first; the fallba
     caffe2.SOURCE,
     pyslowfast.SOURCE,
     timm.SOURCE,
+    mmsegmentation.SOURCE,
     mmdetection.SOURCE,
     torchvision.SOURCE,
 )

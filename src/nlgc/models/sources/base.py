@@ -51,6 +51,8 @@ class WeightsSource:
         refusal: why a file of this source cannot be built, or None.
         preprocessing: the input convention of the source's networks, used where a zoo entry
             does not give its own.
+        whole: its files hold whole networks whose ``backbone.`` is nlgc's too (segmentors):
+            loading keeps every key instead of taking the backbone out of a detector.
     """
 
     name: str
@@ -62,3 +64,4 @@ class WeightsSource:
     checkpoint_kind: Callable[[State], str | None] = lambda state: None
     refusal: Callable[[State], str | None] = _no_refusal
     preprocessing: Preprocessing | None = None
+    whole: bool = False

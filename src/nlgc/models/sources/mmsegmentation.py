@@ -1,0 +1,49 @@
+"""mmsegmentation's segmentors (``EncoderDecoder``): a ResNetV1c ``backbone.``, a
+``decode_head.`` and an ``auxiliary_head.``, kept whole (nlgc's segmentors have the same three).
+
+ResNetV1c's deep stem is ``backbone.stem.{0,1,3,4,6,7}`` (three conv + BN pairs): nlgc's
+``conv1.{0,1,3,4,6}`` and ``bn1``. The heads' module names are nlgc's
+(:mod:`nlgc.models.segmentation`) but for mmcv's ``NonLocal2d`` in the NL head:
+``nl_block.{g,theta,phi}.conv`` → ``g``, ``theta``, ``phi``; ``conv_out.conv`` (no bias: a
+norm follows) → ``out`` (bias 0); ``conv_out.bn`` → ``norm``. The GC and DNL blocks carry
+mmcv's and mmsegmentation's names already.
+"""
+
+from nlgc.models.preprocessing import Preprocessing
+from nlgc.models.sources.base import State, WeightsSource, renamed
+
+_STEM = {"0": "conv1.0", "1": "conv1.1", "3": "conv1.3", "4": "conv1.4", "6": "conv1.6", "7": "bn1"}
+_NL = r"^decode_head\.nl_block\."
+_RULES = (
+    (r"^backbone\.stem\.(\d)\.", lambda m: f"backbone.{_STEM[m.group(1)]}."),
+    (_NL + r"(g|theta|phi)\.conv\.", r"decode_head.nl_block.\1."),
+    (_NL + r"conv_out\.conv\.", "decode_head.nl_block.out."),
+    (_NL + r"conv_out\.bn\.", "decode_head.nl_block.norm."),
+)
+
+
+def detect(state: State) -> bool:
+    return "decode_head.conv_seg.weight" in state
+
+
+def convert(state: State) -> dict:
+    converted = {renamed(key, _RULES): value for key, value in state.items()}
+    out = converted.get("decode_head.nl_block.out.weight")
+    if out is not None and "decode_head.nl_block.out.bias" not in converted:
+        converted["decode_head.nl_block.out.bias"] = out.new_zeros(out.shape[0])
+    return converted
+
+
+# mmsegmentation's SegDataPreProcessor: ImageNet mean/std on 0–255 pixels, BGR → RGB
+SEGMENTATION = Preprocessing(
+    mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375), pixel_max=255.0
+)
+
+SOURCE = WeightsSource(
+    name="mmsegmentation",
+    title="mmsegmentation EncoderDecoder (backbone.stem.0, decode_head.conv_seg, auxiliary_head)",
+    detect=detect,
+    convert=convert,
+    preprocessing=SEGMENTATION,
+    whole=True,
+)

@@ -1,0 +1,125 @@
+"""Segmentation: dilated ResNets (torchvision's and mmsegmentation's), the FCN / NL / GC / DNL
+heads and segmentors against mmsegmentation's written out, in float64 with every block active."""
+
+import pytest
+import torch
+from helpers import randomize_network
+from references import (
+    mmcv_context_block,
+    mmcv_non_local_2d,
+    mmdet_resnet_features,
+    mmseg_disentangled_non_local,
+    mmseg_head,
+)
+from torch.nn import functional as F
+
+import nlgc
+from nlgc.blocks import ContextBlock
+
+D8 = {"strides": (1, 2, 1, 1), "dilations": (1, 1, 2, 4)}
+SMALL = {"layers": (1, 2, 2, 1), "base_channels": 8, "channels": 16}
+HEADS = {  # name → the block as mmsegmentation's reference computes it
+    "fcn_resnet50_d8": None,
+    "nonlocal_resnet50_d8": ("nl_block", mmcv_non_local_2d),
+    "gcnet_resnet50_d8": ("gc_block", mmcv_context_block),
+    "dnlnet_resnet50_d8": ("dnl_block", mmseg_disentangled_non_local),
+}
+
+
+def test_dilated_resnet_is_torchvisions_replace_stride_with_dilation():
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    theirs = randomize_network(
+        torchvision.models.resnet50(replace_stride_with_dilation=[False, True, True])
+    )
+    ours = nlgc.create_model("resnet50", contract_dilation=True, **D8).eval()
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.rand(1, 3, 72, 88)
+    with torch.no_grad():
+        assert torch.equal(ours(x), theirs.eval()(x))
+    features = nlgc.create_model("resnet50", features_only=True, contract_dilation=True, **D8)
+    assert [f["stride"] for f in features.feature_info] == [4, 8, 8, 8]
+    assert [m.dilation for m in (features.layer3[0].conv2, features.layer3[1].conv2)] == [
+        (1, 1),
+        (2, 2),
+    ]
+    assert [m.dilation for m in (features.layer4[0].conv2, features.layer4[1].conv2)] == [
+        (2, 2),
+        (4, 4),
+    ]
+    with pytest.raises(ValueError, match="dilations must give one positive int per stage"):
+        nlgc.create_model("resnet50", dilations=(1, 2))
+
+
+def as_mmsegmentation(state: dict) -> dict:
+    """nlgc's tensors of a segmentor under mmsegmentation's names: ResNetV1c's ``stem.N`` and
+    mmcv NonLocal2d's ConvModules in the NL head (``conv_out.conv`` has no bias: a BN follows)."""
+    stem = {"conv1.0": "stem.0", "conv1.1": "stem.1", "conv1.3": "stem.3", "conv1.4": "stem.4"}
+    stem |= {"conv1.6": "stem.6", "bn1": "stem.7"}
+    renamed = {}
+    for key, value in state.items():
+        for ours, theirs in stem.items():
+            if key.startswith(f"backbone.{ours}."):
+                key = key.replace(f"backbone.{ours}.", f"backbone.{theirs}.")
+        if key.startswith("decode_head.nl_block."):
+            part, leaf = key.removeprefix("decode_head.nl_block.").split(".")
+            if part == "out" and leaf == "bias":
+                continue
+            module = {"out": "conv_out.conv", "norm": "conv_out.bn"}.get(part, f"{part}.conv")
+            key = f"decode_head.nl_block.{module}.{leaf}"
+        renamed[key] = value
+    return renamed
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_segmentors_are_mmsegmentations_with_its_checkpoint_layout(name):
+    torch.manual_seed(1)
+    model = randomize_network(nlgc.create_model(name, num_classes=3, **SMALL).double(), std=0.1)
+    if name == "nonlocal_resnet50_d8":  # mmcv's conv_out has no bias (a BN follows)
+        model.decode_head.nl_block.out.bias.data.zero_()
+    blocks = [m for m in model.modules() if isinstance(m, ContextBlock)]
+    assert len(blocks) == (HEADS[name] is not None)
+    checkpoint = as_mmsegmentation(model.state_dict())
+    fresh = nlgc.create_model(name, num_classes=3, **SMALL).double()
+    report = nlgc.load_weights(fresh, checkpoint)  # detected as mmsegmentation, renamed
+    assert not report.ignored and not report.kept
+    x = torch.rand(2, 3, 64, 80, dtype=torch.float64)
+    features = mmdet_resnet_features(checkpoint, x, SMALL["layers"], v1c=True, **D8)
+    logits = mmseg_head(checkpoint, "decode_head", features, 3, HEADS[name])
+    expected = F.interpolate(logits, x.shape[-2:], mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        got = fresh.eval()(x)
+    assert got.shape == (2, 3, 64, 80)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+    auxiliary = mmseg_head(checkpoint, "auxiliary_head", features, 2, concat_input=False)
+    fresh.train()
+    for m in fresh.modules():  # the training pass without dropout and BN updates
+        if isinstance(m, (torch.nn.Dropout2d, torch.nn.BatchNorm2d)):
+            m.eval()
+    main, aux = fresh(x)
+    torch.testing.assert_close(main, expected, rtol=1e-10, atol=1e-10)
+    expected_aux = F.interpolate(auxiliary, x.shape[-2:], mode="bilinear", align_corners=False)
+    torch.testing.assert_close(aux, expected_aux, rtol=1e-10, atol=1e-10)
+
+
+def test_segmentor_names_options_and_errors():
+    names = nlgc.list_models(task="segmentation")
+    assert names == sorted(
+        f"{head}_resnet{depth}_d8"
+        for head in ("fcn", "nonlocal", "gcnet", "dnlnet")
+        for depth in (50, 101)
+    )
+    model = nlgc.create_model("gcnet_resnet50_d8", num_classes=150, **SMALL)
+    assert model.decode_head.conv_seg.out_channels == 150 and model.auxiliary_head.in_index == 2
+    assert model.backbone.conv1[0].out_channels == 4  # the deep stem: base / 2
+    nl = nlgc.create_model("nonlocal_resnet50_d8", reduction=4, **SMALL).decode_head.nl_block
+    assert nl.inter_channels == 4 and nl.scale and nl.norm_type == "bn"
+    dot = nlgc.create_model(
+        "nonlocal_resnet50_d8", mode="dot_product", **SMALL
+    ).decode_head.nl_block
+    assert dot.pairwise == "dot_product" and not dot.scale  # mmcv scales the embedded Gaussian only
+    assert nlgc.create_model("fcn_resnet50_d8", auxiliary=False, **SMALL).auxiliary_head is None
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['temperature'\]"):
+        nlgc.create_model("nonlocal_resnet50_d8", temperature=0.1)
+    with pytest.raises(ValueError, match="fusion_types must be one of"):
+        nlgc.create_model("gcnet_resnet50_d8", fusion_types=("channel_max",), **SMALL)
