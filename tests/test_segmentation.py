@@ -123,3 +123,45 @@ def test_segmentor_names_options_and_errors():
         nlgc.create_model("nonlocal_resnet50_d8", temperature=0.1)
     with pytest.raises(ValueError, match="fusion_types must be one of"):
         nlgc.create_model("gcnet_resnet50_d8", fusion_types=("channel_max",), **SMALL)
+
+
+def test_miou_is_dataset_level_intersection_over_union():
+    from nlgc.evaluation.segmentation import SegmentationScores
+
+    generator = torch.Generator().manual_seed(0)
+    labels = [torch.randint(0, 4, (20, 30), generator=generator) for _ in range(3)]
+    predictions = [
+        torch.where(torch.rand(y.shape, generator=generator) < 0.7, y, (y + 1) % 4) for y in labels
+    ]
+    labels[0][:5] = 255  # ignored pixels
+    predictions[2][predictions[2] == 3] = 0  # class 3 never predicted in one image
+    scores = SegmentationScores(4, ["road", "car", "sky", "tree"])
+    for p, y in zip(predictions, labels, strict=True):
+        scores.update(p, y)
+    got = scores.compute()
+    # the confusion matrix of every labelled pixel of the dataset, counted directly
+    matrix = torch.zeros(4, 4, dtype=torch.float64)
+    for p, y in zip(predictions, labels, strict=True):
+        for truth, guess in zip(y.flatten().tolist(), p.flatten().tolist(), strict=True):
+            if truth != 255:
+                matrix[truth, guess] += 1
+    diagonal = matrix.diagonal()
+    iou = diagonal / (matrix.sum(0) + matrix.sum(1) - diagonal)
+    assert got["aAcc"] == pytest.approx(float(diagonal.sum() / matrix.sum()))
+    assert got["mIoU"] == pytest.approx(float(iou.mean()))
+    assert got["mAcc"] == pytest.approx(float((diagonal / matrix.sum(1)).mean()))
+    assert list(got["IoU"]) == ["road", "car", "sky", "tree"]
+    assert got["IoU"]["car"] == pytest.approx(float(iou[1]))
+    mean_of_images = []  # not what the papers report: a mean of per-image mIoU differs
+    for p, y in zip(predictions, labels, strict=True):
+        single = SegmentationScores(4)
+        single.update(p, y)
+        mean_of_images.append(single.compute()["mIoU"])
+    assert abs(sum(mean_of_images) / 3 - got["mIoU"]) > 1e-6
+    absent = SegmentationScores(3)
+    absent.update(torch.zeros(4, 4, dtype=torch.long), torch.zeros(4, 4, dtype=torch.long))
+    assert absent.compute()["mIoU"] == 1.0  # classes that never occur are left out
+    with pytest.raises(ValueError, match=r"label values \[7\] are neither classes 0–2"):
+        absent.update(torch.zeros(2, 2), torch.full((2, 2), 7))
+    with pytest.raises(ValueError, match="same shape"):
+        absent.update(torch.zeros(2, 2), torch.zeros(2, 3))
