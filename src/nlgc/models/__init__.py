@@ -2,7 +2,8 @@
 
 from nlgc.blocks import BLOCK_TYPES
 from nlgc.models import catalog  # noqa: F401  (registers every named model)
-from nlgc.models.from_checkpoint import inflate_weights, load_model, load_weights
+from nlgc.models.checkpoint import inflate_weights, load_weights
+from nlgc.models.from_checkpoint import load_model
 from nlgc.models.plan import (
     POSITIONS,
     STAGES,

@@ -31,6 +31,7 @@ from torch import nn
 
 from nlgc.blocks import ContextBlock
 from nlgc.checks import check_choice
+from nlgc.models.checkpoint import load_weights
 from nlgc.models.plan import Plan
 
 HEADS = ("mask_rcnn", "faster_rcnn")
@@ -137,8 +138,6 @@ def build_detector(
         raise ValueError(f"an FPN detector needs a 4-stage backbone, got {backbone.title}")
     trained = trained or weights_backbone is not None
     if weights_backbone is not None:
-        from nlgc.models.from_checkpoint import load_weights  # it builds through the registry
-
         load_weights(body, weights_backbone)
     norm = check_choice("norm", norm or ("frozen" if trained else "bn"), NORMS)
     if norm == "frozen":

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 from torch import nn
 
-from nlgc.models.from_checkpoint import open_checkpoint
+from nlgc.models.checkpoint import open_checkpoint
 from nlgc.models.preprocessing import Preprocessing
 from nlgc.models.weights import block_prefixes, match_state
 
