@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from block_cases import FAST_VS_REFERENCE, ODD_SHAPES
 from helpers import assert_autocast_close, randomize, relative_error
 from torch import nn
 
@@ -173,22 +174,6 @@ def test_bad_inputs_say_what_was_expected(block):
         block(torch.zeros(1, 8, 4, 4, dtype=torch.int32))
     with pytest.raises(ValueError, match="queries"):
         block.attention_map(torch.randn(1, 8, 4, 4), torch.tensor([99]))
-
-
-FAST_VS_REFERENCE = {
-    "snl": lambda dim: SimplifiedNonLocal(8, dim),
-    "gc": lambda dim: GlobalContextBlock(8, 1 / 4, dim=dim),
-    "gc-mul-add-avg": lambda dim: GlobalContextBlock(8, 1 / 4, "avg", ("mul", "add"), dim=dim),
-    "gc-mul-no-ln": lambda dim: GlobalContextBlock(
-        8, 1 / 4, fusion="mul", layer_norm=False, dim=dim
-    ),
-    "se": lambda dim: SqueezeExcitation(8, 1 / 4, dim),
-}
-ODD_SHAPES = {  # tiny, odd and larger maps per dim
-    1: [(1, 8, 1), (3, 8, 13), (2, 8, 200)],
-    2: [(1, 8, 1, 1), (3, 8, 5, 7), (2, 8, 33, 29)],
-    3: [(1, 8, 1, 1, 1), (2, 8, 3, 5, 7), (1, 8, 4, 16, 15)],
-}
 
 
 def outputs_and_grads(block, x, residual, impl):

@@ -12,12 +12,19 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from block_cases import (
+    DNL_SHAPES,
+    FAST_VS_REFERENCE,
+    NL_SHAPES,
+    ODD_SHAPES,
+    PAIRWISE,
+    make_dnl,
+    make_non_local,
+    non_local_configurations,
+    outputs_and_grads,
+)
 from helpers import assert_grads_close, randomize, relative_error
-from test_context import FAST_VS_REFERENCE, ODD_SHAPES
-from test_disentangled import SHAPES as DNL_SHAPES
-from test_disentangled import make as make_dnl
-from test_non_local import PAIRWISE, SHAPES, configurations, outputs_and_grads
-from test_non_local import make as make_non_local
+from runs import kinetics_config, kinetics_set, synthetic_config
 
 import nlgc
 from nlgc import GlobalContextBlock, NonLocalBlock, SimplifiedNonLocal, SqueezeExcitation
@@ -62,7 +69,7 @@ def fits(block, shape) -> bool:
     return shape[2] % (getattr(block, "temporal_group", None) or 1) == 0
 
 
-NON_LOCAL = [(*c, None) for c in configurations()] + [
+NON_LOCAL = [(*c, None) for c in non_local_configurations()] + [
     (pw, 3, sub_sample, position, "spacetime", 2)
     for pw in PAIRWISE
     for sub_sample, position in ((False, "after"), (True, "after"), (True, "before"))
@@ -74,7 +81,7 @@ NON_LOCAL = [(*c, None) for c in configurations()] + [
 def test_non_local_fast_equals_reference_float64(pw, dim, sub_sample, position, attend, group):
     block = make_non_local(pw, dim, sub_sample, position, attend, temporal_group=group)
     block.to(DEVICE)
-    for shape in filter(lambda s: fits(block, s), SHAPES[dim]):
+    for shape in filter(lambda s: fits(block, s), NL_SHAPES[dim]):
         x = torch.randn(shape, dtype=torch.float64, device=DEVICE)
         assert_fast_equals_reference(block, x, 1e-10)
 
@@ -187,8 +194,6 @@ def test_every_model_trains_a_step_in_bf16(name):
 
 @cuda
 def test_image_training_with_accelerator_gpu(tmp_path):
-    from test_train import synthetic_config
-
     from nlgc.train import run
 
     config = synthetic_config(
@@ -205,11 +210,9 @@ def test_video_training_with_accelerator_gpu(tmp_path):
     """In float32: on these 8×32² clips the fresh network's gradients reach 1e7 in layer1
     (train-mode BN over a few values), where CPU bf16 autocast gives NaN weight gradients;
     the bf16 step, on 32-frame clips, is the test above."""
-    from test_kinetics import config, kinetics_set
-
     from nlgc.train import run
 
-    settings = config(kinetics_set(tmp_path / "kinetics"), tmp_path / "run")
+    settings = kinetics_config(kinetics_set(tmp_path / "kinetics"), tmp_path / "run")
     settings["trainer"].update(accelerator="gpu")
     assert math.isfinite(float(run.fit(settings, progress=False)["train/loss"]))
 

@@ -5,6 +5,7 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
+from block_cases import DNL_SHAPES, make_dnl, outputs_and_grads
 from helpers import (
     LargestTensor,
     assert_autocast_close,
@@ -17,32 +18,14 @@ import nlgc
 from nlgc.blocks import DisentangledNonLocal
 from nlgc.models import Insertion, Plan
 
-SHAPES = {1: [(2, 6, 1), (3, 6, 13), (1, 6, 300)], 2: [(2, 6, 1, 1), (2, 6, 7, 5), (1, 6, 23, 29)]}
-SHAPES[3] = [(2, 6, 1, 2, 2), (2, 6, 3, 5, 4), (1, 6, 4, 10, 11)]
-
-
-def make(dim, sub_sample=False, combine="attention", **kwargs):
-    block = DisentangledNonLocal(
-        6, dim, inter_channels=3, sub_sample=sub_sample, combine=combine, **kwargs
-    )
-    return randomize(block).double()
-
-
-def outputs_and_grads(block, x, impl):
-    block.impl = impl
-    x = x.detach().requires_grad_()
-    y = block(x)
-    grads = torch.autograd.grad(y, [x, *block.parameters()], torch.ones_like(y) + y.detach())
-    return y, grads
-
 
 @pytest.mark.parametrize(
     ("dim", "sub_sample", "combine", "train"),
     list(itertools.product((1, 2, 3), (False, True), ("attention", "outputs"), (False, True))),
 )
 def test_fast_equals_reference_float64_with_gradients(dim, sub_sample, combine, train):
-    block = make(dim, sub_sample, combine).train(train)
-    for shape in SHAPES[dim]:
+    block = make_dnl(dim, sub_sample, combine).train(train)
+    for shape in DNL_SHAPES[dim]:
         if sub_sample and min(shape[-2:] if dim > 1 else shape[-1:]) < 2:
             continue
         if train and combine == "outputs" and shape[0] == 1:
@@ -85,7 +68,7 @@ def literal_dnl(block, x):
 @pytest.mark.parametrize("sub_sample", [False, True])
 @pytest.mark.parametrize("impl", ["fast", "reference"])
 def test_block_is_the_dnl_formula(sub_sample, impl):
-    block = make(2, sub_sample, temperature=0.7, impl=impl)
+    block = make_dnl(2, sub_sample, temperature=0.7, impl=impl)
     x = torch.randn(1, 6, 6, 5, dtype=torch.float64) * 0.5
     assert relative_error(block(x), literal_dnl(block, x)) < 1e-12
 
@@ -168,7 +151,7 @@ def test_starts_as_identity_and_never_builds_n_by_n():
 
 
 def test_attention_maps_are_the_two_terms():
-    block = make(2, sub_sample=True)
+    block = make_dnl(2, sub_sample=True)
     x = torch.randn(2, 6, 8, 6, dtype=torch.float64)
     queries = torch.tensor([0, 7, 47])
     pair, unary = block.pairwise_map(x, queries), block.unary_map(x)

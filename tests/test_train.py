@@ -16,6 +16,7 @@ import pytest
 import torch
 import yaml
 from helpers import randomize
+from runs import synthetic_config
 
 import nlgc
 from nlgc.cli import main
@@ -174,34 +175,6 @@ def test_video_folders(tmp_path):
     with pytest.raises(ValueError, match=r"bad\.mp4"):
         VideoFolder(root, "train", clip_len=4)[len(clips)]
     assert len(VideoFolder(root, "train", clip_len=4, skip_corrupt=True).skipped) == 1
-
-
-def synthetic_config(out: Path, **changes) -> dict:
-    config = {
-        "seed": 0,
-        "out": str(out),
-        "model": {"name": "gc_tiny_resnet"},
-        "data": {
-            "kind": "synthetic",
-            "size": 64,
-            "batch_size": 32,
-            "count": 256,
-            "val_count": 64,
-            "test_count": 96,
-        },
-        "optim": {"optimizer": "adamw", "lr": 0.003, "weight_decay": 0.05, "augment": "flip"},
-        "trainer": {
-            "max_epochs": 2,
-            "accelerator": "cpu",
-            "devices": 1,
-            "enable_model_summary": False,
-            "log_every_n_steps": 2,
-        },
-    }
-    for key, value in changes.items():
-        section, name = key.split("__")
-        config[section][name] = value
-    return config
 
 
 def write_config(path: Path, config: dict) -> Path:
