@@ -57,6 +57,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/video.py
 	$(PY) benchmarks/video_input.py
 	$(PY) benchmarks/kinetics_loader.py
+	$(PY) benchmarks/detection.py
 	$(PY) benchmarks/readme_tables.py
 
 # README.md's result tables from benchmarks/results (and the last `make demo`'s summary)
