@@ -668,8 +668,8 @@ def test_the_demo_says_loudly_when_it_runs_on_drawn_shapes(tmp_path, monkeypatch
 
 def test_blocks_lr_mult_scales_the_context_blocks_alone():
     from nlgc.blocks import ContextBlock
-    from nlgc.train.config import OptimConfig
     from nlgc.train.base import NORMS, parameter_groups
+    from nlgc.train.config import OptimConfig
 
     model = nlgc.create_model("gc_demo_resnet")
     hp = OptimConfig(lr=0.01, weight_decay=0.05, no_decay=("norm", "bias"), blocks_lr_mult=4)
