@@ -1,6 +1,7 @@
 """Every named image model under torch.compile, channels_last and torch.export."""
 
 import warnings
+from copy import deepcopy
 
 import pytest
 import torch
@@ -22,15 +23,27 @@ INDUCTOR = [
 ]
 
 
-def model_and_input(name):
+@pytest.fixture(scope="module")
+def built(request):
+    """The model named by the test's parameter with random weights, its input and the random
+    state after drawing them: built once for all of this module's tests of that model (pytest
+    runs them one after another), each of which takes :func:`model_and_input`."""
     torch.manual_seed(0)
-    model = randomize_network(nlgc.create_model(name, num_classes=10))
-    return model.eval(), torch.randn(2, 3, 64, 64)
+    model = randomize_network(nlgc.create_model(request.param, num_classes=10)).eval()
+    return model, torch.randn(2, 3, 64, 64), torch.get_rng_state()
 
 
-@pytest.mark.parametrize("name", NAMED)
-def test_full_graph_capture_and_channels_last(name):
-    model, x = model_and_input(name)
+def model_and_input(built, copy=True):
+    """``built``'s model (a deep copy unless ``copy`` is False: compiling it channels_last
+    changes it) and input, the random state as if the test had just built them."""
+    model, x, state = built
+    torch.set_rng_state(state)
+    return (deepcopy(model) if copy else model), x.clone()
+
+
+@pytest.mark.parametrize("built", NAMED, indirect=True)
+def test_full_graph_capture_and_channels_last(built):
+    model, x = model_and_input(built)
     with torch.no_grad():
         expected = model(x)
         compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
@@ -40,9 +53,9 @@ def test_full_graph_capture_and_channels_last(name):
     torch.testing.assert_close(y, expected, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", INDUCTOR)
-def test_inductor_compile_channels_last(name):
-    model, x = model_and_input(name)
+@pytest.mark.parametrize("built", INDUCTOR, indirect=True)
+def test_inductor_compile_channels_last(built):
+    model, x = model_and_input(built)
     with torch.no_grad():
         expected = model(x)
         model = model.to(memory_format=torch.channels_last)
@@ -51,19 +64,19 @@ def test_inductor_compile_channels_last(name):
     torch.testing.assert_close(y, expected, rtol=1e-3, atol=1e-3)
 
 
-@pytest.mark.parametrize("name", NAMED)
-def test_torch_export(name):
-    model, x = model_and_input(name)
+@pytest.mark.parametrize("built", NAMED, indirect=True)
+def test_torch_export(built):
+    model, x = model_and_input(built, copy=False)  # export leaves the module as it is
     program = torch.export.export(model, (x,))
     with torch.no_grad():
         torch.testing.assert_close(program.module()(x), model(x), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["nl_resnet50", "gc_resnet50"])
-def test_onnx_export_of_a_backbone_runs_at_two_sizes(name, tmp_path):
+@pytest.mark.parametrize("built", ["nl_resnet50", "gc_resnet50"], indirect=True)
+def test_onnx_export_of_a_backbone_runs_at_two_sizes(built, tmp_path):
     onnxruntime = pytest.importorskip("onnxruntime")
-    model, x = model_and_input(name)
-    path = tmp_path / f"{name}.onnx"
+    model, x = model_and_input(built)
+    path = tmp_path / "model.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         dynamic = ({d: torch.export.Dim.AUTO for d in (0, 2, 3)},)
