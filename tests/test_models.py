@@ -52,7 +52,7 @@ def test_resnet50_has_torchvisions_state_dict_layout():
     assert resnext["layer1.0.conv2.weight"].shape == (128, 4, 3, 3)  # 32 groups × 4 channels
 
 
-NAMED = nlgc.list_models(modality="image")
+NAMED = nlgc.list_models(task="classification")
 
 
 def plain_twin(name, model):

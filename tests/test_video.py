@@ -25,7 +25,7 @@ from nlgc.models import VideoResNet
 from nlgc.models.sources import caffe2, mmaction2
 from nlgc.models.weights import match_state
 
-VIDEO = nlgc.list_models(modality="video")
+VIDEO = nlgc.list_models(task="video")
 
 
 def feature_shapes(model, x):
