@@ -10,7 +10,7 @@ from helpers import randomize_network
 import nlgc
 
 pytestmark = pytest.mark.slow
-NAMED = nlgc.list_models(modality="image")
+NAMED = nlgc.list_models(task="classification")
 # One model per kind of block (and grouped convolutions) also goes through inductor's codegen;
 # the deeper variants run the same code and are checked with full-graph capture (aot_eager).
 INDUCTOR = [
