@@ -217,13 +217,15 @@ def as_mmdetection(state: dict) -> dict:
 
 def test_mmdetection_plugins_build_its_placement_and_function():
     depths = (2, 2, 2, 2)
-    model = nlgc.create_model(
+    build = functools.partial(
+        nlgc.create_model,
         "resnet50",
         layers=depths,
         base_channels=8,
         features_only=True,
         plugins=[GC_R4_PLUGIN, NL_PLUGIN],
     )
+    model = build()
     names = {k for k, m in model.named_modules() if isinstance(m, ContextBlock)}
     assert names == {
         "layer2.0.context_block",
@@ -239,13 +241,7 @@ def test_mmdetection_plugins_build_its_placement_and_function():
     }
     assert model.layer3[0].nonlocal_block.inter_channels == 8  # c4 width 32 // reduction 4
     checkpoint = as_mmdetection(randomize_network(model.double(), std=0.1).state_dict())
-    fresh = nlgc.create_model(
-        "resnet50",
-        layers=depths,
-        base_channels=8,
-        features_only=True,
-        plugins=[GC_R4_PLUGIN, NL_PLUGIN],
-    ).double()
+    fresh = build().double()
     report = nlgc.load_weights(fresh, checkpoint)  # detected as mmdetection, NL keys renamed
     assert report.ignored == ["neck.lateral_convs.0.conv.weight"]
     plugins = [

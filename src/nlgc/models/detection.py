@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from torch import nn
 
@@ -83,13 +83,10 @@ class DetectorArchitecture:
     num_classes: int = 91  # COCO's 90 category ids + background, as torchvision counts them
     modality: str = "image"
     task: str = "detection"
-    defaults: dict = field(default_factory=dict)
 
     def option_names(self) -> tuple[str, ...]:
-        fixed = ("features_only", "out_indices")
-        backbone = tuple(n for n in self.backbone.option_names() if n not in fixed)
         own = ("norm", "frozen_eps", "trainable_backbone_layers", "weights_backbone", "trained")
-        return (*backbone, *own, *detector_options(self.head))
+        return (*self.backbone.feature_option_names(), *own, *detector_options(self.head))
 
     def build(self, plan: Plan, num_classes: int, **options) -> nn.Module:
         return build_detector(self.head, self.backbone, plan, num_classes, **options)
@@ -130,10 +127,7 @@ def build_detector(
     _, frozen_norm = _torchvision()
     from torchvision.models.detection.backbone_utils import BackboneWithFPN
 
-    backbone_names = set(backbone.option_names())
-    backbone_options = {k: v for k, v in options.items() if k in backbone_names}
-    head_options = {k: v for k, v in options.items() if k not in backbone_names}
-    body = backbone.build(plan, 1000, features_only=True, **backbone_options)
+    body, head_options = backbone.build_features(plan, options)
     if len(body.feature_info) != 4:
         raise ValueError(f"an FPN detector needs a 4-stage backbone, got {backbone.title}")
     trained = trained or weights_backbone is not None

@@ -53,6 +53,18 @@ class Architecture:
     def build(self, plan: Plan, num_classes: int, **options) -> nn.Module:
         return self.cls(plan=plan, num_classes=num_classes, **{**self.defaults, **options})
 
+    def feature_option_names(self) -> tuple[str, ...]:
+        """Its options as a detector's or segmentor's backbone: all but the outputs' choice."""
+        return tuple(n for n in self.option_names() if n not in ("features_only", "out_indices"))
+
+    def build_features(self, plan: Plan, options: dict) -> tuple[nn.Module, dict]:
+        """(this network with ``plan``'s blocks returning its stage maps (``features_only``),
+        the ``options`` that are not its own: the head's)."""
+        names = set(self.feature_option_names())
+        own = {k: v for k, v in options.items() if k in names}
+        body = self.build(plan, 1000, features_only=True, **own)
+        return body, {k: v for k, v in options.items() if k not in names}
+
 
 @dataclass(frozen=True)
 class ModelSpec:

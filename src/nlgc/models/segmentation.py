@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -169,11 +169,9 @@ class SegmentorArchitecture:
     num_classes: int = 19  # Cityscapes
     modality: str = "image"
     task: str = "segmentation"
-    defaults: dict = field(default_factory=dict)
 
     def option_names(self) -> tuple[str, ...]:
-        fixed = ("features_only", "out_indices")
-        backbone = tuple(n for n in self.backbone.option_names() if n not in fixed)
+        backbone = self.backbone.feature_option_names()
         block = {
             "fcn": ("num_convs", "concat_input"),
             "nl": ("reduction", "use_scale", "mode"),
@@ -183,11 +181,8 @@ class SegmentorArchitecture:
         return (*backbone, "channels", "dropout_ratio", *block, "auxiliary", "align_corners")
 
     def build(self, plan: Plan, num_classes: int, **options) -> EncoderDecoder:
-        names = set(self.backbone.option_names())
-        backbone_options = {k: v for k, v in options.items() if k in names}
-        head = {k: v for k, v in options.items() if k not in names}
+        backbone, head = self.backbone.build_features(plan, options)
         auxiliary, align_corners = head.pop("auxiliary", True), head.pop("align_corners", False)
-        backbone = self.backbone.build(plan, 1000, features_only=True, **backbone_options)
         c4, c5 = (info["channels"] for info in backbone.feature_info[2:])
         decode = DecodeHead(c5, head.pop("channels", 512), num_classes, 3, self.head, **head)
         aux = DecodeHead(c4, 256, num_classes, 2, "fcn", 1, False, 0.1) if auxiliary else None

@@ -21,6 +21,17 @@ def renamed(key: str, rules: Rules) -> str:
     return key
 
 
+def with_zero_biases(state: dict, weight_suffix: str) -> dict:
+    """``state`` with a zero bias beside every ``…{weight_suffix}`` weight that has none: a
+    conv a norm follows (mmcv's ConvModule) becomes nlgc's conv with bias (which that norm
+    makes irrelevant at 0)."""
+    for key in [k for k in state if k.endswith(weight_suffix)]:
+        bias = key.removesuffix("weight") + "bias"
+        if bias not in state:
+            state[bias] = state[key].new_zeros(state[key].shape[0])
+    return state
+
+
 def _nothing(state: State) -> dict:
     return {}
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from nlgc.models.preprocessing import KINETICS_TEST
-from nlgc.models.sources.base import State, WeightsSource, renamed
+from nlgc.models.sources.base import State, WeightsSource, renamed, with_zero_biases
 
 _RULES = (
     (r"^cls_head\.fc_cls\.", "fc."),
@@ -48,11 +48,7 @@ def convert(state: State) -> dict:
         if value.dim() == 4 and key.endswith("weight"):  # mmaction2's C2D: 2D convs, T = 1
             value = value.unsqueeze(2)
         converted[key] = value
-    for key in list(converted):
-        bias = key.removesuffix("weight") + "bias"
-        if key.endswith(".non_local_block.out.weight") and bias not in converted:
-            converted[bias] = converted[key].new_zeros(converted[key].shape[0])
-    return converted
+    return with_zero_biases(converted, ".non_local_block.out.weight")
 
 
 def build_options(state: State) -> dict:

@@ -10,7 +10,7 @@ mmcv's and mmsegmentation's names already.
 """
 
 from nlgc.models.preprocessing import Preprocessing
-from nlgc.models.sources.base import State, WeightsSource, renamed
+from nlgc.models.sources.base import State, WeightsSource, renamed, with_zero_biases
 
 _STEM = {"0": "conv1.0", "1": "conv1.1", "3": "conv1.3", "4": "conv1.4", "6": "conv1.6", "7": "bn1"}
 _NL = r"^decode_head\.nl_block\."
@@ -28,10 +28,7 @@ def detect(state: State) -> bool:
 
 def convert(state: State) -> dict:
     converted = {renamed(key, _RULES): value for key, value in state.items()}
-    out = converted.get("decode_head.nl_block.out.weight")
-    if out is not None and "decode_head.nl_block.out.bias" not in converted:
-        converted["decode_head.nl_block.out.bias"] = out.new_zeros(out.shape[0])
-    return converted
+    return with_zero_biases(converted, "decode_head.nl_block.out.weight")
 
 
 # mmsegmentation's SegDataPreProcessor: ImageNet mean/std on 0–255 pixels, BGR → RGB
