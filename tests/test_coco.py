@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import photograph
 from PIL import Image
 
 from nlgc.data.coco import CocoDetection
@@ -15,14 +16,7 @@ from nlgc.train.datamodule import EpochSeededSampler, GroupedBatches
 
 mask_api = pytest.importorskip("pycocotools.mask")
 pytest.importorskip("torchvision")
-from matplotlib import cbook  # noqa: E402
 from pycocotools.coco import COCO  # noqa: E402
-
-
-def photograph() -> np.ndarray:
-    """matplotlib's sample photograph (Grace Hopper), (H, W, 3) uint8."""
-    with cbook.get_sample_data("grace_hopper.jpg") as file:
-        return np.asarray(Image.open(file).convert("RGB"))
 
 
 def rle(mask: np.ndarray) -> dict:

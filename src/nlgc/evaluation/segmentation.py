@@ -10,10 +10,14 @@ labelled ``ignore_index`` (255) count nowhere.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
-from nlgc.checks import check_positive_int
+from nlgc.checks import check_choice, check_positive_int
+from nlgc.data.segmentation_pipeline import keep_ratio_size
 
 
 def intersect_and_union(
@@ -59,6 +63,9 @@ class SegmentationScores:
         self.ignore_index = ignore_index
         self.totals = torch.zeros(4, num_classes, dtype=torch.float64)
 
+    def reset(self) -> None:
+        self.totals.zero_()
+
     def update(self, prediction: torch.Tensor, label: torch.Tensor) -> None:
         self.totals += intersect_and_union(
             prediction.cpu(), label.cpu(), self.num_classes, self.ignore_index
@@ -81,3 +88,99 @@ class SegmentationScores:
             "IoU": dict(zip(self.class_names, iou, strict=True)),
             "Acc": dict(zip(self.class_names, accuracy, strict=True)),
         }
+
+
+@dataclass(frozen=True)
+class SegmentationTest:
+    """How a segmentor is run on a whole test image (mmsegmentation's test pipeline and
+    ``test_cfg``).
+
+    Args:
+        scale: (long side, short side) the image is resized into with its aspect ratio kept
+            (Cityscapes (2048, 1024), ADE20K (2048, 512)); None: its own size.
+        mode: ``"whole"`` (one forward pass) or ``"slide"`` (windows of ``crop_size`` every
+            ``stride``, overlapping logits averaged: the 769×769 Cityscapes models).
+        crop_size, stride: (h, w) of the windows and of their step (``slide`` only).
+        ratios: scales of ``scale`` for multi-scale testing (mmsegmentation's ``img_ratios``,
+            e.g. (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)).
+        flip: also the mirrored image, its output mirrored back.
+
+    With several ratios or the flip the class probabilities (softmax) are averaged at the
+    image's size, as mmsegmentation's ``aug_test`` does; else the logits are returned.
+    """
+
+    scale: tuple[int, int] | None = None
+    mode: str = "whole"
+    crop_size: tuple[int, int] | None = None
+    stride: tuple[int, int] | None = None
+    ratios: tuple[float, ...] = (1.0,)
+    flip: bool = False
+
+    def __post_init__(self):
+        check_choice("mode", self.mode, ("whole", "slide"))
+        if self.mode == "slide" and not (self.crop_size and self.stride):
+            raise ValueError(
+                f"slide inference needs crop_size and stride (h, w), got {self.crop_size} and "
+                f"{self.stride}"
+            )
+        if not self.ratios or min(self.ratios) <= 0:
+            raise ValueError(f"ratios must be positive scales, got {self.ratios}")
+
+    def logits(self, model: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) normalised pixels → (B, classes, H, W): logits, or the mean class
+        probabilities over the ratios and flips."""
+        size = tuple(pixels.shape[-2:])
+        views = [(r, f) for r in self.ratios for f in ((False, True) if self.flip else (False,))]
+        total = None
+        for ratio, flip in views:
+            resized = self._resized(pixels, ratio)
+            out = self._forward(model, resized.flip(-1) if flip else resized)
+            out = _resize(out.flip(-1) if flip else out, size, model)
+            if len(views) > 1:
+                out = out.softmax(1)
+            total = out if total is None else total + out
+        return total / len(views)
+
+    def _resized(self, pixels: torch.Tensor, ratio: float) -> torch.Tensor:
+        if self.scale is None and ratio == 1:
+            return pixels
+        height, width = pixels.shape[-2:]
+        scale = self.scale or (max(height, width), min(height, width))
+        target = keep_ratio_size(height, width, (int(scale[0] * ratio), int(scale[1] * ratio)))
+        return F.interpolate(pixels, size=target, mode="bilinear", align_corners=False)
+
+    def _forward(self, model: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+        if self.mode == "whole":
+            return model(pixels)
+        return slide(model, pixels, self.crop_size, self.stride)
+
+
+def _resize(logits: torch.Tensor, size, model: nn.Module) -> torch.Tensor:
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    align = getattr(model, "align_corners", False)
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=align)
+
+
+def slide(
+    model: nn.Module, pixels: torch.Tensor, crop_size: tuple[int, int], stride: tuple[int, int]
+) -> torch.Tensor:
+    """mmsegmentation's ``slide_inference``: (B, 3, H, W) → (B, classes, H, W), the logits of
+    ``crop_size`` windows every ``stride`` (the last one of a row or column moved back to end
+    at the border), averaged where they overlap."""
+    (crop_h, crop_w), (step_h, step_w) = crop_size, stride
+    height, width = pixels.shape[-2:]
+    rows = max(height - crop_h + step_h - 1, 0) // step_h + 1
+    cols = max(width - crop_w + step_w - 1, 0) // step_w + 1
+    total = count = None
+    for row in range(rows):
+        for col in range(cols):
+            bottom, right = min(row * step_h + crop_h, height), min(col * step_w + crop_w, width)
+            top, left = max(bottom - crop_h, 0), max(right - crop_w, 0)
+            logits = model(pixels[:, :, top:bottom, left:right])
+            if total is None:
+                total = logits.new_zeros(*logits.shape[:2], height, width)
+                count = logits.new_zeros(1, 1, height, width)
+            total[:, :, top:bottom, left:right] += logits
+            count[:, :, top:bottom, left:right] += 1
+    return total / count

@@ -14,10 +14,10 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from importlib import resources
 from pathlib import Path
 
 from nlgc.models.download import NO_HASH, OPENMMLAB, TORCH_HUB, HashRule, fetch, fetch_url
+from nlgc.models.label_sets import SIZES, class_names
 from nlgc.models.preprocessing import Preprocessing
 from nlgc.models.sources import WeightsSource, caffe2, mmaction2, mmdetection, timm, torchvision
 
@@ -37,8 +37,10 @@ class ZooEntry:
             clip sampling) are what ``predict``, ``analyze`` and training from these weights use.
         options: ``create_model`` overrides that build the source's network (its stem, NL
             pooling and scale, …): with them the network is built before the file is read.
-        classes: ``"imagenet1k"``, ``"kinetics400"``, ``"coco91"`` (torchvision's detectors:
-            COCO's category ids, ``N/A`` in the gaps) or ``""`` (a detector's backbone).
+        classes: the label set (:mod:`nlgc.models.label_sets`): ``"imagenet1k"``,
+            ``"kinetics400"``, ``"coco91"`` (torchvision's detectors: COCO's category ids,
+            ``N/A`` in the gaps), ``"cityscapes"``, ``"ade20k"`` (segmentors, with their
+            palettes) or ``""`` (a detector's backbone).
         hf_hub: the Hugging Face repository that also holds the weights (timm), if any.
         license: as the source states it ("" where it states none).
     """
@@ -71,14 +73,11 @@ class ZooEntry:
 
     @property
     def num_classes(self) -> int | None:
-        return {"imagenet1k": 1000, "kinetics400": 400, "coco91": 91}.get(self.classes)
+        return SIZES.get(self.classes)
 
     def class_names(self) -> list[str] | None:
         """The names of the classifier's outputs, in order, where the source publishes them."""
-        if not self.classes:
-            return None
-        text = resources.files("nlgc.models").joinpath(f"labels/{self.classes}.txt").read_text()
-        return text.splitlines()
+        return class_names(self.classes) if self.classes else None
 
 
 _TV = "https://download.pytorch.org/models/"

@@ -79,13 +79,18 @@ class TrainingModule(L.LightningModule):
         hp = self.optim
         groups = parameter_groups(self.model, hp)
         optimizer = OPTIMIZERS[hp.optimizer](groups, hp)
-        total = self.trainer.estimated_stepping_batches
-        epochs = self.trainer.max_epochs
-        if not math.isfinite(total) or not epochs or epochs < 1:
+        trainer = self.trainer
+        total, epochs = trainer.estimated_stepping_batches, trainer.max_epochs
+        if not math.isfinite(total):
             raise ValueError(
-                "the learning-rate schedule needs trainer.max_epochs (a positive number of epochs)"
+                "the learning-rate schedule needs trainer.max_epochs or trainer.max_steps (a "
+                "positive number of epochs or optimizer steps)"
             )
-        steps_per_epoch = max(1.0, total / epochs)
+        if trainer.max_steps > 0:  # iterations (mmsegmentation's 80k): epochs as the data has
+            batches = trainer.num_training_batches / trainer.accumulate_grad_batches
+            steps_per_epoch = max(1.0, batches)
+        else:
+            steps_per_epoch = max(1.0, total / epochs)
 
         def factor(step: int, hold_epochs: float) -> float:
             if step < hold_epochs * steps_per_epoch:

@@ -21,6 +21,7 @@ from pathlib import Path
 from nlgc.checks import check_choice, check_positive_int
 from nlgc.data.annotations import FORMATS
 from nlgc.data.synthetic import DEFAULT_KINDS
+from nlgc.evaluation.segmentation import SegmentationTest
 from nlgc.train.formats import DATA_FORMATS
 from nlgc.train.recipes import AUGMENTATIONS, OPTIMIZERS, SCHEDULES
 
@@ -33,6 +34,13 @@ def _section(cls, name: str, values: Mapping | None):
     if unknown:
         raise ValueError(f"unknown {name} keys {unknown}; known: {known}")
     return cls(**values)
+
+
+def _pair(name: str, value) -> tuple[int, int]:
+    """Two positive integers (a [h, w] size or a [long, short] scale)."""
+    if not (isinstance(value, (list, tuple)) and len(value) == 2):
+        raise ValueError(f"{name} must be two positive integers, got {value!r}")
+    return tuple(check_positive_int(name, v) for v in value)
 
 
 @dataclass
@@ -58,7 +66,8 @@ class ModelConfig:
     re-created for the data's classes; see :func:`nlgc.models.initialise.initialise_from`);
     ``freeze_bn_stats``: BN running statistics kept during training (mmaction2's
     ``norm_eval``); ``channels_last``: the network and its batches in channels-last memory
-    format (the same function; on CPUs and tensor-core GPUs usually faster)."""
+    format (the same function; on CPUs and tensor-core GPUs usually faster);
+    ``auxiliary_weight``: a segmentor's auxiliary-head loss weight (mmsegmentation's 0.4)."""
 
     name: str
     num_classes: int | None = None
@@ -66,9 +75,12 @@ class ModelConfig:
     init_from: str | None = None
     freeze_bn_stats: bool = False
     channels_last: bool = False
+    auxiliary_weight: float = 0.4
 
     def __post_init__(self):
         self.overrides = dict(self.overrides or {})
+        if not self.auxiliary_weight >= 0:
+            raise ValueError(f"model.auxiliary_weight must be >= 0, got {self.auxiliary_weight}")
 
 
 @dataclass
@@ -93,6 +105,14 @@ class DataConfig:
     ``{train: my/train.json}``), images resized by the detector to ``min_size`` (shorter side)
     within ``max_size`` (mmdetection's (1333, 800) keep-ratio), flipped in training, batches
     grouped by aspect ratio; ``test`` is ``val`` unless ``annotations`` names a test file.
+    ``cityscapes``, ``ade20k``, ``voc`` and ``masks`` (``{split}/images`` + ``{split}/masks``,
+    classes from ``label_map`` or ``num_classes``): images with label maps
+    (:mod:`nlgc.data.segmentation`), trained on ``crop_size`` [h, w] crops after a random
+    resize of ``ratio_range`` × ``scale`` [long, short] with ``cat_max_ratio``, flips and
+    (``photometric``) colour distortion; validated and tested on whole images as
+    ``segmentation_test`` says (:class:`~nlgc.evaluation.segmentation.SegmentationTest`:
+    ``scale``, ``mode`` whole / slide, ``crop_size``, ``stride``, ``ratios``, ``flip``);
+    ``test`` is ``val`` where the dataset has no labelled test split (Cityscapes, ADE20K, VOC).
     """
 
     kind: str = "synthetic"
@@ -126,6 +146,12 @@ class DataConfig:
     images: dict | None = None
     min_size: int = 800
     max_size: int = 1333
+    crop_size: tuple[int, int] = (512, 1024)
+    scale: tuple[int, int] = (2048, 1024)
+    ratio_range: tuple[float, float] = (0.5, 2.0)
+    cat_max_ratio: float = 0.75
+    photometric: bool = True
+    segmentation_test: SegmentationTest = field(default_factory=SegmentationTest)
 
     def __post_init__(self):
         data_format = DATA_FORMATS[check_choice("data.kind", self.kind, DATA_FORMATS)]
@@ -157,6 +183,25 @@ class DataConfig:
             check_positive_int(f"data.{name}", getattr(self, name))
         if not isinstance(self.video_test, VideoTest):
             self.video_test = _section(VideoTest, "data.video_test", self.video_test)
+        self.crop_size, self.scale = (
+            _pair("data.crop_size", self.crop_size),
+            _pair("data.scale", self.scale),
+        )
+        low, high = self.ratio_range
+        if not 0 < low <= high:
+            raise ValueError(
+                f"data.ratio_range must be [low, high] with 0 < low <= high, got {self.ratio_range}"
+            )
+        self.ratio_range = (float(low), float(high))
+        if not 0 < self.cat_max_ratio <= 1:
+            raise ValueError(f"data.cat_max_ratio must be in (0, 1], got {self.cat_max_ratio}")
+        if not isinstance(self.segmentation_test, SegmentationTest):
+            test = dict(self.segmentation_test or {})
+            for key in ("scale", "crop_size", "stride"):
+                if test.get(key) is not None:
+                    test[key] = _pair(f"data.segmentation_test.{key}", test[key])
+            test["ratios"] = tuple(float(r) for r in test.get("ratios", (1.0,)))
+            self.segmentation_test = _section(SegmentationTest, "data.segmentation_test", test)
         self.kinds = tuple(self.kinds)
 
 
@@ -173,7 +218,8 @@ class OptimConfig:
     The schedule is stepped every optimizer step: ``warmup_epochs`` (may be fractional) or
     ``warmup_iters`` optimizer steps (mmdetection's ``LinearLR(begin=0, end=500)``) of linear
     warm-up from ``warmup_factor`` · lr, then ``cosine`` annealing to 0 over the rest,
-    ``multistep`` (× ``gamma`` at each epoch of ``milestones``) or ``constant``. ``no_decay``
+    ``multistep`` (× ``gamma`` at each epoch of ``milestones``), ``poly`` (mmsegmentation's
+    ``PolyLR``: (1 − progress)^``poly_power`` down to ``min_lr``) or ``constant``. ``no_decay``
     keeps groups of parameters out of weight decay: ``norm`` (BatchNorm / LayerNorm weights and
     biases), ``bias`` (every bias) and ``blocks`` (every parameter of the context blocks).
     ``blocks_lr_mult`` scales the learning rate of every context-block parameter (mmcv's
@@ -197,6 +243,8 @@ class OptimConfig:
     warmup_factor: float = 0.1
     milestones: tuple[float, ...] = ()
     gamma: float = 0.1
+    poly_power: float = 0.9
+    min_lr: float = 0.0
     no_decay: tuple[str, ...] = ()
     blocks_lr_mult: float = 1.0
     mask_hold_epochs: float = 0.0
@@ -218,6 +266,11 @@ class OptimConfig:
             raise ValueError(f"optim.blocks_lr_mult must be > 0, got {self.blocks_lr_mult}")
         if not self.mask_hold_epochs >= 0:
             raise ValueError(f"optim.mask_hold_epochs must be >= 0, got {self.mask_hold_epochs}")
+        if not 0 <= self.min_lr <= self.lr or not self.poly_power > 0:
+            raise ValueError(
+                "optim.min_lr must be in [0, lr] and optim.poly_power > 0, got "
+                f"{self.min_lr} (lr {self.lr}) and {self.poly_power}"
+            )
         if self.warmup_epochs < 0:
             raise ValueError(f"optim.warmup_epochs must be >= 0, got {self.warmup_epochs}")
         if self.warmup_iters < 0 or (self.warmup_iters and self.warmup_epochs):

@@ -15,7 +15,9 @@ from torch.utils.data import Dataset
 from nlgc.data.annotations import kinetics_classes, read_annotations, read_label_map
 from nlgc.data.coco import CocoDetection, num_classes_of, read_instances
 from nlgc.data.folders import ImageFolder, MultiClipVideos, VideoClips, VideoFolder, list_classes
+from nlgc.data.segmentation import LAYOUTS, SegmentationDataset
 from nlgc.data.synthetic import PairsDataset
+from nlgc.models.label_sets import class_names
 
 if TYPE_CHECKING:
     from nlgc.train.datamodule import DataModule
@@ -148,8 +150,38 @@ def _coco_datasets(data: DataModule, stage: str | None) -> dict[str, Dataset | N
     }
 
 
+def _segmentation_classes(data: DataModule) -> list[str]:
+    """The dataset's label set (Cityscapes' 19 train ids, ADE20K's 150, VOC's 21) or, for
+    ``masks`` folders, the label map's names or ``num_classes`` indices."""
+    hp = data.config
+    label_set = LAYOUTS[hp.kind].classes
+    if label_set:
+        return class_names(label_set)
+    if hp.label_map:
+        return read_label_map(data.path(hp.label_map))
+    if hp.num_classes is None:
+        raise ValueError("data.kind=masks needs data.label_map or data.num_classes")
+    return [str(i) for i in range(hp.num_classes)]
+
+
+def _segmentation_datasets(data: DataModule, stage: str | None) -> dict[str, Dataset | None]:
+    """train, val, and test (``val`` where the dataset has no labelled test split)."""
+    hp = data.config
+    labelled_test = LAYOUTS[hp.kind].labelled_test and (Path(hp.root) / "test").is_dir()
+
+    def split(name: str) -> SegmentationDataset:
+        return SegmentationDataset(hp.kind, hp.root, name, len(data.classes))
+
+    return {
+        "train": split("train") if stage in (None, "fit") else None,
+        "val": split("val"),
+        "test": split("test" if labelled_test else "val") if stage in (None, "test") else None,
+    }
+
+
 def detection_batch(items: list) -> tuple[list, list]:
-    """(image, target) items → (images, targets): images of different sizes stay a list."""
+    """(image, target) items → (images, targets): images of different sizes stay a list
+    (detection and segmentation)."""
     images, targets = zip(*items, strict=True)
     return list(images), list(targets)
 
@@ -174,4 +206,8 @@ DATA_FORMATS = {
     "images": DataFormat(_folder_classes, lambda data, stage: _splits(data, stage, _image_split)),
     "videos": DataFormat(_folder_classes, _video_datasets, annotation_lists=True),
     "coco": DataFormat(_coco_classes, _coco_datasets, collate=detection_batch, grouped=True),
+    **{
+        kind: DataFormat(_segmentation_classes, _segmentation_datasets, collate=detection_batch)
+        for kind in LAYOUTS
+    },
 }

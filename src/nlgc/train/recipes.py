@@ -36,6 +36,13 @@ def _multistep(step: float, steps_per_epoch: float, total_steps: float, warmup: 
     return hp.gamma ** sum(epoch >= milestone for milestone in hp.milestones)
 
 
+def _poly(step: float, steps_per_epoch: float, total_steps: float, warmup: float, hp) -> float:
+    """mmengine's ``PolyLR``: (1 − progress)^``poly_power`` from lr down to ``min_lr``."""
+    progress = min(1.0, (step - warmup) / max(1.0, total_steps - warmup))
+    floor = hp.min_lr / hp.lr
+    return (1 - floor) * (1 - progress) ** hp.poly_power + floor
+
+
 def _constant(step: float, steps_per_epoch: float, total_steps: float, warmup: float, hp):
     return 1.0
 
@@ -45,6 +52,7 @@ def _constant(step: float, steps_per_epoch: float, total_steps: float, warmup: f
 SCHEDULES: dict[str, Callable[..., float]] = {
     "cosine": _cosine,
     "multistep": _multistep,
+    "poly": _poly,
     "constant": _constant,
 }
 

@@ -142,7 +142,9 @@ def build(config: Mapping | RunConfig, progress: bool = True):
     L.seed_everything(config.seed, workers=True, verbose=False)
     data = DataModule(config.data, config.seed)
     module = task_of(config).build_module(config, data)
-    trainer_options = {"max_epochs": 1, "deterministic": "warn", **config.trainer}
+    # one epoch unless the config says; a number of steps alone (max_steps) ends the run
+    epochs = {"max_epochs": -1 if config.trainer.get("max_steps", -1) > 0 else 1}
+    trainer_options = {**epochs, "deterministic": "warn", **config.trainer}
     checkpoints = ModelCheckpoint(
         dirpath=out / "checkpoints",
         filename="epoch{epoch:03d}",
@@ -263,12 +265,15 @@ def evaluate(
     path = _weights(out, checkpoint)
     if path is None:
         log.warning("no checkpoint found: evaluating the freshly initialised model")
+    task = task_of(config)
+    if stage == "test" and task.predictions_folder:
+        module.predictions_to = out / task.predictions_folder
     run = trainer.validate if stage == "validate" else trainer.test
     with _lightning_warnings_we_mean():
         results = run(module, datamodule=data, ckpt_path=path)[0]
     metrics = {k: float(v) for k, v in results.items()}
     if stage == "test":
-        task_of(config).test_outputs(module, data, metrics, out if trainer.is_global_zero else None)
+        task.test_outputs(module, data, metrics, out if trainer.is_global_zero else None)
     if trainer.is_global_zero:
         write_text_atomic(out / f"{stage}_metrics.json", json.dumps(metrics, indent=2))
     _release_process_group()

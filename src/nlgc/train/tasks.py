@@ -1,7 +1,7 @@
 """Tasks as a table: each is one :class:`Task` entry naming the models it trains, its data
 formats, its LightningModule (the training step with its loss terms, and its metrics) and what
 ``nlgc test`` writes. ``nlgc fit / validate / test`` look the task up from the config; nothing
-in ``nlgc.train`` asks which task it is by an if-chain. Detection and segmentation are next."""
+in ``nlgc.train`` asks which task it is by an if-chain."""
 
 from __future__ import annotations
 
@@ -13,11 +13,14 @@ import lightning as L
 import torch
 
 from nlgc.common import write_atomic, write_text_atomic
+from nlgc.data.segmentation import LAYOUTS
+from nlgc.data.segmentation_pipeline import TrainPipeline
 from nlgc.evaluation.coco import write_results
 from nlgc.models import model_spec
 from nlgc.train.config import RunConfig
 from nlgc.train.detector import Detector
 from nlgc.train.module import Classifier
+from nlgc.train.segmentor import Segmentor
 
 
 @dataclass(frozen=True)
@@ -32,12 +35,15 @@ class Task:
         test_outputs: ``(module, data, metrics, out)``: what a test adds to ``metrics`` (and,
             with ``out`` on the main process, writes into the run's folder) beyond
             ``test_metrics.json``.
+        predictions_folder: the folder of the run where every process writes its test
+            predictions while testing (the module's ``predictions_to``), "" for none.
     """
 
     name: str
     data_kinds: tuple[str, ...]
     build_module: Callable[[RunConfig, L.LightningDataModule], L.LightningModule]
     test_outputs: Callable[[L.LightningModule, L.LightningDataModule, dict, Path | None], None]
+    predictions_folder: str = ""
 
 
 def write_class_tables(out: Path, classes: list[str], matrix: torch.Tensor) -> None:
@@ -91,6 +97,29 @@ def detector(config: RunConfig, data) -> Detector:
     )
 
 
+def segmentor(config: RunConfig, data) -> Segmentor:
+    """The segmentation module: the data's classes, its training pipeline and test protocol."""
+    hp = config.data
+    pipeline = TrainPipeline(
+        hp.scale, hp.ratio_range, hp.crop_size, hp.cat_max_ratio, 0.5, hp.photometric
+    )
+    return Segmentor(
+        config.model, data.classes, config.optim, config.seed, pipeline, hp.segmentation_test
+    )
+
+
+def segmentation_outputs(module: Segmentor, data, metrics: dict, out: Path | None) -> None:
+    """Per-class IoU and accuracy in the metrics and ``out/test_per_class.md`` (the predicted
+    label PNGs are in ``out/test_predictions/``, written during the test)."""
+    computed = module.scores.compute()
+    metrics["IoU"], metrics["Acc"] = computed["IoU"], computed["Acc"]
+    if out is not None:
+        lines = ["| class | IoU | Acc |", "| --- | --- | --- |"]
+        for name in module.classes:
+            lines.append(f"| {name} | {computed['IoU'][name]:.4f} | {computed['Acc'][name]:.4f} |")
+        write_text_atomic(out / "test_per_class.md", "\n".join(lines) + "\n")
+
+
 def detection_outputs(module: Detector, data, metrics: dict, out: Path | None) -> None:
     """The test's detections in COCO's results format: ``test_results.bbox.json`` (and
     ``test_results.segm.json`` for Mask R-CNN), beside ``test_metrics.json``."""
@@ -108,6 +137,9 @@ TASKS = {
     ),
     "video": Task("video classification", ("videos", "synthetic"), classifier, confusion_outputs),
     "detection": Task("detection", ("coco",), detector, detection_outputs),
+    "segmentation": Task(
+        "semantic segmentation", tuple(LAYOUTS), segmentor, segmentation_outputs, "test_predictions"
+    ),
 }
 
 
