@@ -1,6 +1,7 @@
 """Segmentation: dilated ResNets (torchvision's and mmsegmentation's), the FCN / NL / GC / DNL
 heads and segmentors against mmsegmentation's written out, in float64 with every block active."""
 
+import numpy as np
 import pytest
 import torch
 from helpers import randomize_network
@@ -165,3 +166,38 @@ def test_miou_is_dataset_level_intersection_over_union():
         absent.update(torch.zeros(2, 2), torch.full((2, 2), 7))
     with pytest.raises(ValueError, match="same shape"):
         absent.update(torch.zeros(2, 2), torch.zeros(2, 3))
+
+
+def test_an_mmsegmentation_file_loads_by_itself_and_predict_writes_palette_label_maps(tmp_path):
+    from dataclasses import replace
+
+    from helpers import photograph
+    from PIL import Image
+
+    from nlgc.inference import segment
+    from nlgc.models.preprocessing import SEGMENTATION
+
+    torch.manual_seed(0)
+    model = randomize_network(nlgc.create_model("dnlnet_resnet50_d8", num_classes=7)).eval()
+    path = tmp_path / "dnl_r50-d8.pth"
+    torch.save({"meta": {}, "state_dict": as_mmsegmentation(model.state_dict())}, path)
+    loaded, report = nlgc.load_model(str(path))  # no name: the source and the network fitted
+    assert (report.model_name, report.source) == ("dnlnet_resnet50_d8", "mmsegmentation")
+    assert not report.kept and loaded.decode_head.conv_seg.out_channels == 7
+    assert loaded.preprocessing == SEGMENTATION  # mmsegmentation's mean / std on 0–255
+    x = torch.rand(1, 3, 48, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(x), model(x), rtol=0, atol=0)
+    Image.fromarray(photograph()[100:148, 200:264]).save(tmp_path / "photo.png")
+    loaded.preprocessing = replace(SEGMENTATION, input_size=64, resize=48)  # its own size
+    (result,) = segment(loaded, [tmp_path / "photo.png"], tmp_path / "out")
+    written = Image.open(result.written)
+    assert written.mode == "P" and written.size == (64, 48)
+    pixels = torch.from_numpy(photograph()[100:148, 200:264].copy()).permute(2, 0, 1)
+    with torch.no_grad():
+        expected = model(SEGMENTATION.normalize(pixels[None].float() / 255)).argmax(1)[0]
+    assert torch.equal(torch.from_numpy(np.asarray(written).astype(np.int64)), expected)
+    shares = dict(result.largest)
+    assert 0 < sum(shares.values()) <= 1 and max(shares.values()) == pytest.approx(
+        float(torch.bincount(expected.flatten()).max()) / expected.numel()
+    )

@@ -10,8 +10,9 @@ import torch
 from helpers import photograph
 from PIL import Image
 
+from nlgc.clips import keep_ratio_size
 from nlgc.data.segmentation import CITYSCAPES_LABEL_IDS, SegmentationDataset
-from nlgc.data.segmentation_pipeline import TrainPipeline, keep_ratio_size, pad_to
+from nlgc.data.segmentation_pipeline import TrainPipeline, pad_to
 from nlgc.evaluation.segmentation import SegmentationScores, SegmentationTest, slide
 
 CLASSES = 5
@@ -30,9 +31,9 @@ def scene(seed: int, size=(48, 64)) -> tuple[np.ndarray, np.ndarray]:
 def save(path, array, palette=False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     image = Image.fromarray(array)
-    if palette:  # VOC's label maps are palette PNGs
-        image = image.convert("P") if array.ndim == 3 else Image.fromarray(array, "P")
+    if palette:  # VOC's label maps are palette PNGs: the ids are the pixels
         image.putpalette([v for i in range(256) for v in (i, 255 - i, i // 2)])
+        assert image.mode == "P"
     image.save(path)
 
 

@@ -244,28 +244,48 @@ def run_weights(args) -> None:
 def _predict_parser(sub) -> None:
     p = sub.add_parser(
         "predict",
-        help="top-5 classes of images or videos",
-        description="Classify images or videos with released weights (by zoo name) or a "
-        "checkpoint, using the weights' own preprocessing.",
+        help="top-5 classes of images or videos; label maps of images (segmentors)",
+        description="Classify images or videos, or label the pixels of images (a segmentor: "
+        "one colour-mapped label PNG per image in --out), with released weights (by zoo name) "
+        "or a checkpoint, using the weights' own preprocessing.",
     )
     p.add_argument("--weights", help="a zoo name (nlgc weights list), a URL or a file")
     p.add_argument("--model", help="the registered network, where the file cannot tell")
     p.add_argument("inputs", nargs="+", metavar="PATH", help="image/video files or folders")
     p.add_argument("--top", type=positive_int, default=5)
+    p.add_argument("--out", default="predictions", help="where a segmentor's label PNGs go")
     p.set_defaults(run=run_predict)
 
 
-def run_predict(args) -> None:
+def _classify(model, report, args) -> list:
     from nlgc.inference import predict
     from nlgc.models import modality
+
+    return predict(model, args.inputs, modality(report.model_name) == "video", args.top)
+
+
+def _segment(model, report, args) -> list:
+    from nlgc.inference import segment
+
+    return segment(model, args.inputs, args.out)
+
+
+# a model's task → what ``nlgc predict`` does with it
+PREDICTIONS = {"classification": _classify, "video": _classify, "segmentation": _segment}
+
+
+def run_predict(args) -> None:
+    from nlgc.models import model_spec
     from nlgc.models.from_checkpoint import load_model
 
     if args.weights is None:
         raise ValueError("give --weights: a zoo name, a URL or a checkpoint file")
     model, report = load_model(args.weights, args.model)
     print(report)
-    video = modality(report.model_name) == "video"
-    for prediction in predict(model, args.inputs, video, args.top):
+    task = model_spec(report.model_name).task
+    if task not in PREDICTIONS:
+        raise ValueError(f"nlgc predict does not run {task} models ({report.model_name!r}) yet")
+    for prediction in PREDICTIONS[task](model, report, args):
         print(prediction)
 
 

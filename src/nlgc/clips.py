@@ -74,3 +74,22 @@ def resize_and_crop(
     top, left = (frames.shape[-2] - crop) // 2, (frames.shape[-1] - crop) // 2
     frames = frames[..., top : top + crop, left : left + crop].contiguous()
     return frames.transpose(0, 1) if video else frames[0]
+
+
+def keep_ratio_size(height: int, width: int, scale: tuple[int, int]) -> tuple[int, int]:
+    """mmcv's ``rescale_size`` with ``keep_ratio``: the (H, W) that fits (H, W) into ``scale``
+    (long side, short side) with the aspect ratio kept."""
+    factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
+    return int(height * factor + 0.5), int(width * factor + 0.5)
+
+
+def resize_to_fit(
+    pixels: torch.Tensor, scale: tuple[int, int], mode: str = "bilinear"
+) -> torch.Tensor:
+    """(3, H, W) uint8 → (3, H', W') uint8 fit into ``scale`` (long side, short side) with the
+    aspect ratio kept (:func:`keep_ratio_size`), not antialiased (as OpenCV's resize)."""
+    size = keep_ratio_size(*pixels.shape[-2:], scale)
+    if size == tuple(pixels.shape[-2:]):
+        return pixels
+    resized = F.interpolate(pixels[None].float(), size=size, mode=mode, align_corners=False)[0]
+    return resized.round().clamp(0, 255).to(torch.uint8)

@@ -1,5 +1,5 @@
-"""Inference on files: top-k classes of images and videos, read with the weights' own
-preprocessing."""
+"""Inference on files: top-k classes of images and videos, label maps of images, read with the
+weights' own preprocessing."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from nlgc.data.io import find_media, is_video, read_image
 from nlgc.data.video import probe_video, read_frames
-from nlgc.models.preprocessing import IMAGENET, Preprocessing
+from nlgc.models.preprocessing import IMAGENET, SEGMENTATION, Preprocessing
 
 
 @dataclass(frozen=True)
@@ -60,3 +61,56 @@ def predict(
         ]
         predictions.append(Prediction(str(path), top_k))
     return predictions
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """One image's label map, written to ``written``: its largest classes (name or index,
+    share of the pixels)."""
+
+    path: str
+    written: str
+    largest: list[tuple[str, float]]
+
+    def __str__(self) -> str:
+        shares = ", ".join(f"{name} {share:.0%}" for name, share in self.largest)
+        return f"{self.path} -> {self.written} ({shares})"
+
+
+@torch.no_grad()
+def segment(model: nn.Module, paths: list[str | Path], out: str | Path) -> list[Segmentation]:
+    """The label map of every image under ``paths``, run whole with the model's
+    ``preprocessing`` (mmsegmentation's where it has none) and resized back to the image's
+    size: ``out/{image stem}.png``, a palette PNG whose pixels are the class ids and whose
+    colours are the label set's (Cityscapes', ADE20K's, VOC's; generated for other classes)."""
+    from PIL import Image
+
+    from nlgc.common import write_atomic
+    from nlgc.models.label_sets import palette_of
+
+    preprocessing = getattr(model, "preprocessing", None) or SEGMENTATION
+    names = getattr(model, "class_names", None)
+    model.eval()
+    results = []
+    for path in find_media(paths):
+        if is_video(path):
+            raise ValueError(f"a segmentor labels images, but {path} is a video")
+        pixels = read_image(path)
+        logits = model(preprocessing(pixels).unsqueeze(0))
+        size = tuple(pixels.shape[-2:])
+        align = getattr(model, "align_corners", False)
+        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=align)
+        labels = logits.argmax(1)[0]
+        image = Image.fromarray(labels.to(torch.uint8).numpy())
+        colours = palette_of(names, logits.shape[1])
+        image.putpalette([v for colour in colours for v in colour])  # grey → palette image
+        written = Path(out) / f"{Path(path).stem}.png"
+        write_atomic(written, lambda tmp, image=image: image.save(tmp, format="PNG"))
+        counts = torch.bincount(labels.flatten(), minlength=logits.shape[1]) / labels.numel()
+        shares, ids = counts.topk(min(3, len(counts)))
+        largest = [
+            (names[i] if names else str(i), float(v))
+            for v, i in zip(shares, ids.tolist(), strict=True)
+        ]
+        results.append(Segmentation(str(path), str(written), [x for x in largest if x[1] > 0]))
+    return results

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from nlgc.clips import keep_ratio_size
 from nlgc.data.segmentation import IGNORE_INDEX
 
 
@@ -27,13 +28,6 @@ def _uniform(generator: torch.Generator, low: float, high: float) -> float:
 
 def _coin(generator: torch.Generator) -> bool:
     return bool(torch.randint(2, (), generator=generator))
-
-
-def keep_ratio_size(height: int, width: int, scale: tuple[int, int]) -> tuple[int, int]:
-    """mmcv's ``rescale_size`` with ``keep_ratio``: the (H, W) that fits (H, W) into ``scale``
-    (long side, short side) with the aspect ratio kept."""
-    factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
-    return int(height * factor + 0.5), int(width * factor + 0.5)
 
 
 def resize_pair(image: torch.Tensor, mask: torch.Tensor, size: tuple[int, int]):

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nlgc.checks import check_choice, check_positive_int
-from nlgc.data.segmentation_pipeline import keep_ratio_size
+from nlgc.clips import keep_ratio_size
 
 
 def intersect_and_union(

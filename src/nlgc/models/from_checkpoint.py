@@ -75,7 +75,8 @@ def load_model(
     if opened.metadata:
         name, kwargs = opened.metadata["name"], dict(opened.metadata["overrides"])
         kwargs["num_classes"] = opened.metadata["num_classes"]
-    fc = opened.state.get("fc.weight")  # every source's classifier, once converted
+    # every source's classifier, once converted (a segmentor's: its conv_seg)
+    fc = opened.state.get("fc.weight", opened.state.get("decode_head.conv_seg.weight"))
     if fc is not None and "num_classes" not in kwargs:
         kwargs = {**kwargs, "num_classes": fc.shape[0]}
     built_as = opened.source.build_options(opened.raw)
@@ -129,7 +130,7 @@ def fitting_models(
     of the models made for the checkpoint ``kind``, if any fits; else of the general ones."""
     wanted = _signature(state)
     video = state.get("conv1.weight", torch.empty(0)).dim() == 5
-    names = list_models(task="video" if video else "classification")
+    names = list_models(task=source.task or ("video" if video else "classification"))
     fits = []
     for only_for in dict.fromkeys((kind, None)):
         for name in (n for n in names if model_spec(n).only_for == only_for):

@@ -7,6 +7,8 @@ from __future__ import annotations
 import functools
 from importlib import resources
 
+import numpy as np
+
 SIZES = {
     "imagenet1k": 1000,
     "kinetics400": 400,
@@ -41,3 +43,17 @@ def palette(name: str) -> list[tuple[int, int, int]]:
             f"the label set {name!r} has no palette (it is not a segmentation one)"
         ) from error
     return [tuple(int(v) for v in line.split()) for line in lines]
+
+
+def palette_of(names: list[str] | None, num_classes: int) -> list[tuple[int, int, int]]:
+    """The colours of a segmentor's classes: its label set's palette where its class names are
+    one of the known sets, else ``num_classes`` distinct colours from a fixed generator."""
+    for name in SIZES:
+        if SIZES[name] == len(names or ()) and _has_palette(name) and class_names(name) == names:
+            return palette(name)
+    generator = np.random.default_rng(0)
+    return [tuple(int(v) for v in generator.integers(0, 256, 3)) for _ in range(num_classes)]
+
+
+def _has_palette(name: str) -> bool:
+    return resources.files("nlgc.models").joinpath(f"labels/{name}.palette").is_file()

@@ -9,9 +9,9 @@ from dataclasses import asdict, dataclass
 import torch
 
 from nlgc.checks import check_choice
-from nlgc.clips import clip_indices, clip_starts, resize_and_crop
+from nlgc.clips import clip_indices, clip_starts, resize_and_crop, resize_to_fit
 
-CROPS = ("center", "three_crop")
+CROPS = ("center", "three_crop", "whole")
 
 
 @dataclass(frozen=True)
@@ -22,10 +22,12 @@ class Preprocessing:
         mean, std: per channel (R, G, B order), on pixels in [0, ``pixel_max``].
         pixel_max: 1.0 when mean/std are given for [0, 1] (torchvision, timm), 255.0 for 0–255
             (mmaction2, Caffe2).
-        input_size: the side of the crop the network sees.
+        input_size: the side of the crop the network sees (``whole``: the longest side).
         resize: the short side an image or frame is resized to before cropping.
-        crop: ``"center"`` (one crop) or ``"three_crop"`` (left/centre/right, the video
-            models' test protocol).
+        crop: ``"center"`` (one crop), ``"three_crop"`` (left/centre/right, the video
+            models' test protocol) or ``"whole"`` (no crop: the image resized, its aspect ratio
+            kept, to fit ``input_size`` × ``resize``: mmsegmentation's test ``Resize`` with
+            ``keep_ratio``, e.g. Cityscapes' (2048, 1024)).
         interpolation: of the resize (``"bilinear"``, ``"bicubic"``).
         clip_len, frame_interval, num_clips: video only: frames per clip, the step between
             them, and the clips per video averaged at test time.
@@ -58,12 +60,15 @@ class Preprocessing:
 
     def resize_crop(self, pixels: torch.Tensor) -> torch.Tensor:
         """(3, [T,] H, W) uint8 → short side resized to ``resize`` (``interpolation``), centre
-        crop of ``input_size``: (3, [T,] S, S) uint8."""
+        crop of ``input_size``: (3, [T,] S, S) uint8; ``whole``: (3, H', W') uint8, fit into
+        (``input_size``, ``resize``) with the aspect ratio kept."""
+        if self.crop == "whole":
+            return resize_to_fit(pixels, (self.input_size, self.resize), self.interpolation)
         return resize_and_crop(pixels, self.resize, self.input_size, self.interpolation)
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(3, [T,] H, W) uint8 pixels → the network's input, (3, [T,] S, S) float: cropped
-        (:meth:`resize_crop`) and normalised (:meth:`normalize`)."""
+        """(3, [T,] H, W) uint8 pixels → the network's input, (3, [T,] S, S) float (``whole``:
+        (3, H', W')): cropped (:meth:`resize_crop`) and normalised (:meth:`normalize`)."""
         return self.normalize(self.resize_crop(pixels).float().unsqueeze(0) / 255)[0]
 
     def centre_clip(self, num_frames: int) -> list[int]:
@@ -92,4 +97,13 @@ KINETICS_TEST = Preprocessing(
     clip_len=32,
     frame_interval=2,
     num_clips=10,
+)
+# mmsegmentation's data_preprocessor on 0–255 RGB pixels, its Cityscapes test Resize (2048, 1024)
+SEGMENTATION = Preprocessing(
+    mean=(123.675, 116.28, 103.53),
+    std=(58.395, 57.12, 57.375),
+    pixel_max=255.0,
+    input_size=2048,
+    resize=1024,
+    crop="whole",
 )

@@ -246,9 +246,13 @@ def labelled(
 
 
 def _num_outputs(model: nn.Module) -> int | None:
-    """The classes a model scores: its classifier's, or a detector's box classifier's."""
+    """The classes a model scores: its classifier's, a detector's box classifier's or a
+    segmentor's ``conv_seg``'s."""
     fc = getattr(model, "fc", None)
     if fc is None:
         roi_heads = getattr(model, "roi_heads", None)
         fc = getattr(getattr(roi_heads, "box_predictor", None), "cls_score", None)
+    if fc is None:
+        conv_seg = getattr(getattr(model, "decode_head", None), "conv_seg", None)
+        return conv_seg.out_channels if isinstance(conv_seg, nn.Conv2d) else None
     return fc.out_features if isinstance(fc, nn.Linear) else None

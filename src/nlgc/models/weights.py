@@ -20,16 +20,19 @@ from nlgc.models.caffe2_pickle import read_caffe2_blobs
 from nlgc.models.sources import WeightsSource
 
 # the tensors sized by the number of classes: a classifier's fc, a torchvision detector's box
-# and mask predictors; of another size in a file, they are re-initialised (fine-tuning)
+# and mask predictors, a segmentor's conv_seg; of another size in a file, they are
+# re-initialised (fine-tuning)
 CLASSIFIER = (
     "fc.weight",
     "fc.bias",
     *(
-        f"roi_heads.{layer}.{kind}"
+        f"{layer}.{kind}"
         for layer in (
-            "box_predictor.cls_score",
-            "box_predictor.bbox_pred",
-            "mask_predictor.mask_fcn_logits",
+            "roi_heads.box_predictor.cls_score",
+            "roi_heads.box_predictor.bbox_pred",
+            "roi_heads.mask_predictor.mask_fcn_logits",
+            "decode_head.conv_seg",
+            "auxiliary_head.conv_seg",
         )
         for kind in ("weight", "bias")
     ),

@@ -16,15 +16,10 @@ from nlgc.data.segmentation import IGNORE_INDEX
 from nlgc.data.segmentation_pipeline import TrainPipeline
 from nlgc.evaluation.segmentation import SegmentationScores, SegmentationTest
 from nlgc.models import create_model
-from nlgc.models.preprocessing import Preprocessing
+from nlgc.models.preprocessing import SEGMENTATION
 from nlgc.models.sources.native import METADATA_KEY, model_metadata
 from nlgc.train.base import TrainingModule
 from nlgc.train.config import ModelConfig, OptimConfig
-
-# mmsegmentation's data_preprocessor: ImageNet's mean / std on 0–255 RGB pixels
-SEGMENTATION_INPUT = Preprocessing(
-    mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375), pixel_max=255.0
-)
 
 
 def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -83,7 +78,7 @@ class Segmentor(TrainingModule):
 
     def _normalized(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) pixels in 0–255 → the network's input."""
-        return SEGMENTATION_INPUT.normalize(pixels / 255)
+        return SEGMENTATION.normalize(pixels / 255)
 
     def training_step(self, batch, batch_idx):
         images, targets = batch

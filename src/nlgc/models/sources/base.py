@@ -64,6 +64,8 @@ class WeightsSource:
             does not give its own.
         whole: its files hold whole networks whose ``backbone.`` is nlgc's too (segmentors):
             loading keeps every key instead of taking the backbone out of a detector.
+        task: the task of its networks where it is not classification (``"segmentation"``):
+            a file is matched against that task's registered models.
     """
 
     name: str
@@ -76,3 +78,4 @@ class WeightsSource:
     refusal: Callable[[State], str | None] = _no_refusal
     preprocessing: Preprocessing | None = None
     whole: bool = False
+    task: str | None = None

@@ -9,7 +9,7 @@ norm follows) → ``out`` (bias 0); ``conv_out.bn`` → ``norm``. The GC and DNL
 mmcv's and mmsegmentation's names already.
 """
 
-from nlgc.models.preprocessing import Preprocessing
+from nlgc.models.preprocessing import SEGMENTATION  # SegDataPreProcessor, BGR → RGB
 from nlgc.models.sources.base import State, WeightsSource, renamed, with_zero_biases
 
 _STEM = {"0": "conv1.0", "1": "conv1.1", "3": "conv1.3", "4": "conv1.4", "6": "conv1.6", "7": "bn1"}
@@ -31,11 +31,6 @@ def convert(state: State) -> dict:
     return with_zero_biases(converted, "decode_head.nl_block.out.weight")
 
 
-# mmsegmentation's SegDataPreProcessor: ImageNet mean/std on 0–255 pixels, BGR → RGB
-SEGMENTATION = Preprocessing(
-    mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375), pixel_max=255.0
-)
-
 SOURCE = WeightsSource(
     name="mmsegmentation",
     title="mmsegmentation EncoderDecoder (backbone.stem.0, decode_head.conv_seg, auxiliary_head)",
@@ -43,4 +38,5 @@ SOURCE = WeightsSource(
     convert=convert,
     preprocessing=SEGMENTATION,
     whole=True,
+    task="segmentation",
 )
