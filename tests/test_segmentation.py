@@ -201,3 +201,30 @@ def test_an_mmsegmentation_file_loads_by_itself_and_predict_writes_palette_label
     assert 0 < sum(shares.values()) <= 1 and max(shares.values()) == pytest.approx(
         float(torch.bincount(expected.flatten()).max()) / expected.numel()
     )
+
+
+def test_nlgc_analyze_on_a_segmentor_shows_the_heads_attention_table_1_and_dnl_terms(tmp_path):
+    import json
+
+    from helpers import photograph
+    from PIL import Image
+
+    from nlgc.cli import main
+
+    Image.fromarray(photograph()).save(tmp_path / "photo.png")
+    for name in ("nonlocal_resnet50_d8", "dnlnet_resnet50_d8"):
+        out = tmp_path / name
+        inputs = ["--inputs", str(tmp_path / "photo.png"), "--out", str(out), "--size", "64"]
+        queries = ["--queries", "points:0.3,0.5;0.7,0.2", "--no-complexity"]
+        code = main(["analyze", "--model", name, *inputs, *queries])
+        assert code == 0
+        metrics = json.loads((out / "metrics.json").read_text())
+        (row,) = metrics["query_independence"]
+        block = "decode_head." + ("nl_block" if name.startswith("nonlocal") else "dnl_block")
+        assert (row["block"], row["stage"]) == (block, "head")
+        assert 0 <= row["attention"] <= 1 and 0 < row["input"] <= 1  # GCNet's Table 1
+        assert row["positions"] == 8 * 8  # the C5 map of a 64×64 input at stride 8
+        assert set(metrics["decomposition"]) == {block}  # the pairwise / unary terms
+        figures = {p.name for p in out.glob("*.png")}
+        assert {f"attention_00_{block.replace('.', '_')}.png"} <= figures
+        assert f"terms_00_{block.replace('.', '_')}.png" in figures

@@ -162,11 +162,12 @@ class QueryIndependence:
 
 
 def stage_of(name: str) -> str:
-    """``layer3.4.non_local_block`` → ``c4`` (ResNet layers 1…4 are stages c2…c5)."""
+    """``layer3.4.non_local_block`` → ``c4`` (ResNet layers 1…4 are stages c2…c5); a
+    segmentor's ``decode_head.nl_block`` → ``head``."""
     for part in name.split("."):
         if part.startswith("layer") and part[5:].isdigit():
             return f"c{int(part[5:]) + 1}"
-    return "-"
+    return "head" if name.startswith("decode_head.") else "-"
 
 
 def query_independence(records: dict) -> list[QueryIndependence]:
