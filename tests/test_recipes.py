@@ -28,6 +28,22 @@ def test_mmdetection_1x_schedule_with_warmup_iterations():
         OptimConfig(warmup_iters=500, warmup_epochs=1)
 
 
+def test_poly_schedule_is_mmengines_poly_lr():
+    """mmsegmentation's PolyLR(eta_min=1e-4, power=0.9, begin=0, end=total): mmengine's chained
+    form lr ← (lr − eta_min)(1 − 1 / (total_iters − step + 1))^power + eta_min, written out."""
+    hp = OptimConfig(lr=0.01, schedule="poly", poly_power=0.9, min_lr=1e-4)
+    total, total_iters = 50, 49  # mmengine: total_iters = end − begin − 1
+    lr, expected = 0.01, [0.01]
+    for step in range(1, total):
+        lr = (lr - 1e-4) * (1 - 1 / (total_iters - step + 1)) ** 0.9 + 1e-4
+        expected.append(lr)
+    got = [0.01 * lr_factor(step, 10.0, total, hp) for step in range(total)]
+    assert got == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    assert got[-1] == pytest.approx(1e-4)
+    with pytest.raises(ValueError, match=r"optim.min_lr must be in \[0, lr\]"):
+        OptimConfig(lr=0.01, min_lr=0.1)
+
+
 def test_every_config_name_is_a_table_entry():
     model = torch.nn.Linear(3, 2)
     groups = [{"params": list(model.parameters())}]
@@ -43,10 +59,11 @@ def test_every_config_name_is_a_table_entry():
     ):
         OptimConfig(momentum=0, nesterov=True)
     with pytest.raises(
-        ValueError, match=r"optim.schedule must be one of \('cosine', 'multistep', 'constant'\)"
+        ValueError,
+        match=r"optim.schedule must be one of \('cosine', 'multistep', 'poly', 'constant'\)",
     ):
-        OptimConfig(schedule="poly")
-    assert set(SCHEDULES) == {"cosine", "multistep", "constant"}
+        OptimConfig(schedule="linear")
+    assert set(SCHEDULES) == {"cosine", "multistep", "poly", "constant"}
     assert augmentation("none", video=False) is None
     assert [type(m).__name__ for m in augmentation("standard", video=False).children()] == [
         "RandomResizedCrop",

@@ -37,8 +37,9 @@ def _multistep(step: float, steps_per_epoch: float, total_steps: float, warmup: 
 
 
 def _poly(step: float, steps_per_epoch: float, total_steps: float, warmup: float, hp) -> float:
-    """mmengine's ``PolyLR``: (1 − progress)^``poly_power`` from lr down to ``min_lr``."""
-    progress = min(1.0, (step - warmup) / max(1.0, total_steps - warmup))
+    """mmengine's ``PolyLR``: (1 − progress)^``poly_power`` from lr down to ``min_lr``, which
+    the last step reaches (its ``total_iters = end − begin − 1``)."""
+    progress = min(1.0, (step - warmup) / max(1.0, total_steps - warmup - 1))
     floor = hp.min_lr / hp.lr
     return (1 - floor) * (1 - progress) ** hp.poly_power + floor
 
