@@ -634,3 +634,23 @@ def mmdet_resnet_features(
             x = (out + identity).relu()
         features.append(x)
     return features
+
+
+def as_mmsegmentation(state: dict) -> dict:
+    """nlgc's tensors of a segmentor under mmsegmentation's names: ResNetV1c's ``stem.N`` and
+    mmcv NonLocal2d's ConvModules in the NL head (``conv_out.conv`` has no bias: a BN follows)."""
+    stem = {"conv1.0": "stem.0", "conv1.1": "stem.1", "conv1.3": "stem.3", "conv1.4": "stem.4"}
+    stem |= {"conv1.6": "stem.6", "bn1": "stem.7"}
+    renamed = {}
+    for key, value in state.items():
+        for ours, theirs in stem.items():
+            if key.startswith(f"backbone.{ours}."):
+                key = key.replace(f"backbone.{ours}.", f"backbone.{theirs}.")
+        if key.startswith("decode_head.nl_block."):
+            part, leaf = key.removeprefix("decode_head.nl_block.").split(".")
+            if part == "out" and leaf == "bias":
+                continue
+            module = {"out": "conv_out.conv", "norm": "conv_out.bn"}.get(part, f"{part}.conv")
+            key = f"decode_head.nl_block.{module}.{leaf}"
+        renamed[key] = value
+    return renamed

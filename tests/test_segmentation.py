@@ -6,6 +6,7 @@ import pytest
 import torch
 from helpers import randomize_network
 from references import (
+    as_mmsegmentation,
     mmcv_context_block,
     mmcv_non_local_2d,
     mmdet_resnet_features,
@@ -50,26 +51,6 @@ def test_dilated_resnet_is_torchvisions_replace_stride_with_dilation():
     ]
     with pytest.raises(ValueError, match="dilations must give one positive int per stage"):
         nlgc.create_model("resnet50", dilations=(1, 2))
-
-
-def as_mmsegmentation(state: dict) -> dict:
-    """nlgc's tensors of a segmentor under mmsegmentation's names: ResNetV1c's ``stem.N`` and
-    mmcv NonLocal2d's ConvModules in the NL head (``conv_out.conv`` has no bias: a BN follows)."""
-    stem = {"conv1.0": "stem.0", "conv1.1": "stem.1", "conv1.3": "stem.3", "conv1.4": "stem.4"}
-    stem |= {"conv1.6": "stem.6", "bn1": "stem.7"}
-    renamed = {}
-    for key, value in state.items():
-        for ours, theirs in stem.items():
-            if key.startswith(f"backbone.{ours}."):
-                key = key.replace(f"backbone.{ours}.", f"backbone.{theirs}.")
-        if key.startswith("decode_head.nl_block."):
-            part, leaf = key.removeprefix("decode_head.nl_block.").split(".")
-            if part == "out" and leaf == "bias":
-                continue
-            module = {"out": "conv_out.conv", "norm": "conv_out.bn"}.get(part, f"{part}.conv")
-            key = f"decode_head.nl_block.{module}.{leaf}"
-        renamed[key] = value
-    return renamed
 
 
 @pytest.mark.parametrize("name", HEADS)

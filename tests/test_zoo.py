@@ -5,6 +5,7 @@ import hashlib
 import http.server
 import pickle
 import threading
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from references import (
     BYOBNET_CFGS,
     I3D_R50_INFLATE,
     NL5_R50,
+    as_mmsegmentation,
     caffe2_blobs,
     mmaction2_network,
     mmaction2_state,
@@ -32,6 +34,7 @@ from nlgc.models.download import (
     fetch,
 )
 from nlgc.models.from_checkpoint import fitting_models
+from nlgc.models.label_sets import palette
 from nlgc.models.sources import detect_source, torchvision
 from nlgc.models.weights import nlgc_layout
 from nlgc.models.zoo import ZooEntry, default_entry, list_weights, weights_entry
@@ -56,6 +59,10 @@ def source_layout(entry: ZooEntry) -> dict:
         if "affine" in entry.tag:  # frozen BN: scale and shift only
             blobs = {k: v for k, v in blobs.items() if not k.endswith(("_rm", "_riv"))}
         return {k: torch.from_numpy(v) for k, v in blobs.items()}
+    if entry.source.name == "mmsegmentation":  # shapes only: the segmentor on the meta device
+        with torch.device("meta"):
+            network = nlgc.create_model(entry.model, entry.num_classes)
+        return as_mmsegmentation(network.state_dict())
     if is_detector(entry):  # torchvision's own detector, built by torchvision
         from torchvision.models import get_model
 
@@ -105,7 +112,38 @@ def test_every_entry_builds_its_network_from_its_sources_layout(entry):
     )
     assert {name for name, _ in fits} == {entry.model}, entry.name
     if entry.classes:
-        assert len(entry.class_names()) == entry.num_classes == model.fc.out_features
+        head = model.fc if hasattr(model, "fc") else model.decode_head.conv_seg
+        outputs = getattr(head, "out_features", None) or head.out_channels
+        assert len(entry.class_names()) == entry.num_classes == outputs
+
+
+def test_segmentation_entries_are_mmsegmentations_metafile_rows():
+    """URL and hash exactly as configs/{nonlocal_net,gcnet,dnlnet}/metafile.yaml publish them;
+    the label set and palette of the dataset; mmsegmentation's test resize."""
+    rows = list_weights("*_d8.*")
+    assert len(rows) == 12 and {r.split(".")[0] for r in rows} == {
+        f"{head}_resnet{depth}_d8"
+        for head in ("nonlocal", "gcnet", "dnlnet")
+        for depth in (50, 101)
+    }
+    nl = weights_entry("nonlocal_resnet50_d8.mmseg_cityscapes_512x1024_80k")
+    assert nl.url == (
+        "https://download.openmmlab.com/mmsegmentation/v0.5/nonlocal_net/"
+        "nonlocal_r50-d8_512x1024_80k_cityscapes/"
+        "nonlocal_r50-d8_512x1024_80k_cityscapes_20200607_193518-d6839fae.pth"
+    )
+    assert nl.sha256_prefix == "d6839fae" and nl.accuracy == "mIoU 78.01"
+    assert nl.num_classes == 19 and nl.class_names()[:3] == ["road", "sidewalk", "building"]
+    assert (nl.preprocessing.input_size, nl.preprocessing.resize) == (2048, 1024)
+    assert nl.preprocessing.mean == (123.675, 116.28, 103.53) and nl.preprocessing.pixel_max == 255
+    dnl = weights_entry("dnlnet_resnet101_d8.mmseg_ade20k_512x512_160k")
+    assert dnl.url.endswith(
+        "dnlnet/dnl_r101-d8_512x512_160k_ade20k/dnl_r101-d8_512x512_160k_ade20k_20200826_183350-ed522c61.pth"
+    )
+    assert dnl.accuracy == "mIoU 44.25, ms+flip 45.78" and dnl.num_classes == 150
+    assert (dnl.preprocessing.input_size, dnl.preprocessing.resize) == (2048, 512)
+    assert dnl.class_names()[7] == "bed" and len(palette("ade20k")) == 150
+    assert palette("cityscapes")[0] == (128, 64, 128) and palette("voc")[1] == (128, 0, 0)
 
 
 def test_entries_state_what_users_ask_for():
@@ -324,3 +362,38 @@ def test_predict_a_video_with_the_centre_clip(tmp_path, capsys):
     assert x.shape == (3, 8, 256, 256)  # 8 frames every 8th, short side 256, 256 crop
     with pytest.raises(ValueError, match="is a video model, but"):
         model_input(tmp_path / "c2d.pth", nlgc.models.ZOO[0].preprocessing, video=True)
+
+
+def test_a_segmentor_entry_loads_whole_with_its_classes_palette_and_test_resize(server):
+    """An mmsegmentation file in the cache: create_model(pretrained=tag) builds the segmentor,
+    loads decode and auxiliary heads, and carries Cityscapes' names and test resize."""
+    from PIL import Image
+
+    from nlgc.inference import segment
+
+    entry = weights_entry("dnlnet_resnet50_d8.mmseg_cityscapes_512x1024_80k")
+    torch.manual_seed(0)
+    source = nlgc.create_model("dnlnet_resnet50_d8", 19).eval()
+    for parameter in source.parameters():  # every head active, not its zero start
+        parameter.data.normal_(0, 0.02)
+    path = cached_path(entry)
+    path.parent.mkdir(parents=True)
+    torch.save({"meta": {}, "state_dict": as_mmsegmentation(source.state_dict())}, path)
+    model = nlgc.create_model("dnlnet_resnet50_d8", pretrained="mmseg_cityscapes_512x1024_80k")
+    assert not server.requests and model.class_names[-1] == "bicycle"
+    x = torch.rand(2, 3, 40, 56)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), source(x), rtol=0, atol=0)
+        outputs = []
+        for network in (model, source):  # training mode: the auxiliary head's logits too
+            torch.manual_seed(1)  # the same dropout
+            outputs.append(network.train()(x)[1])
+        torch.testing.assert_close(*outputs, rtol=0, atol=0)
+    assert model.preprocessing == entry.preprocessing
+    model.preprocessing = replace(entry.preprocessing, input_size=56, resize=40)  # small here
+    Image.fromarray(np.zeros((40, 56, 3), np.uint8)).save(server.root / "black.png")
+    (result,) = segment(model, [server.root / "black.png"], server.root / "out")
+    written = Image.open(result.written)
+    colours = written.getpalette()[:6]
+    assert colours == [128, 64, 128, 244, 35, 232]  # Cityscapes' road and sidewalk
+    assert result.largest[0][0] in model.class_names

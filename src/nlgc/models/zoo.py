@@ -18,8 +18,16 @@ from pathlib import Path
 
 from nlgc.models.download import NO_HASH, OPENMMLAB, TORCH_HUB, HashRule, fetch, fetch_url
 from nlgc.models.label_sets import SIZES, class_names
-from nlgc.models.preprocessing import Preprocessing
-from nlgc.models.sources import WeightsSource, caffe2, mmaction2, mmdetection, timm, torchvision
+from nlgc.models.preprocessing import SEGMENTATION, Preprocessing
+from nlgc.models.sources import (
+    WeightsSource,
+    caffe2,
+    mmaction2,
+    mmdetection,
+    mmsegmentation,
+    timm,
+    torchvision,
+)
 
 
 @dataclass(frozen=True)
@@ -207,6 +215,39 @@ def _caffe2(
         options={"stem": "caffe2", "stem_temporal_stride": stride, **block_options},
         classes="kinetics400",
         license="CC-BY-NC-4.0" if url == _CAFFE2 else "Apache-2.0",
+    )
+
+
+_MMSEG = "https://download.openmmlab.com/mmsegmentation/v0.5/"
+# mmsegmentation's test Resize: Cityscapes (2048, 1024), ADE20K (2048, 512), keep ratio, whole
+_SEG_TEST = {
+    "cityscapes": SEGMENTATION,
+    "ade20k": replace(SEGMENTATION, input_size=2048, resize=512),
+}
+_SEG_PROTOCOL = {
+    "cityscapes": "Cityscapes val, whole 2048×1024 image, single scale",
+    "ade20k": "ADE20K val, whole image resized into 2048×512, single scale",
+}
+
+
+def _mmseg(model: str, config: str, stamp: str, dataset: str, miou: str, ms: str = "") -> ZooEntry:
+    """An mmsegmentation segmentor: ``config`` its file name (``nonlocal_r50-d8_512x1024_80k_
+    cityscapes``), ``stamp`` the date, time and hash of its file; ``miou`` single-scale and
+    ``ms`` multi-scale + flip mIoU as its metafile reports them."""
+    folder = {"nonlocal": "nonlocal_net", "gcnet": "gcnet", "dnl": "dnlnet"}[config.split("_")[0]]
+    crop, iterations = config.split("_")[-3:-1]  # 512x1024, 80k
+    accuracy = f"mIoU {miou}" + (f", ms+flip {ms}" if ms else "")
+    return ZooEntry(
+        model,
+        f"mmseg_{dataset}_{crop}_{iterations}",
+        f"{_MMSEG}{folder}/{config}/{config}_{stamp}.pth",
+        mmsegmentation.SOURCE,
+        OPENMMLAB,
+        accuracy,
+        f"{_SEG_PROTOCOL[dataset]} (mmsegmentation configs/{folder}/metafile.yaml)",
+        _SEG_TEST[dataset],
+        classes=dataset,
+        license="Apache-2.0",
     )
 
 
@@ -476,6 +517,100 @@ ZOO: tuple[ZooEntry, ...] = (
         non_local=True,
         url=_SLOWFAST,
         note="PySlowFast MODEL_ZOO.md, Caffe2-format file",
+    ),
+    # mmsegmentation: NL / GC / DNL R-50-D8 and R-101-D8, Cityscapes 512×1024 80k (4×2 images
+    # a batch) and ADE20K 512×512 160k (4×4)
+    _mmseg(
+        "nonlocal_resnet50_d8",
+        "nonlocal_r50-d8_512x1024_80k_cityscapes",
+        "20200607_193518-d6839fae",
+        "cityscapes",
+        "78.01",
+    ),
+    _mmseg(
+        "nonlocal_resnet101_d8",
+        "nonlocal_r101-d8_512x1024_80k_cityscapes",
+        "20200607_183411-32700183",
+        "cityscapes",
+        "78.93",
+    ),
+    _mmseg(
+        "nonlocal_resnet50_d8",
+        "nonlocal_r50-d8_512x512_160k_ade20k",
+        "20200616_005410-baef45e3",
+        "ade20k",
+        "42.03",
+        "43.04",
+    ),
+    _mmseg(
+        "nonlocal_resnet101_d8",
+        "nonlocal_r101-d8_512x512_160k_ade20k",
+        "20210827_221502-7881aa1a",
+        "ade20k",
+        "44.63",
+        "45.79",
+    ),
+    _mmseg(
+        "gcnet_resnet50_d8",
+        "gcnet_r50-d8_512x1024_80k_cityscapes",
+        "20200618_074450-ef8f069b",
+        "cityscapes",
+        "78.48",
+        "80.01",
+    ),
+    _mmseg(
+        "gcnet_resnet101_d8",
+        "gcnet_r101-d8_512x1024_80k_cityscapes",
+        "20200618_074450-778ebf69",
+        "cityscapes",
+        "79.03",
+        "79.84",
+    ),
+    _mmseg(
+        "gcnet_resnet50_d8",
+        "gcnet_r50-d8_512x512_160k_ade20k",
+        "20200615_224122-d95f3e1f",
+        "ade20k",
+        "42.37",
+        "43.52",
+    ),
+    _mmseg(
+        "gcnet_resnet101_d8",
+        "gcnet_r101-d8_512x512_160k_ade20k",
+        "20200615_225406-615528d7",
+        "ade20k",
+        "43.69",
+        "45.21",
+    ),
+    _mmseg(
+        "dnlnet_resnet50_d8",
+        "dnl_r50-d8_512x1024_80k_cityscapes",
+        "20200904_233629-58b2f778",
+        "cityscapes",
+        "79.33",
+    ),
+    _mmseg(
+        "dnlnet_resnet101_d8",
+        "dnl_r101-d8_512x1024_80k_cityscapes",
+        "20200904_233629-758e2dd4",
+        "cityscapes",
+        "80.41",
+    ),
+    _mmseg(
+        "dnlnet_resnet50_d8",
+        "dnl_r50-d8_512x512_160k_ade20k",
+        "20200826_183350-37837798",
+        "ade20k",
+        "41.87",
+        "43.01",
+    ),
+    _mmseg(
+        "dnlnet_resnet101_d8",
+        "dnl_r101-d8_512x512_160k_ade20k",
+        "20200826_183350-ed522c61",
+        "ade20k",
+        "44.25",
+        "45.78",
     ),
 )
 _BY_NAME = {entry.name: entry for entry in ZOO}
