@@ -282,3 +282,65 @@ def test_a_segmentor_trains_and_tests_through_nlgc_fit_and_test(tmp_path):
     recomputed = scores.compute()
     for key in ("mIoU", "aAcc", "mAcc"):
         assert metrics[key] == pytest.approx(recomputed[key], abs=1e-6) == written[key]
+
+
+def published_rows() -> list[dict]:
+    """docs/segmentation.md's table of mmsegmentation's published rows, as dictionaries."""
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "docs" / "segmentation.md").read_text()
+    part = text.split("## mmsegmentation's published rows as configs")[1].split("\n## ")[0]
+    keys = ("config", "model", "dataset", "crop", "iterations", "miou", "ms", "tag")
+    rows = [line for line in part.splitlines() if line.startswith("| `")]
+    return [
+        dict(zip(keys, (c.strip(" `") for c in r.strip("|").split("|")), strict=True)) for r in rows
+    ]
+
+
+def test_mmsegmentation_published_rows_are_the_configs_and_the_zoo():
+    from pathlib import Path
+
+    import nlgc
+    from nlgc.models.zoo import weights_entry
+    from nlgc.train.run import load_config
+
+    rows = published_rows()
+    folder = Path(__file__).parent.parent / "configs" / "segmentation"
+    assert sorted(r["config"] for r in rows) == sorted(p.name for p in folder.glob("*.yaml"))
+    assert len(rows) == 6
+    for row in rows:
+        config = load_config(folder / row["config"])
+        data, optim, trainer = config.data, config.optim, config.trainer
+        height, width = (int(v) for v in row["crop"].split("×"))
+        assert (config.model.name, data.kind, data.crop_size) == (
+            row["model"],
+            row["dataset"],
+            (height, width),
+        )
+        assert config.model.num_classes == {"cityscapes": 19, "ade20k": 150}[data.kind]
+        assert config.model.auxiliary_weight == 0.4 and not config.model.overrides
+        assert (data.scale, data.ratio_range, data.cat_max_ratio, data.photometric) == (
+            (2048, 1024 if data.kind == "cityscapes" else 512),
+            (0.5, 2.0),
+            0.75,
+            True,
+        )
+        assert data.segmentation_test.mode == "whole" and data.segmentation_test.scale == data.scale
+        assert (optim.optimizer, optim.lr, optim.momentum, optim.weight_decay) == (
+            "sgd",
+            0.01,
+            0.9,
+            5e-4,
+        )
+        assert (optim.schedule, optim.poly_power, optim.min_lr, optim.no_decay) == (
+            "poly",
+            0.9,
+            1e-4,
+            (),
+        )
+        assert trainer["max_steps"] == int(row["iterations"]) and trainer["sync_batchnorm"]
+        assert trainer["devices"] * data.batch_size == (8 if data.kind == "cityscapes" else 16)
+        entry = weights_entry(f"{row['model']}.{row['tag']}")  # the zoo reports the same mIoU
+        ms = f", ms+flip {row['ms']}" if row["ms"] != "-" else ""
+        assert entry.accuracy == f"mIoU {row['miou']}{ms}"
+        assert set(config.model.overrides) <= set(nlgc.models.option_names(row["model"]))
