@@ -10,6 +10,7 @@ import torch
 from helpers import photograph
 from PIL import Image
 
+import nlgc
 from nlgc.clips import keep_ratio_size
 from nlgc.data.segmentation import CITYSCAPES_LABEL_IDS, SegmentationDataset
 from nlgc.data.segmentation_pipeline import TrainPipeline, pad_to
@@ -246,12 +247,23 @@ def test_a_segmentor_trains_and_tests_through_nlgc_fit_and_test(tmp_path):
     from nlgc.train import run
 
     masks_dataset(tmp_path / "data")
+    # an ImageNet ResNetV1c file in mmcv's layout (stem.0 … stem.7, fc), as the configs start from
+    small = {"layers": [1, 1, 1, 1], "base_channels": 8}
+    imagenet = nlgc.create_model("resnet50", stem="deep", num_classes=10, **small).state_dict()
+    stem = {"conv1.0.": "stem.0.", "conv1.1.": "stem.1.", "conv1.3.": "stem.3."}
+    stem |= {"conv1.4.": "stem.4.", "conv1.6.": "stem.6.", "bn1.": "stem.7."}
+    v1c = {}
+    for key, value in imagenet.items():
+        prefix = next((p for p in stem if key.startswith(p)), None)
+        v1c[stem[prefix] + key.removeprefix(prefix) if prefix else key] = value
+    torch.save({"state_dict": v1c}, tmp_path / "resnet50_v1c.pth")
     config = {
         "seed": 0,
         "out": str(tmp_path / "run"),
         "model": {
             "name": "nonlocal_resnet50_d8",
-            "overrides": {"layers": [1, 1, 1, 1], "base_channels": 8, "channels": 16},
+            "overrides": {**small, "channels": 16},
+            "init_from": str(tmp_path / "resnet50_v1c.pth"),
         },
         "data": {
             "kind": "masks",
@@ -266,6 +278,9 @@ def test_a_segmentor_trains_and_tests_through_nlgc_fit_and_test(tmp_path):
         "trainer": {"max_steps": 3, "accelerator": "cpu", "log_every_n_steps": 1},
     }
     fitted = run.fit(config, progress=False)
+    started = json.loads((tmp_path / "run/init_report.json").read_text())
+    assert started["source"] == "resnet_v1c" and not started["left_at_init"]
+    assert "conv1.6.weight" in started["copied"] and started["ignored"] == ["fc.bias", "fc.weight"]
     assert {"train/loss", "train/loss_decode", "train/loss_auxiliary", "val/mIoU"} <= set(fitted)
     metrics = run.evaluate(config, "test", progress=False)
     written = json.loads((tmp_path / "run/test_metrics.json").read_text())
@@ -319,6 +334,7 @@ def test_mmsegmentation_published_rows_are_the_configs_and_the_zoo():
         )
         assert config.model.num_classes == {"cityscapes": 19, "ade20k": 150}[data.kind]
         assert config.model.auxiliary_weight == 0.4 and not config.model.overrides
+        assert config.model.init_from.endswith("/pretrain/third_party/resnet50_v1c-2cccc1ad.pth")
         assert (data.scale, data.ratio_range, data.cat_max_ratio, data.photometric) == (
             (2048, 1024 if data.kind == "cityscapes" else 512),
             (0.5, 2.0),

@@ -46,6 +46,12 @@ class TrainingModule(L.LightningModule):
                     module.eval()
         return self
 
+    @property
+    def initialised(self) -> nn.Module:
+        """What ``model.init_from`` initialises: the whole network (a segmentor: its backbone,
+        from ImageNet weights)."""
+        return self.model
+
     def _step_seed(self) -> int:
         """A seed from (seed, optimizer step, rank), all restored when a run resumes."""
         return (self.seed * 1_000_003 + self.global_step) * 64 + self.global_rank

@@ -168,7 +168,7 @@ def build(config: Mapping | RunConfig, progress: bool = True):
 def _initialise(module, checkpoint: str, out: Path, write: bool) -> None:
     """The model's start from ``checkpoint``; what was inflated, copied, left, ignored goes to
     the log and ``out/init_report.json``."""
-    report = initialise_from(module.model, checkpoint)
+    report = initialise_from(module.initialised, checkpoint)
     module.normalization = report.preprocessing  # batches normalised as the weights expect
     log.info("%s", report)
     print(report)

@@ -73,6 +73,12 @@ class Segmentor(TrainingModule):
         self.scores = SegmentationScores(len(classes), classes)
         self.predictions_to: Path | None = None  # set by ``nlgc test``: where label PNGs go
 
+    @property
+    def initialised(self) -> torch.nn.Module:
+        """``model.init_from`` starts the backbone (mmsegmentation's ImageNet ResNetV1c); the
+        heads keep their initialisation."""
+        return self.model.backbone
+
     def forward(self, pixels: torch.Tensor):
         return self.model(pixels)
 

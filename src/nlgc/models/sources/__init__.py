@@ -23,6 +23,7 @@ SOURCES: tuple[WeightsSource, ...] = (  # most specific layout first; the fallba
     pyslowfast.SOURCE,
     timm.SOURCE,
     mmsegmentation.SOURCE,
+    mmsegmentation.IMAGENET_V1C,
     mmdetection.SOURCE,
     torchvision.SOURCE,
 )

@@ -22,6 +22,9 @@ _RULES = (
 )
 
 
+_V1C_RULES = ((r"^stem\.(\d)\.", lambda m: f"{_STEM[m.group(1)]}."),)
+
+
 def detect(state: State) -> bool:
     return "decode_head.conv_seg.weight" in state
 
@@ -39,4 +42,15 @@ SOURCE = WeightsSource(
     preprocessing=SEGMENTATION,
     whole=True,
     task="segmentation",
+)
+
+# mmcv's ImageNet ResNetV1c (pretrain/third_party/resnet{50,101}_v1c-*.pth): a classifier with
+# the deep stem, the backbone mmsegmentation's *_d8 models start from
+IMAGENET_V1C = WeightsSource(
+    name="resnet_v1c",
+    title="mmcv ImageNet ResNetV1c (stem.0 … stem.7, layer1 …, fc)",
+    detect=lambda state: "stem.0.weight" in state and "layer1.0.conv1.weight" in state,
+    convert=lambda state: {renamed(key, _V1C_RULES): value for key, value in state.items()},
+    build_options=lambda state: {"stem": "deep"},
+    preprocessing=SEGMENTATION,
 )
