@@ -153,7 +153,10 @@ def test_the_training_pipeline_crops_flips_and_pads_image_and_labels_together():
     assert 0 < flips < 8  # some crops mirrored, some not
     big = TrainPipeline((56, 40), (1.0, 1.0), (64, 80), 1.0, 0.0, photometric=False)
     out, out_mask = big(image, mask, torch.Generator().manual_seed(0))
+    assert torch.equal(out, image.float()) and torch.equal(out_mask, mask)  # a smaller image
+    out, out_mask = pad_to(out - 100, out_mask, (64, 80))  # after normalisation: 0 pads
     assert out.shape == (3, 64, 80) and (out[:, 40:] == 0).all() and (out[:, :, 56:] == 0).all()
+    assert torch.equal(out[:, :40, :56], image.float() - 100)
     assert (out_mask[40:] == 255).all() and (out_mask[:, 56:] == 255).all()
     assert torch.equal(pad_to(image.float(), mask, (40, 56))[1], mask)
 

@@ -1,7 +1,9 @@
 """mmsegmentation's training pipeline on tensors: random resize (a ratio of a base scale),
-random crop with the ``cat_max_ratio`` rule, horizontal flip, photometric distortion, padding
-with the ignore index. It runs where the batch is (on the GPU in training), every draw from one
-``torch.Generator`` so that a step's augmentation follows from its seed.
+random crop with the ``cat_max_ratio`` rule, horizontal flip, photometric distortion; then,
+after normalisation as mmsegmentation's ``SegDataPreProcessor`` does, padding to the crop
+(pixels 0 in normalised space, labels the ignore index). It runs where the batch is (on the
+GPU in training), every draw from one ``torch.Generator`` so that a step's augmentation follows
+from its seed.
 
 The steps follow mmsegmentation 1.x / mmcv 2.x (``RandomResize``, ``RandomCrop``,
 ``RandomFlip``, ``PhotoMetricDistortion``, ``SegDataPreProcessor``'s padding); they work on
@@ -61,7 +63,8 @@ class TrainPipeline:
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator):
         """(3, H, W) uint8 or 0–255 float image and (H, W) class ids → (3, h, w) float image
-        in 0–255 and (h, w) int64 labels, (h, w) = ``crop_size`` (padded with 0 / 255)."""
+        in 0–255 and (h, w) int64 labels, at most ``crop_size`` (:func:`pad_to` it after
+        normalising)."""
         image = image.float()
         ratio = _uniform(generator, *self.ratio_range)
         scale = (int(self.scale[0] * ratio), int(self.scale[1] * ratio))
@@ -71,7 +74,7 @@ class TrainPipeline:
             image, mask = image.flip(-1), mask.flip(-1)
         if self.photometric:
             image = photometric_distortion(image, generator)
-        return pad_to(image, mask, self.crop_size)
+        return image, mask
 
     def crop(self, image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator):
         """A random ``crop_size`` window (the whole side where the image is smaller), drawn
@@ -126,7 +129,8 @@ def photometric_distortion(image: torch.Tensor, generator: torch.Generator) -> t
 
 
 def pad_to(image: torch.Tensor, mask: torch.Tensor, size: tuple[int, int]):
-    """Pad bottom and right to at least ``size`` (h, w): pixels with 0, labels with 255."""
+    """Pad bottom and right to at least ``size`` (h, w): pixels with 0 (mmsegmentation pads
+    the normalised image: 0 is the mean colour), labels with 255."""
     bottom, right = max(size[0] - image.shape[-2], 0), max(size[1] - image.shape[-1], 0)
     if not (bottom or right):
         return image, mask

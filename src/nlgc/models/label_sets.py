@@ -1,6 +1,7 @@
 """The label sets of released weights and datasets, by name: class names in output order
 (``labels/{name}.txt``) and, for segmentation, the colour of each class
-(``labels/{name}.palette``: ``r g b`` per line), as their sources publish them."""
+(``labels/{name}.palette``: ``r g b`` per line), as their sources publish them (mmsegmentation's
+ADE20K ``'bed '`` without its trailing space)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from nlgc.common import write_atomic
 from nlgc.data.segmentation import IGNORE_INDEX
-from nlgc.data.segmentation_pipeline import TrainPipeline
+from nlgc.data.segmentation_pipeline import TrainPipeline, pad_to
 from nlgc.evaluation.segmentation import SegmentationScores, SegmentationTest
 from nlgc.models import create_model
 from nlgc.models.preprocessing import SEGMENTATION
@@ -89,10 +89,12 @@ class Segmentor(TrainingModule):
     def training_step(self, batch, batch_idx):
         images, targets = batch
         generator = torch.Generator().manual_seed(self._step_seed())
-        pairs = [
-            self.pipeline(i, t["mask"], generator) for i, t in zip(images, targets, strict=True)
-        ]
-        pixels = self._normalized(torch.stack([p[0] for p in pairs]))
+        pairs = []
+        for image, target in zip(images, targets, strict=True):
+            image, mask = self.pipeline(image, target["mask"], generator)
+            normalized = self._normalized(image[None])[0]  # then padded, as mmsegmentation
+            pairs.append(pad_to(normalized, mask, self.pipeline.crop_size))
+        pixels = torch.stack([p[0] for p in pairs])
         labels = torch.stack([p[1] for p in pairs])
         logits, auxiliary = self.model(pixels)
         terms = {"loss_decode": segmentation_loss(logits, labels)}
