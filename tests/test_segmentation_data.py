@@ -300,6 +300,13 @@ def test_a_segmentor_trains_and_tests_through_nlgc_fit_and_test(tmp_path):
     recomputed = scores.compute()
     for key in ("mIoU", "aAcc", "mAcc"):
         assert metrics[key] == pytest.approx(recomputed[key], abs=1e-6) == written[key]
+    # a whole segmentor's weights (this run's) start the whole of the next one: fine-tuning
+    model = {**config["model"], "init_from": str(tmp_path / "run/checkpoints/last.ckpt")}
+    trainer = {**config["trainer"], "max_steps": 1}
+    run.fit({**config, "out": str(tmp_path / "next"), "model": model, "trainer": trainer})
+    started = json.loads((tmp_path / "next/init_report.json").read_text())
+    assert {"decode_head.conv_seg.weight", "backbone.conv1.0.weight"} <= set(started["copied"])
+    assert not started["left_at_init"] and not started["ignored"]
 
 
 def published_rows() -> list[dict]:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from nlgc.blocks import ContextBlock
+from nlgc.models.initialise import InitReport, initialise_from
 from nlgc.train.config import OptimConfig
 from nlgc.train.recipes import OPTIMIZERS, lr_factor
 
@@ -46,11 +47,10 @@ class TrainingModule(L.LightningModule):
                     module.eval()
         return self
 
-    @property
-    def initialised(self) -> nn.Module:
-        """What ``model.init_from`` initialises: the whole network (a segmentor: its backbone,
-        from ImageNet weights)."""
-        return self.model
+    def initialise(self, checkpoint: str) -> InitReport:
+        """``model.init_from``: the network started from ``checkpoint``'s weights
+        (:func:`~nlgc.models.initialise.initialise_from`)."""
+        return initialise_from(self.model, checkpoint)
 
     def _step_seed(self) -> int:
         """A seed from (seed, optimizer step, rank), all restored when a run resumes."""

@@ -34,7 +34,6 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from nlgc.common import write_atomic, write_text_atomic
-from nlgc.models.initialise import initialise_from
 from nlgc.train.base import METRICS_KEY, TrainingModule
 from nlgc.train.checkpoint_io import AtomicCheckpointIO
 from nlgc.train.config import RunConfig
@@ -168,7 +167,7 @@ def build(config: Mapping | RunConfig, progress: bool = True):
 def _initialise(module, checkpoint: str, out: Path, write: bool) -> None:
     """The model's start from ``checkpoint``; what was inflated, copied, left, ignored goes to
     the log and ``out/init_report.json``."""
-    report = initialise_from(module.initialised, checkpoint)
+    report = module.initialise(checkpoint)
     module.normalization = report.preprocessing  # batches normalised as the weights expect
     log.info("%s", report)
     print(report)

@@ -16,6 +16,8 @@ from nlgc.data.segmentation import IGNORE_INDEX
 from nlgc.data.segmentation_pipeline import TrainPipeline, pad_to
 from nlgc.evaluation.segmentation import SegmentationScores, SegmentationTest
 from nlgc.models import create_model
+from nlgc.models.checkpoint import open_checkpoint
+from nlgc.models.initialise import InitReport, initialise_from
 from nlgc.models.preprocessing import SEGMENTATION
 from nlgc.models.sources.native import METADATA_KEY, model_metadata
 from nlgc.train.base import TrainingModule
@@ -73,11 +75,12 @@ class Segmentor(TrainingModule):
         self.scores = SegmentationScores(len(classes), classes)
         self.predictions_to: Path | None = None  # set by ``nlgc test``: where label PNGs go
 
-    @property
-    def initialised(self) -> torch.nn.Module:
-        """``model.init_from`` starts the backbone (mmsegmentation's ImageNet ResNetV1c); the
-        heads keep their initialisation."""
-        return self.model.backbone
+    def initialise(self, checkpoint: str) -> InitReport:
+        """``model.init_from``: a whole segmentor's file (mmsegmentation's, nlgc's) starts the
+        whole network (fine-tuning; a ``conv_seg`` of other classes re-created); an ImageNet
+        file (mmsegmentation's ResNetV1c) the backbone, the heads keeping their initialisation."""
+        whole = any(k.startswith("decode_head.") for k in open_checkpoint(checkpoint).state)
+        return initialise_from(self.model if whole else self.model.backbone, checkpoint)
 
     def forward(self, pixels: torch.Tensor):
         return self.model(pixels)
