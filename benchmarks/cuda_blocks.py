@@ -24,10 +24,11 @@ import sys
 
 import torch
 import torch.nn.functional as F
-from cuda_common import Table, arguments, autocast, device_for, free_cache, median_ms
+from cuda_common import Table, arguments, autocast, device_for, free_cache
 from sdpa_probe import Case, attention_blocks, materialise
 
 from nlgc import NonLocalBlock
+from nlgc.analysis.complexity import median_ms
 from nlgc.analysis.memory import peak_memory_bytes
 from nlgc.blocks import PAIRWISE
 

@@ -1,5 +1,5 @@
 """What the CUDA benchmarks share: the dry-run switch, the machine line each table starts with,
-timing, and tables written row by row.
+and tables written row by row (timing: ``nlgc.analysis.complexity.median_ms``).
 
 A dry run (``--dry-run``) runs the same code on the CPU with tiny shapes: it checks the scripts,
 it measures nothing, and its tables say so in their first line and their name (``*_dryrun.md``).
@@ -10,14 +10,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import platform
-import statistics
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
-
-from nlgc.analysis.complexity import _timed
 
 
 def arguments(doc: str) -> argparse.ArgumentParser:
@@ -72,12 +68,6 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)
-
-
-def median_ms(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
-    """Median milliseconds of ``repeats`` calls after one warm-up call."""
-    fn()
-    return 1e3 * statistics.median(_timed(fn, device) for _ in range(repeats))
 
 
 def free_cache(device: torch.device) -> None:

@@ -17,11 +17,11 @@ The dry run takes the first model only: tracing a ResNet-50 takes seconds on a C
 from __future__ import annotations
 
 import torch
-from cuda_common import Table, arguments, device_for, free_cache, median_ms
+from cuda_common import Table, arguments, device_for, free_cache
 from models import DEFAULT, inference, training_step
 
 import nlgc
-from nlgc.analysis.complexity import paired_ms
+from nlgc.analysis.complexity import median_ms, paired_ms
 from nlgc.analysis.memory import peak_memory_bytes
 from nlgc.blocks import IMPLS
 

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 from pathlib import Path
 
 import torch
 
 import nlgc
-from nlgc.analysis.complexity import paired_ms
+from nlgc.analysis.complexity import median_ms, paired_ms
 from nlgc.analysis.memory import peak_memory_bytes
 
 DEFAULT = [
@@ -70,15 +69,6 @@ def detector_rows(names: list[str], pairs: int) -> list[str]:
     return rows
 
 
-def timed(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * sorted(times)[len(times) // 2]
-
-
 def block_rows(repeats: int) -> list[str]:
     rows = []
     for stage, (channels, height, width) in MAPS.items():
@@ -97,8 +87,7 @@ def block_rows(repeats: int) -> list[str]:
                         with torch.inference_mode():
                             block(inputs)
 
-                call()
-                cells[impl] = (timed(call, repeats), peak_memory_bytes(call) / 2**20)
+                cells[impl] = (median_ms(call, "cpu", repeats), peak_memory_bytes(call) / 2**20)
             (fast_ms, fast_mb), (ref_ms, ref_mb) = cells["fast"], cells["reference"]
             n = height * width
             rows.append(

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 from pathlib import Path
 
 import torch
 
+from nlgc.analysis.complexity import median_ms
 from nlgc.analysis.memory import peak_memory_bytes
 from nlgc.models.segmentation import DecodeHead
 
@@ -48,16 +48,6 @@ def forward_backward(module, inputs):
     return call
 
 
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * sorted(times)[len(times) // 2]
-
-
 def rows(kinds: list[str], sizes: list[str], repeats: int, batch: int) -> list[str]:
     lines = []
     for size in sizes:
@@ -74,7 +64,7 @@ def rows(kinds: list[str], sizes: list[str], repeats: int, batch: int) -> list[s
                         call = forward_backward(module, inputs)
                     else:
                         call = forward_backward(module, [None, None, None, c5])
-                    cells[impl] = (timed(call, repeats), peak_memory_bytes(call) / 2**20)
+                    cells[impl] = (median_ms(call, "cpu", repeats), peak_memory_bytes(call) / 2**20)
                 (fast_ms, fast_mb), (ref_ms, ref_mb) = cells["fast"], cells["reference"]
                 n = height * width
                 lines.append(

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nlgc.data.io import find_media, is_video, read_image
@@ -86,6 +85,7 @@ def segment(model: nn.Module, paths: list[str | Path], out: str | Path) -> list[
     from PIL import Image
 
     from nlgc.common import write_atomic
+    from nlgc.evaluation.segmentation import resize_logits
     from nlgc.models.label_sets import palette_of
 
     preprocessing = getattr(model, "preprocessing", None) or SEGMENTATION
@@ -97,9 +97,7 @@ def segment(model: nn.Module, paths: list[str | Path], out: str | Path) -> list[
             raise ValueError(f"a segmentor labels images, but {path} is a video")
         pixels = read_image(path)
         logits = model(preprocessing(pixels).unsqueeze(0))
-        size = tuple(pixels.shape[-2:])
-        align = getattr(model, "align_corners", False)
-        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=align)
+        logits = resize_logits(logits, pixels.shape[-2:], model)  # back to the image's size
         labels = logits.argmax(1)[0]
         image = Image.fromarray(labels.to(torch.uint8).numpy())
         colours = palette_of(names, logits.shape[1])

@@ -113,15 +113,20 @@ def _timed(call, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+def median_ms(fn, device: str | torch.device = "cpu", repeats: int = 3) -> float:
+    """Median milliseconds of ``repeats`` calls of ``fn`` after one warm-up call (CUDA is
+    synchronised around each)."""
+    fn()
+    return 1e3 * statistics.median(_timed(fn, torch.device(device)) for _ in range(repeats))
+
+
 def latency_ms(model: nn.Module, input_shape: tuple[int, ...], repeats: int = 3) -> float:
     """Median forward time in milliseconds (inference mode, after one warm-up pass), on the
     model's device (CUDA is synchronised around each pass)."""
     parameter = next(model.parameters())
     x = torch.randn(input_shape, dtype=parameter.dtype, device=parameter.device)
     with eval_mode(model), torch.inference_mode():
-        model(x)
-        times = [_timed(lambda: model(x), x.device) for _ in range(repeats)]
-    return 1e3 * statistics.median(times)
+        return median_ms(lambda: model(x), x.device, repeats)
 
 
 def paired_ms(baseline, candidate, pairs: int = 30, device="cpu", warmup: int = 3):

@@ -98,17 +98,11 @@ def _cityscapes(root: Path, split: str) -> list[Sample]:
         train_ids, label_ids = (
             folder / f"{stem}_gtFine_{k}.png" for k in ("labelTrainIds", "labelIds")
         )
+        name = f"{image.parent.name}/{image.stem}"
         if train_ids.is_file():
-            samples.append(Sample(image, train_ids, None, f"{image.parent.name}/{image.stem}"))
-        else:
-            samples.append(
-                Sample(
-                    image,
-                    _expect(image, label_ids),
-                    CITYSCAPES_LABEL_IDS,
-                    f"{image.parent.name}/{image.stem}",
-                )
-            )
+            samples.append(Sample(image, train_ids, None, name))
+        else:  # label ids, mapped by the official table
+            samples.append(Sample(image, _expect(image, label_ids), CITYSCAPES_LABEL_IDS, name))
     return samples
 
 

@@ -135,7 +135,7 @@ class SegmentationTest:
         for ratio, flip in views:
             resized = self._resized(pixels, ratio)
             out = self._forward(model, resized.flip(-1) if flip else resized)
-            out = _resize(out.flip(-1) if flip else out, size, model)
+            out = resize_logits(out.flip(-1) if flip else out, size, model)
             if len(views) > 1:
                 out = out.softmax(1)
             total = out if total is None else total + out
@@ -155,7 +155,8 @@ class SegmentationTest:
         return slide(model, pixels, self.crop_size, self.stride)
 
 
-def _resize(logits: torch.Tensor, size, model: nn.Module) -> torch.Tensor:
+def resize_logits(logits: torch.Tensor, size, model: nn.Module) -> torch.Tensor:
+    """(B, classes, h, w) → (B, classes, *size), bilinear with the model's ``align_corners``."""
     if tuple(logits.shape[-2:]) == tuple(size):
         return logits
     align = getattr(model, "align_corners", False)

@@ -58,8 +58,11 @@ class Checkpoint:
         return self.entry.preprocessing if self.entry else self.source.preprocessing
 
 
-def open_checkpoint(checkpoint: str | os.PathLike | Mapping) -> Checkpoint:
-    """A zoo name, URL, file or state dict, read and converted: a :class:`Checkpoint`."""
+def open_checkpoint(checkpoint: str | os.PathLike | Mapping | Checkpoint) -> Checkpoint:
+    """A zoo name, URL, file or state dict, read and converted: a :class:`Checkpoint` (one
+    already opened is returned as it is)."""
+    if isinstance(checkpoint, Checkpoint):
+        return checkpoint
     checkpoint, entry = resolve_checkpoint(checkpoint)
     if isinstance(checkpoint, Mapping):
         data, where = dict(checkpoint), "the state dict"

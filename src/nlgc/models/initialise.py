@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 from torch import nn
 
-from nlgc.models.checkpoint import open_checkpoint
+from nlgc.models.checkpoint import Checkpoint, open_checkpoint
 from nlgc.models.preprocessing import Preprocessing
 from nlgc.models.weights import block_prefixes, match_state
 
@@ -48,9 +48,12 @@ class InitReport:
         return asdict(self)  # the preprocessing as a plain dict too
 
 
-def initialise_from(model: nn.Module, checkpoint: str | os.PathLike | Mapping) -> InitReport:
+def initialise_from(
+    model: nn.Module, checkpoint: str | os.PathLike | Mapping | Checkpoint
+) -> InitReport:
     """Load what fits of ``checkpoint`` (a zoo name, URL, file or state dict, in any source's
-    layout) into ``model``, inflating 2D kernels where the model has 3D ones.
+    layout, or one :func:`~nlgc.models.checkpoint.open_checkpoint` opened) into ``model``,
+    inflating 2D kernels where the model has 3D ones.
 
     Every backbone tensor of the model must come from the file (a missing or mis-shaped one is
     a ValueError listing them, and the model is left unchanged); context blocks, BN counters

@@ -79,8 +79,9 @@ class Segmentor(TrainingModule):
         """``model.init_from``: a whole segmentor's file (mmsegmentation's, nlgc's) starts the
         whole network (fine-tuning; a ``conv_seg`` of other classes re-created); an ImageNet
         file (mmsegmentation's ResNetV1c) the backbone, the heads keeping their initialisation."""
-        whole = any(k.startswith("decode_head.") for k in open_checkpoint(checkpoint).state)
-        return initialise_from(self.model if whole else self.model.backbone, checkpoint)
+        opened = open_checkpoint(checkpoint)  # read once
+        whole = any(k.startswith("decode_head.") for k in opened.state)
+        return initialise_from(self.model if whole else self.model.backbone, opened)
 
     def forward(self, pixels: torch.Tensor):
         return self.model(pixels)
