@@ -3,14 +3,15 @@ measured.
 
 python benchmarks/readme_tables.py             # rewrite the pages' generated regions
 python benchmarks/readme_tables.py --check     # exit 1 where a page differs (a test runs it)
-python benchmarks/readme_tables.py --demo demo_output/summary.md   # take a new demo run first
+python benchmarks/readme_tables.py --demo demo_output   # take a new demo run's tables first
 
 A generated region is the text between
 
     <!-- results: benchmarks/results/NAME.md -->
     <!-- end results -->
 
-and is the named file's content, as the benchmark (or ``nlgc demo``'s summary.md) wrote it.
+and is the named file's content, as the benchmark (or ``nlgc demo``: its summary.md for
+docs/demo.md, its overview.md for the README) wrote it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
-DEMO = ROOT / "benchmarks" / "results" / "demo_cpu.md"
+# a demo run's files → their copies in benchmarks/results
+DEMO = {"summary.md": "demo_cpu.md", "overview.md": "demo_cpu_overview.md"}
 REGION = re.compile(r"(<!-- results: (\S+) -->\n)(.*?)(<!-- end results -->)", re.DOTALL)
 
 
@@ -43,10 +45,11 @@ def generated(text: str, page: Path) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only compare, exit 1 on a drift")
-    parser.add_argument("--demo", type=Path, help="a demo's summary.md to record first")
+    parser.add_argument("--demo", type=Path, help="a demo's output folder to record first")
     args = parser.parse_args()
     if args.demo:
-        shutil.copyfile(args.demo, DEMO)
+        for name, copy in DEMO.items():
+            shutil.copyfile(args.demo / name, ROOT / "benchmarks" / "results" / copy)
     texts = {page: page.read_text() for page in PAGES}
     if not any(REGION.search(text) for text in texts.values()):
         raise SystemExit("no page has generated regions")

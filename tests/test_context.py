@@ -101,6 +101,16 @@ def test_identity_at_initialisation(dim):
     assert torch.equal(GlobalContextBlock(8, 1 / 4, pooling="avg", dim=dim)(x), x)
     assert torch.equal(SimplifiedNonLocal(8, dim=dim)(x), x)
     assert torch.allclose(GlobalContextBlock(8, 1 / 4, fusion="mul", dim=dim)(x), x * 0.5)
+    # zero_init=False: the transforms keep PyTorch's init and act from the first step
+    for block in (
+        GlobalContextBlock(8, 1 / 4, dim=dim, zero_init=False),
+        SimplifiedNonLocal(8, dim=dim, zero_init=False),
+    ):
+        assert not torch.allclose(block(x), x)
+    last = GlobalContextBlock(8, 1 / 4, fusion=("mul", "add"), zero_init=False)
+    assert all(
+        conv[-1].weight.abs().sum() > 0 for conv in (last.channel_add_conv, last.channel_mul_conv)
+    )
 
 
 @pytest.mark.parametrize("dim", [1, 2, 3])

@@ -463,7 +463,7 @@ def test_demo_quick_writes_the_report(tmp_path, capsys):
     assert set(metrics["settings"]["isa pins"]) == set(ISA_PINS)  # as this process has them
     assert metrics["settings"]["cpu"] and metrics["settings"]["cpu capability (aten)"]
     assert metrics["settings"]["fashion-mnist classes"] == [0, 1, 3, 5, 8]
-    gc = {"model": "gc_demo_resnet", "options": {"mask_init": "zeros"}}
+    gc = {"model": "gc_demo_resnet", "options": {"mask_init": "zeros", "zero_init": False}}
     assert metrics["settings"]["variants"]["GC"] == gc  # each variant's block options
     assert metrics["settings"]["recipe"]["mask_hold_epochs"] == 2
     assert set(metrics["variants"]["0"]) == set(QUICK_VARIANTS)
@@ -494,6 +494,12 @@ def test_demo_quick_writes_the_report(tmp_path, capsys):
     assert "GCNet Table 1" in page and metrics["data"] in page and "Failed runs" in page
     summary = (tmp_path / "demo" / "summary.md").read_text().splitlines()
     assert summary[0].startswith("nlgc demo (quick), seeds 0") and "| 0 |" in summary[4]
+    digest = (tmp_path / "demo" / "overview.md").read_text().splitlines()
+    assert digest[0] == summary[0] and digest[2].startswith("| variant | test top-1 |")
+    failed = [f"{label} seed {seed}" for seed, label, *_ in metrics["failures"]]
+    assert digest[-1] == f"Failed runs: {len(failed)} of 3" + (
+        f" ({', '.join(failed)})." if failed else "."
+    )
 
 
 @pytest.mark.slow
@@ -610,7 +616,7 @@ def test_item_share_is_the_attention_on_the_two_objects_corner_squares():
 
 def test_the_seed_summary_has_a_std_only_over_several_seeds():
     from nlgc.train.demo.experiment import CRITERION
-    from nlgc.train.demo.tables import summary_table
+    from nlgc.train.demo.tables import overview, summary_table
 
     def scores(baseline, gc):
         return {"baseline": {"test/top1": baseline}, "GC": {"test/top1": gc}}
@@ -620,6 +626,11 @@ def test_the_seed_summary_has_a_std_only_over_several_seeds():
     two = summary_table({0: scores(0.5, 0.8), 1: scores(0.5, 0.55)}, ["baseline", "GC"], CRITERION)
     # margins +30 and +5 points: mean +17.5, sample std 17.7; the +5 seed fails (< 10 points)
     assert two.rows[1][1:] == ["0.675 ± 0.177", "+17.5 ± 17.7", "+5.0", "1/2"]
+    digest = overview(
+        {0: scores(0.5, 0.8), 1: scores(0.5, 0.55)}, ["baseline", "GC"], CRITERION, "header"
+    ).splitlines()
+    assert digest[0] == "header" and "| GC | 0.675 ± 0.177 |" in digest[-3]
+    assert digest[-1] == "Failed runs: 1 of 2 (GC seed 1)."
 
 
 @pytest.mark.parametrize("path", sorted(Path(__file__).parent.parent.glob("configs/*.yaml")))

@@ -216,7 +216,8 @@ class GlobalContextBlock(BroadcastContextBlock):
     ``context = Σ_j softmax_j(W_k x_j) x_j`` (or the mean with ``pooling="avg"``), then
     ``t = W_v2 ReLU(LN(W_v1 context))`` with a bottleneck of int(C·ratio) channels; ``"add"``
     fusion gives z = x + t, ``"mul"`` gives z = x · sigmoid(t), and both multiply first, then add.
-    The last conv of each transform starts at zero, so add fusion is an identity at init.
+    With ``zero_init`` (default) the last conv of each transform starts at zero, so add fusion
+    is an identity at init (mul fusion then scales by sigmoid(0) = 1/2).
 
     Args:
         in_channels: C.
@@ -231,6 +232,8 @@ class GlobalContextBlock(BroadcastContextBlock):
             ``GlobalContext``).
         mask_init: W_k at the start (``pooling="att"``), ``"kaiming"`` (mmcv's) or ``"zeros"``
             (a uniform mask: average pooling until W_k moves).
+        zero_init: zero the last conv of each transform (mmcv's ``last_zero_init``); False keeps
+            PyTorch's init there, so the block acts from the first step.
 
     The state-dict keys are those of the official GCNet / mmcv ``ContextBlock``: ``conv_mask``,
     ``channel_add_conv.0/.1/.3``, ``channel_mul_conv.0/.1/.3`` (``.1`` is the LayerNorm; without it
@@ -257,9 +260,11 @@ class GlobalContextBlock(BroadcastContextBlock):
         impl: str = "fast",
         layer_norm_eps: float = 1e-5,
         mask_init: str = "kaiming",
+        zero_init: bool = True,
     ):
         super().__init__()
         self.in_channels = check_positive_int("in_channels", in_channels)
+        self.zero_init = bool(zero_init)
         self.ratio = check_ratio("ratio", ratio)
         self.layer_norm_eps = check_ratio("layer_norm_eps", layer_norm_eps)
         self.planes = max(1, int(in_channels * ratio))
@@ -295,15 +300,16 @@ class GlobalContextBlock(BroadcastContextBlock):
 
     def reset_parameters(self) -> None:
         """W_k as ``mask_init`` says (:func:`init_mask`), PyTorch defaults elsewhere, last
-        convs zero."""
+        convs zero with ``zero_init``."""
         if self.pooling == "att":
             init_mask(self.conv_mask, self.mask_init)
         for transform in (getattr(self, f"channel_{f}_conv") for f in self.fusion):
             for layer in transform:
                 if hasattr(layer, "reset_parameters"):
                     layer.reset_parameters()
-            nn.init.zeros_(transform[-1].weight)
-            nn.init.zeros_(transform[-1].bias)
+            if self.zero_init:
+                nn.init.zeros_(transform[-1].weight)
+                nn.init.zeros_(transform[-1].bias)
 
     @property
     def uniform_attention(self) -> bool:

@@ -6,7 +6,8 @@ GC block on the built-in long-range task (two Fashion-MNIST items 54+ px apart: 
 not; see :mod:`nlgc.data.synthetic` for why the plain network cannot solve it), tests them,
 marks and diagnoses every variant that does not beat the plain network by ``MARGIN``, measures
 parameters / FLOPs / latency, computes GCNet's Table 1 and the pairwise / unary decomposition on
-the trained NL and DNL models, and writes one report (HTML + PNGs + JSON) and ``summary.md``.
+the trained NL and DNL models, and writes one report (HTML + PNGs + JSON), ``summary.md`` (its
+tables) and ``overview.md`` (the mean ± std table and the failed runs).
 
 Every variant trains in a process of its own with one torch thread and deterministic
 algorithms, ``threads`` (default 2) at a time, so one seed gives one table on every machine of a
@@ -50,7 +51,14 @@ from nlgc.train.demo.runner import (
     train_all,
 )
 from nlgc.train.demo.studies import study_blocks
-from nlgc.train.demo.tables import Results, failure_rows, failure_table, seed_table, summary_table
+from nlgc.train.demo.tables import (
+    Results,
+    failure_rows,
+    failure_table,
+    overview,
+    seed_table,
+    summary_table,
+)
 
 DIAGNOSED_IMAGES = 64  # probe images a failed run's diagnosis looks at
 
@@ -132,5 +140,6 @@ def _run_demo(out: Path, experiment: Experiment, jobs: int) -> Path:
     if not data_line.startswith(FASHION):
         announce_data()  # again at the end, where it is seen
     print(f"report: {page}")
-    write_text_atomic(out / "summary.md", text)  # for the README's tables
+    write_text_atomic(out / "summary.md", text)  # for docs/demo.md's tables
+    write_text_atomic(out / "overview.md", overview(results, labels, CRITERION, header))  # README
     return page

@@ -22,16 +22,20 @@ def nl_label(pairwise: str) -> str:
     return f"NL {PAIRWISE[pairwise]}"
 
 
+# Every block starts acting, not as the identity the papers start from (zero_init: False:
+# the BatchNorm after W_z at γ = 1, the last convolution of SNL's and GC's transforms at
+# PyTorch's init). The papers insert blocks into ImageNet-trained networks, which an identity
+# start leaves as they were; trained from scratch, an identity block passes the trunk no
+# gradient through the context, and runs waited at chance until the schedule ended
+# (docs/demo.md, "The identity start").
+ACTING = {"zero_init": False}
 # label → (registered model, block options); the four NL rows are GCNet's Table 1 rows
 VARIANTS = {
     "baseline": ("demo_resnet", {}),
-    **{
-        nl_label(p): ("nl_demo_resnet", {"pairwise": p} if p != "embedded_gaussian" else {})
-        for p in GCNET_TABLE1
-    },
-    "DNL": ("dnl_demo_resnet", {}),
-    "SNL": ("snl_demo_resnet", {"mask_init": "zeros"}),  # uniform masks, held (RECIPE)
-    "GC": ("gc_demo_resnet", {"mask_init": "zeros"}),
+    **{nl_label(p): ("nl_demo_resnet", {"pairwise": p, **ACTING}) for p in GCNET_TABLE1},
+    "DNL": ("dnl_demo_resnet", ACTING),
+    "SNL": ("snl_demo_resnet", {"mask_init": "zeros", **ACTING}),  # uniform masks, held (RECIPE)
+    "GC": ("gc_demo_resnet", {"mask_init": "zeros", **ACTING}),
 }
 NL_EMBEDDED = nl_label("embedded_gaussian")
 QUICK_VARIANTS = ("baseline", NL_EMBEDDED, "DNL", "GC")  # the papers' story in ≤ 2 minutes

@@ -131,3 +131,18 @@ def failure_table(rows: list[list], criterion: Criterion) -> Table:
         ["seed", "variant", criterion.name, f"− {base} (pts)", "diagnosis"],
         rows or [["-", "none", "-", "-", f"every variant beat the {base} on every seed"]],
     )
+
+
+def overview(results: Results, labels: Sequence[str], criterion: Criterion, header: str) -> str:
+    """The README's digest of a run over many seeds, as Markdown: ``header``, the mean ± std
+    table and one line naming the failed runs (the full tables are in ``summary.md``)."""
+    failed = criterion.failed(results, labels)
+    runs = len(results) * sum(label != criterion.baseline for label in labels)
+    named = ", ".join(f"{label} seed {seed}" for seed, label in failed)
+    return "\n".join(
+        [
+            summary_table(results, labels, criterion).markdown(header),
+            f"Failed runs: {len(failed)} of {runs}" + (f" ({named})." if failed else "."),
+            "",
+        ]
+    )
