@@ -42,8 +42,9 @@ QUICK_VARIANTS = ("baseline", NL_EMBEDDED, "DNL", "GC")  # the papers' story in 
 # The training recipe (docs/demo.md has the measurements behind it): AdamW,
 # one epoch of linear warm-up, then a cosine per step; no weight decay on norms, biases
 # and the context blocks (decay pulled GC's and SNL's transforms back to a constant bias);
-# 4 × the learning rate on the context blocks (their W_z starts at 0: a faster way off the
-# plateau at chance; it rescued 5 of the 8 failed runs of the 1 × recipe); SNL's and GC's
+# 4 × the learning rate on the context blocks (chosen while they started as the identity, as a
+# faster way off the plateau at chance: it rescued 5 of the 8 failed runs of the 1 × recipe;
+# kept with the acting start, which the 20-seed table measured with it); SNL's and GC's
 # context masks start uniform (W_k = 0) and are held for 2 epochs, so that the early gradient,
 # which pushes a mask off the items before the network can use them, cannot (it left 3 of the
 # 35 runs of the 4 ×, 9-epoch table at chance).
