@@ -360,7 +360,7 @@ class GlobalContextBlock(BroadcastContextBlock):
         return (
             f"{self.in_channels}, ratio={self.ratio:g}, pooling={self.pooling!r}, "
             f"fusion={self.fusion}, layer_norm={self.layer_norm}, dim={self.dim}, "
-            f"impl={self.impl!r}, mask_init={self.mask_init!r}"
+            f"impl={self.impl!r}, mask_init={self.mask_init!r}, zero_init={self.zero_init}"
         )
 
 

@@ -33,7 +33,7 @@ ACTING = {"zero_init": False}
 VARIANTS = {
     "baseline": ("demo_resnet", {}),
     **{nl_label(p): ("nl_demo_resnet", {"pairwise": p, **ACTING}) for p in GCNET_TABLE1},
-    "DNL": ("dnl_demo_resnet", ACTING),
+    "DNL": ("dnl_demo_resnet", {**ACTING}),
     "SNL": ("snl_demo_resnet", {"mask_init": "zeros", **ACTING}),  # uniform masks, held (RECIPE)
     "GC": ("gc_demo_resnet", {"mask_init": "zeros", **ACTING}),
 }
