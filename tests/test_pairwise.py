@@ -40,6 +40,26 @@ def test_softmax_attention_matches_reference(nq, nk, cq, cv):
     )
 
 
+def test_sdpa_gets_the_strides_of_fresh_tensors(monkeypatch):
+    """Keys pooled to one position arrive as (B, 1, 1, C) with strides (C, 1, 1, 1), which
+    ``contiguous()`` keeps; CUDA's memory-efficient kernel refused them. SDPA gets fresh strides,
+    and the result is still the reference's."""
+    seen = []
+    sdpa = pairwise.F.scaled_dot_product_attention
+
+    def spy(q, k, v, **options):
+        seen.append([(t.shape, t.stride()) for t in (q, k, v)])
+        return sdpa(q, k, v, **options)
+
+    monkeypatch.setattr(pairwise.F, "scaled_dot_product_attention", spy)
+    q = torch.randn(2, 1, 4, 8, dtype=torch.float64)
+    k, v = (torch.randn(2, 8, 1, 1, dtype=torch.float64).permute(0, 2, 3, 1) for _ in "kv")
+    assert k.is_contiguous() and k.stride() == (8, 1, 1, 1)
+    y = pairwise.softmax_attention(q, k, v, 1.0)
+    assert seen == [[(t.shape, torch.empty(t.shape).stride()) for t in (q, k, v)]]
+    assert relative_error(y, pairwise.softmax_weights(q, k, 1.0) @ v) < 1e-12
+
+
 @pytest.mark.parametrize(("nq", "nk"), SIZES)
 def test_dot_product_attention_matches_reference(nq, nk):
     assert_same_with_grads(

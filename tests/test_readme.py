@@ -16,7 +16,14 @@ def test_readme_tables_are_the_measured_results():
     )
     assert done.returncode == 0, done.stdout + done.stderr
     pages = "".join(p.read_text() for p in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
-    results = ("blocks_cpu", "models_cpu", "video_cpu", "video_input_cpu")
+    results = (
+        "blocks_cpu",
+        "models_cpu",
+        "video_cpu",
+        "video_input_cpu",
+        "sdpa_cuda",
+        "blocks_cuda",
+    )
     for name in (*results, "demo_cpu", "demo_cpu_overview"):
         assert f"<!-- results: benchmarks/results/{name}.md -->" in pages
 

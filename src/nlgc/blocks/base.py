@@ -68,6 +68,12 @@ class ContextBlock(nn.Module):
         the other blocks."""
         return []
 
+    def gate_parameters(self) -> list[nn.Parameter]:
+        """The parameters in front of an unnormalised ReLU gate (θ, φ and w_f of the
+        concatenation's f = ReLU(w_fᵀ[θ(x_i), φ(x_j)])), whose learning rate
+        ``optim.gate_lr_mult`` sets; none for the other blocks."""
+        return []
+
     def key_spatial(self, spatial: tuple[int, ...]) -> tuple[int, ...]:
         """The grid of the keys that :meth:`attention_map` is laid out on, for an input grid
         ``spatial`` ((L,), (H, W) or (T, H, W)): the input's own unless the block pools them."""

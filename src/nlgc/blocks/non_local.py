@@ -187,6 +187,11 @@ class NonLocalBlock(ContextBlock):
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
 
+    def gate_parameters(self) -> list[nn.Parameter]:
+        if not self.function.projected:
+            return []
+        return [*self.theta.parameters(), *self.phi.parameters(), self.concat_project.weight]
+
     @property
     def function(self) -> PairwiseFunction:
         """The pairwise function, looked up by name (the module holds no callables)."""

@@ -68,8 +68,23 @@ def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: 
         v = F.pad(v, (0, head - value_head))
     elif head < value_head:
         q, k = F.pad(q, (0, value_head - head)), F.pad(k, (0, value_head - head))
-    y = F.scaled_dot_product_attention(q.contiguous(), k.contiguous(), v.contiguous(), scale=scale)
+    y = F.scaled_dot_product_attention(dense(q), dense(k), dense(v), scale=scale)
     return y[..., :value_head]
+
+
+def dense(t: torch.Tensor) -> torch.Tensor:
+    """``t`` with the strides of a fresh contiguous tensor. ``contiguous()`` leaves any stride on
+    a size-1 dimension, and CUDA's memory-efficient SDPA kernel checks the alignment of every
+    stride: keys pooled to one position, (B, 1, 1, C) with strides (C, 1, 1, 1), stopped it with
+    "cutlassF: no kernel found to launch" (an H200, float32)."""
+    t = t.contiguous()
+    strides, step = [], 1
+    for size in reversed(t.shape):
+        strides.append(step)
+        step *= size
+    if t.stride() == tuple(reversed(strides)):
+        return t
+    return t.clone(memory_format=torch.contiguous_format)
 
 
 def dot_product_weights(

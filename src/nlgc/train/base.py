@@ -118,11 +118,15 @@ NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
 def parameter_groups(model: nn.Module, hp: OptimConfig) -> list[dict]:
     """The optimizer's parameter groups, one per (weight decay, learning rate, hold): the
     ``hp.no_decay`` names (``norm``, ``bias``, ``blocks``; see OptimConfig) get weight decay 0,
-    the rest ``hp.weight_decay``; context-block parameters get ``hp.blocks_lr_mult`` · lr; the
+    the rest ``hp.weight_decay``; context-block parameters get ``hp.blocks_lr_mult`` · lr, the
+    gates' (:meth:`ContextBlock.gate_parameters`) ``hp.gate_lr_mult`` · lr where it is given; the
     context masks' groups carry ``hold_epochs`` = ``hp.mask_hold_epochs`` (0 for the rest)."""
     blocks = [m for m in model.modules() if isinstance(m, ContextBlock)]
     in_blocks = {id(p) for m in blocks for p in m.parameters()}
     masks = {id(p) for m in blocks for p in m.mask_parameters()}
+    gates = (
+        set() if hp.gate_lr_mult is None else {id(p) for m in blocks for p in m.gate_parameters()}
+    )
     groups: dict[tuple[float, float, float], list[nn.Parameter]] = {}
     for module in model.modules():
         for name, parameter in module.named_parameters(recurse=False):
@@ -136,7 +140,11 @@ def parameter_groups(model: nn.Module, hp: OptimConfig) -> list[dict]:
             )
             key = (
                 0.0 if exempt else hp.weight_decay,
-                hp.blocks_lr_mult if in_block else 1.0,
+                hp.gate_lr_mult
+                if id(parameter) in gates
+                else hp.blocks_lr_mult
+                if in_block
+                else 1.0,
                 hp.mask_hold_epochs if id(parameter) in masks else 0.0,
             )
             groups.setdefault(key, []).append(parameter)

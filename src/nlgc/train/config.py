@@ -228,6 +228,11 @@ class OptimConfig:
     :meth:`ContextBlock.mask_parameters`) at their start for that many epochs (learning rate 0),
     then they follow the schedule: with ``mask_init: zeros`` the blocks pool by averaging while
     the rest of the network learns to use the context (docs/demo.md, "Holding the mask").
+    ``gate_lr_mult``, where given, replaces ``blocks_lr_mult`` for the parameters in front of
+    an unnormalised ReLU gate (θ, φ and w_f of NL concatenation,
+    :meth:`ContextBlock.gate_parameters`): an Adam step moves every one of them by about the
+    learning rate, and a few such steps can put every pair below the ReLU for good
+    (docs/demo.md, "The concatenation's gate").
     """
 
     optimizer: str = "sgd"
@@ -248,6 +253,7 @@ class OptimConfig:
     no_decay: tuple[str, ...] = ()
     blocks_lr_mult: float = 1.0
     mask_hold_epochs: float = 0.0
+    gate_lr_mult: float | None = None
 
     def __post_init__(self):
         check_choice("optim.optimizer", self.optimizer, OPTIMIZERS)
@@ -264,6 +270,8 @@ class OptimConfig:
             check_choice("optim.no_decay", group, NO_DECAY)
         if not self.blocks_lr_mult > 0:
             raise ValueError(f"optim.blocks_lr_mult must be > 0, got {self.blocks_lr_mult}")
+        if self.gate_lr_mult is not None and not self.gate_lr_mult > 0:
+            raise ValueError(f"optim.gate_lr_mult must be > 0 or null, got {self.gate_lr_mult}")
         if not self.mask_hold_epochs >= 0:
             raise ValueError(f"optim.mask_hold_epochs must be >= 0, got {self.mask_hold_epochs}")
         if not 0 <= self.min_lr <= self.lr or not self.poly_power > 0:
