@@ -86,10 +86,10 @@ def test_segmentors_are_mmsegmentations_with_its_checkpoint_layout(name):
 
 def test_segmentor_names_options_and_errors():
     names = nlgc.list_models(task="segmentation")
+    heads = ("fcn", "nonlocal", "gcnet", "dnlnet")
     assert names == sorted(
-        f"{head}_resnet{depth}_d8"
-        for head in ("fcn", "nonlocal", "gcnet", "dnlnet")
-        for depth in (50, 101)
+        [f"{head}_resnet{depth}_d8" for head in heads for depth in (50, 101)]
+        + [f"{head}_demo_seg" for head in heads]  # the segmentation demo's
     )
     model = nlgc.create_model("gcnet_resnet50_d8", num_classes=150, **SMALL)
     assert model.decode_head.conv_seg.out_channels == 150 and model.auxiliary_head.in_index == 2

@@ -237,3 +237,41 @@ def plot_confusion(matrix: torch.Tensor, classes: Sequence[str], path: Path) -> 
         ax.set_yticks(ticks, list(classes), fontsize=7)
     ax.set_title(f"confusion matrix ({int(counts.sum())} test items)")
     return _save(fig, path)
+
+
+def plot_label_maps(
+    images: Sequence[torch.Tensor],
+    maps: dict[str, torch.Tensor],
+    classes: Sequence[str],
+    path: Path,
+) -> Path:
+    """Label maps beside their images: rows are images (3, H, W) in [0, 1], the first column the
+    image, then one column per entry of ``maps`` (name → (B, H, W) class ids, e.g. the ground
+    truth and each variant's prediction), one colour per class (legend below)."""
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    colours = ["#000000", "#d62728", "#2ca02c", "#1f77b4", "#ff7f0e", "#9467bd"][: len(classes)]
+    cmap = ListedColormap(colours)
+    names = list(maps)
+    fig = Figure(figsize=(1.9 * (len(names) + 1), 1.9 * len(images) + 0.6), layout="constrained")
+    axes = fig.subplots(len(images), len(names) + 1, squeeze=False)
+    for row, image in enumerate(images):
+        _show(axes[row, 0], image)
+        for col, name in enumerate(names, 1):
+            ax = axes[row, col]
+            ax.imshow(
+                maps[name][row].numpy(),
+                cmap=cmap,
+                vmin=0,
+                vmax=len(colours) - 1,
+                interpolation="nearest",
+            )
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(name, fontsize=8)
+    axes[0, 0].set_title("image", fontsize=8)
+    handles = [Patch(color=c, label=n) for c, n in zip(colours, classes, strict=True)]
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(classes), fontsize=8)
+    return _save(fig, path)

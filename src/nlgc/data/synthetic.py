@@ -14,7 +14,9 @@ Objects are Fashion-MNIST items when Debian's ``dataset-fashion-mnist`` is insta
 shapes otherwise. Train, validation and test draw their objects from disjoint pools: Fashion-MNIST
 train items 0–49,999, train items 50,000–59,999 and the t10k items. Videos show the first object
 in the first half of the frames and the second object, at the other corner, in the second half.
-Everything is generated from a seed.
+Everything is generated from a seed. :class:`PairsMasks` is the same task per pixel: every pixel
+of an object is labelled "same" or "different" (the fact about the other object), the rest
+"background".
 """
 
 from __future__ import annotations
@@ -189,3 +191,24 @@ class PairsDataset(Dataset):
         gray = self.pixels[index]
         rgb = gray.unsqueeze(0).expand(3, *gray.shape)  # (3, [T,] S, S)
         return rgb.contiguous(), int(self.labels[index])
+
+
+MASK_CLASSES = ("background", "different", "same")
+
+
+class PairsMasks(PairsDataset):
+    """The images of :class:`PairsDataset` (no clips) with a label map each: the pixels of both
+    objects (value > 0) labelled 2 ("same") where the two objects are of one kind, else 1
+    ("different"); the rest 0 ("background"). Items are (3, S, S) uint8 and
+    ``{"mask": (S, S) int64, "name": str}``, as the segmentation readers give them."""
+
+    classes = MASK_CLASSES
+
+    def __init__(self, count, seed=0, size=64, split="train", source="auto", kinds=DEFAULT_KINDS):
+        super().__init__(count, seed, size, 0, split, source, kinds)
+        self.split = split
+
+    def __getitem__(self, index: int):
+        rgb, label = super().__getitem__(index)
+        mask = (self.pixels[index] > 0).long() * (1 + label)
+        return rgb, {"mask": mask, "name": f"{self.split}_{index:05d}"}

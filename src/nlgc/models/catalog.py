@@ -301,3 +301,8 @@ for _name, (_head, _title) in _SEGMENTORS.items():
     for _depth, _arch in ((50, RESNET50_V1C_D8), (101, RESNET101_V1C_D8)):
         _segmentor = SegmentorArchitecture(_head, _arch, f"{_arch.title} + {_title}")
         register(f"{_name}_resnet{_depth}_d8", _segmentor, Plan(), _segmentor.title)
+# the same heads on the demo's two-stage ResNet (C3 at stride 8, receptive field 51 px; the FCN
+# head's three 3×3 convolutions at stride 8 take it to 99): the segmentation demo's networks
+for _name, (_head, _title) in _SEGMENTORS.items():
+    _segmentor = SegmentorArchitecture(_head, DEMO, f"{DEMO.title} + {_title}", decode_index=1)
+    register(f"{_name}_demo_seg", _segmentor, Plan(), _segmentor.title)

@@ -37,29 +37,43 @@ def conv_module(cin: int, cout: int, kernel: int = 3) -> nn.Sequential:
     return nn.Sequential(OrderedDict(conv=conv, bn=nn.BatchNorm2d(cout), activate=nn.ReLU(True)))
 
 
-def _non_local(channels: int, reduction=2, use_scale=True, mode="embedded_gaussian"):
+def _non_local(
+    channels: int, reduction=2, use_scale=True, mode="embedded_gaussian", zero_init=True
+):
     return "nl_block", NonLocalBlock(
         channels,
         pairwise=mode,
         reduction=reduction,
         scale=use_scale and mode == "embedded_gaussian",  # mmcv scales the embedded Gaussian
         norm="bn",
+        zero_init=zero_init,
         init="paper",
     )
 
 
-def _global_context(channels: int, ratio=1 / 4, pooling_type="att", fusion_types=("channel_add",)):
+def _global_context(
+    channels: int,
+    ratio=1 / 4,
+    pooling_type="att",
+    fusion_types=("channel_add",),
+    zero_init=True,
+    mask_init="kaiming",
+):
     fusion = tuple(_FUSIONS[check_choice("fusion_types", f, _FUSIONS)] for f in fusion_types)
-    return "gc_block", GlobalContextBlock(channels, ratio, pooling_type, fusion)
+    block = GlobalContextBlock(
+        channels, ratio, pooling_type, fusion, mask_init=mask_init, zero_init=zero_init
+    )
+    return "gc_block", block
 
 
-def _disentangled(channels: int, reduction=2, use_scale=True, temperature=0.05):
+def _disentangled(channels: int, reduction=2, use_scale=True, temperature=0.05, zero_init=True):
     block = DisentangledNonLocal(
         channels,
         inter_channels=max(1, channels // reduction),
         temperature=temperature,
         scale=use_scale,
         combine="outputs",  # mmsegmentation: conv_out(pairwise) + conv_out(unary)
+        zero_init=zero_init,
     )
     return "dnl_block", block
 
@@ -77,7 +91,8 @@ class DecodeHead(nn.Module):
         num_classes: of ``conv_seg``.
         block: ``"fcn"`` (no block), ``"nl"``, ``"gc"`` or ``"dnl"``; ``block_options`` are its
             mmsegmentation arguments (``reduction``, ``use_scale``, ``mode``, ``ratio``,
-            ``pooling_type``, ``fusion_types``, ``temperature``).
+            ``pooling_type``, ``fusion_types``, ``temperature``) and nlgc's ``zero_init`` (the
+            identity start, mmcv's; default on) and, for GC, ``mask_init``.
         num_convs: 3×3 convolutions (2 around a block).
         concat_input: the 3×3 ``conv_cat`` of [input, convs' output].
         dropout_ratio: of the ``Dropout2d`` before ``conv_seg``.
@@ -161,11 +176,13 @@ class SegmentorArchitecture:
     """A segmentor over a backbone :class:`~nlgc.models.registry.Architecture`, registered like
     any architecture (``build(plan, num_classes, **options)``: the plan's blocks go into the
     backbone). Options: the backbone's, the head's (``channels``, ``dropout_ratio``, its
-    block's), ``auxiliary`` (the C4 FCN head, default on) and ``align_corners``."""
+    block's), ``auxiliary`` (the FCN head on the map before, default on) and ``align_corners``.
+    The decode head reads the backbone's map ``decode_index`` (3: C5, as mmsegmentation)."""
 
     head: str
     backbone: object
     title: str
+    decode_index: int = 3
     num_classes: int = 19  # Cityscapes
     modality: str = "image"
     task: str = "segmentation"
@@ -174,16 +191,19 @@ class SegmentorArchitecture:
         backbone = self.backbone.feature_option_names()
         block = {
             "fcn": ("num_convs", "concat_input"),
-            "nl": ("reduction", "use_scale", "mode"),
-            "gc": ("ratio", "pooling_type", "fusion_types"),
-            "dnl": ("reduction", "use_scale", "temperature"),
+            "nl": ("reduction", "use_scale", "mode", "zero_init"),
+            "gc": ("ratio", "pooling_type", "fusion_types", "zero_init", "mask_init"),
+            "dnl": ("reduction", "use_scale", "temperature", "zero_init"),
         }[self.head]
         return (*backbone, "channels", "dropout_ratio", *block, "auxiliary", "align_corners")
 
     def build(self, plan: Plan, num_classes: int, **options) -> EncoderDecoder:
         backbone, head = self.backbone.build_features(plan, options)
         auxiliary, align_corners = head.pop("auxiliary", True), head.pop("align_corners", False)
-        c4, c5 = (info["channels"] for info in backbone.feature_info[2:])
-        decode = DecodeHead(c5, head.pop("channels", 512), num_classes, 3, self.head, **head)
-        aux = DecodeHead(c4, 256, num_classes, 2, "fcn", 1, False, 0.1) if auxiliary else None
+        index = self.decode_index
+        c4, c5 = (backbone.feature_info[i]["channels"] for i in (index - 1, index))
+        decode = DecodeHead(c5, head.pop("channels", 512), num_classes, index, self.head, **head)
+        aux = (
+            DecodeHead(c4, 256, num_classes, index - 1, "fcn", 1, False, 0.1) if auxiliary else None
+        )
         return EncoderDecoder(backbone, decode, aux, align_corners)

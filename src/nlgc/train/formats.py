@@ -16,25 +16,23 @@ from nlgc.data.annotations import kinetics_classes, read_annotations, read_label
 from nlgc.data.coco import CocoDetection, num_classes_of, read_instances
 from nlgc.data.folders import ImageFolder, MultiClipVideos, VideoClips, VideoFolder, list_classes
 from nlgc.data.segmentation import LAYOUTS, SegmentationDataset
-from nlgc.data.synthetic import PairsDataset
+from nlgc.data.synthetic import PairsDataset, PairsMasks
 from nlgc.models.label_sets import class_names
 
 if TYPE_CHECKING:
     from nlgc.train.datamodule import DataModule
 
 
-def _synthetic_classes(data: DataModule) -> list[str]:
-    return list(PairsDataset.classes)
-
-
 def _synthetic_datasets(data: DataModule, stage: str | None) -> dict[str, Dataset | None]:
-    """The built-in long-range task: train, val and test drawn with seeds seed, +1, +2."""
+    """The built-in long-range task: train, val and test drawn with seeds seed, +1, +2; per
+    image (``synthetic``: clips with ``frames``) or per pixel (``synthetic_masks``)."""
     hp = data.config
 
     def make(count: int, seed: int, split: str) -> PairsDataset:
-        return PairsDataset(
-            count, seed, max(64, hp.size), hp.frames, split, hp.source, tuple(hp.kinds)
-        )
+        size = max(64, hp.size)
+        if hp.kind == "synthetic_masks":
+            return PairsMasks(count, seed, size, split, hp.source, tuple(hp.kinds))
+        return PairsDataset(count, seed, size, hp.frames, split, hp.source, tuple(hp.kinds))
 
     return {
         "train": make(hp.count, data.seed, "train"),
@@ -202,7 +200,15 @@ class DataFormat:
 
 # data.kind → how its data is read (the keys of DataConfig each kind uses: see its docstring)
 DATA_FORMATS = {
-    "synthetic": DataFormat(_synthetic_classes, _synthetic_datasets, reads_root=False),
+    "synthetic": DataFormat(
+        lambda data: list(PairsDataset.classes), _synthetic_datasets, reads_root=False
+    ),
+    "synthetic_masks": DataFormat(
+        lambda data: list(PairsMasks.classes),
+        _synthetic_datasets,
+        reads_root=False,
+        collate=detection_batch,
+    ),
     "images": DataFormat(_folder_classes, lambda data, stage: _splits(data, stage, _image_split)),
     "videos": DataFormat(_folder_classes, _video_datasets, annotation_lists=True),
     "coco": DataFormat(_coco_classes, _coco_datasets, collate=detection_batch, grouped=True),

@@ -45,7 +45,8 @@ class Segmentor(TrainingModule):
         test: how a whole validation / test image is run (resize, whole / slide, ratios, flip).
 
     Batches are (list of (3, H, W) uint8 images, list of ``{"mask", "name"}``). Training logs
-    ``train/loss`` and its terms ``train/loss_decode``, ``train/loss_auxiliary``; validation and
+    ``train/loss`` and its terms ``train/loss_decode``, ``train/loss_auxiliary`` (with an
+    auxiliary head); validation and
     test log ``mIoU``, ``aAcc``, ``mAcc`` (``val/…`` in validation) over the whole split.
     """
 
@@ -100,9 +101,11 @@ class Segmentor(TrainingModule):
             pairs.append(pad_to(normalized, mask, self.pipeline.crop_size))
         pixels = torch.stack([p[0] for p in pairs])
         labels = torch.stack([p[1] for p in pairs])
-        logits, auxiliary = self.model(pixels)
+        outputs = self.model(pixels)  # (logits, auxiliary logits), or logits without auxiliary
+        logits, auxiliary = outputs if isinstance(outputs, tuple) else (outputs, None)
         terms = {"loss_decode": segmentation_loss(logits, labels)}
-        terms["loss_auxiliary"] = self.auxiliary_weight * segmentation_loss(auxiliary, labels)
+        if auxiliary is not None:
+            terms["loss_auxiliary"] = self.auxiliary_weight * segmentation_loss(auxiliary, labels)
         loss = sum(terms.values())
         logged = {f"train/{k}": v for k, v in terms.items()}
         self.log_dict({"train/loss": loss, **logged}, prog_bar=True, sync_dist=True)

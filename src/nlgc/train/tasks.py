@@ -138,7 +138,11 @@ TASKS = {
     "video": Task("video classification", ("videos", "synthetic"), classifier, confusion_outputs),
     "detection": Task("detection", ("coco",), detector, detection_outputs),
     "segmentation": Task(
-        "semantic segmentation", tuple(LAYOUTS), segmentor, segmentation_outputs, "test_predictions"
+        "semantic segmentation",
+        (*LAYOUTS, "synthetic_masks"),
+        segmentor,
+        segmentation_outputs,
+        "test_predictions",
     ),
 }
 

@@ -1,14 +1,17 @@
-"""What the demo trains: the task, its variants, the recipe and the sizes of a run."""
+"""What the demo trains: the task, its variants, the recipe and the sizes of a run; the image
+task (same class or not) here, its per-pixel version in :mod:`.segmentation`."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from nlgc.analysis.inputs import Sample
+from nlgc.analysis.report import Report
 from nlgc.analysis.statistics import GCNET_TABLE1
 from nlgc.blocks import PAIRWISE
 from nlgc.data.synthetic import FASHION_MNIST_ENV, fashion_files, fashion_root
@@ -130,59 +133,102 @@ def demo_config(
 
 
 @dataclass(frozen=True)
-class Experiment:
-    """One demo run's variants, seeds and sizes ("quick" or "default": ``SETTINGS``)."""
+class DemoTask:
+    """What one demo task trains and how it scores the runs.
 
+    Args:
+        name: ``nlgc demo --task NAME``.
+        variants: label → (registered model, its options); the criterion's baseline among them.
+        quick_variants: the labels ``--quick`` trains.
+        settings: ``"quick"`` / ``"default"`` → the sizes of a run (``make_config``'s keywords).
+        recipe: the optimizer and schedule (``optim``) every variant trains with.
+        criterion: the test metric, the baseline and the margin a variant must beat it by.
+        seed_title: the title of the per-seed table.
+        make_config: (label, run folder, seed, **sizes) → the variant's run config.
+        probe: the experiment → the test images the analyses and pictures look at.
+        task_report: (results, the first seed's trained models by label, the probe images, the
+            output folder) → the task's own part of the report; None for none.
+    """
+
+    name: str
+    variants: dict[str, tuple[str, dict]]
+    quick_variants: tuple[str, ...]
+    settings: dict[str, dict]
+    recipe: dict
+    criterion: Criterion
+    seed_title: str
+    make_config: Callable[..., RunConfig]
+    probe: Callable[[Experiment], ProbeImages]
+    task_report: Callable[..., Report] | None = None
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One demo run's task, variants, seeds and sizes ("quick" or "default")."""
+
+    task: DemoTask
     kind: str
     labels: tuple[str, ...]
     seeds: tuple[int, ...]
 
     @classmethod
-    def of(cls, quick: bool, seeds: tuple[int, ...]) -> Experiment:
-        """The quick experiment (QUICK_VARIANTS) or the default one (every variant)."""
+    def of(cls, quick: bool, seeds: tuple[int, ...], task: DemoTask | None = None) -> Experiment:
+        """The quick experiment (the task's quick variants) or the default one (every
+        variant) of ``task`` (the image task by default)."""
+        task = task or CLASSIFICATION
         if quick:
-            return cls("quick", QUICK_VARIANTS, seeds)
-        return cls("default", tuple(VARIANTS), seeds)
+            return cls(task, "quick", task.quick_variants, seeds)
+        return cls(task, "default", tuple(task.variants), seeds)
 
     @property
     def settings(self) -> dict:
-        return SETTINGS[self.kind]
+        return self.task.settings[self.kind]
+
+    @property
+    def criterion(self) -> Criterion:
+        return self.task.criterion
 
     def config(self, label: str, out: Path, seed: int) -> RunConfig:
         """The run config of variant ``label`` and ``seed``, trained into ``out``."""
-        return demo_config(label, out, seed, **self.settings)
+        return self.task.make_config(label, out, seed, **self.settings)
 
     def report_settings(self) -> dict:
         """What the report records of the experiment."""
         return {
+            "task": self.task.name,
             "seeds": list(self.seeds),
             "kind": self.kind,
             "variants": {
-                label: {"model": VARIANTS[label][0], "options": VARIANTS[label][1]}
+                label: {
+                    "model": self.task.variants[label][0],
+                    "options": self.task.variants[label][1],
+                }
                 for label in self.labels
             },
             "image size": SIZE,
             "fashion-mnist classes": list(KINDS),
             "channels last": CHANNELS_LAST,
             **self.settings,
-            "recipe": RECIPE,
+            "recipe": self.task.recipe,
         }
 
 
 @dataclass
 class ProbeImages:
     """The test images the analyses look at: the first TABLE1_IMAGES, normalised (B, 3, S, S);
-    six samples to draw; the objects' source ("fashion-mnist" or "shapes")."""
+    six samples to draw; the objects' source ("fashion-mnist" or "shapes"); for the
+    segmentation task their label maps (B, S, S)."""
 
     batch: torch.Tensor
     samples: list[Sample]
     source: str
+    masks: torch.Tensor | None = None
 
     @classmethod
     def of(cls, experiment: Experiment) -> ProbeImages:
         """The test images of the experiment's first seed."""
         seed = experiment.seeds[0]
-        data = DataModule(experiment.config("baseline", Path("."), seed).data, seed)
+        data = DataModule(experiment.config(CRITERION.baseline, Path("."), seed).data, seed)
         data.setup("test")
         test_set = data.datasets["test"]
         pixels = torch.stack([test_set[i][0] for i in range(min(TABLE1_IMAGES, len(test_set)))])
@@ -192,3 +238,16 @@ class ProbeImages:
         ]
         batch = torch.stack([Sample.from_pixels("", p).tensor for p in pixels])
         return cls(batch, samples, test_set.source)
+
+
+CLASSIFICATION = DemoTask(
+    "classification",
+    VARIANTS,
+    QUICK_VARIANTS,
+    SETTINGS,
+    RECIPE,
+    CRITERION,
+    SEED_TABLE,
+    demo_config,
+    ProbeImages.of,
+)

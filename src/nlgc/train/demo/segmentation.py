@@ -1,0 +1,168 @@
+"""``nlgc demo --task segmentation``: the demo's task per pixel.
+
+Every pixel of the two Fashion-MNIST items is labelled "same" or "different" (whether the other
+item, 54+ px away, is of the same class), the rest "background"
+(:class:`~nlgc.data.synthetic.PairsMasks`). The networks are mmsegmentation's FCN head and its
+NL, GC and DNL heads (:mod:`nlgc.models.segmentation`) on the demo's two-stage ResNet, the head
+on C3 (stride 8, 32 channels, no auxiliary head). The FCN's receptive field is 99 px: the
+logits of one item's square depend on no pixel of the other's (a test checks the gradient), so
+it can find the items but not tell "same" from "different"; a context head can. Scored by test
+mIoU over the three classes, with the image demo's recipe, acting start and margin.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from nlgc.analysis import plots
+from nlgc.analysis.inputs import Sample
+from nlgc.analysis.report import Report, Table
+from nlgc.data.synthetic import MASK_CLASSES
+from nlgc.models.preprocessing import SEGMENTATION
+from nlgc.train.config import RunConfig
+from nlgc.train.datamodule import DataModule
+from nlgc.train.demo.experiment import (
+    ACTING,
+    CHANNELS_LAST,
+    KINDS,
+    MARGIN,
+    NL_EMBEDDED,
+    RECIPE,
+    SIZE,
+    TABLE1_IMAGES,
+    DemoTask,
+    Experiment,
+    ProbeImages,
+)
+from nlgc.train.demo.tables import Criterion, Results, mean_std
+
+HEAD = {"channels": 32, "auxiliary": False}  # the heads' width; no auxiliary FCN head on C2
+# label → (registered segmentor, options): FCN is the plain network; the NL head is
+# mmsegmentation's (embedded Gaussian, 1/√C'), named as the image demo's NL row for Table 1
+VARIANTS = {
+    "FCN": ("fcn_demo_seg", dict(HEAD)),
+    NL_EMBEDDED: ("nonlocal_demo_seg", {**HEAD, **ACTING}),
+    "GC": ("gcnet_demo_seg", {**HEAD, "mask_init": "zeros", **ACTING}),
+    "DNL": ("dnlnet_demo_seg", {**HEAD, **ACTING}),
+}
+QUICK_VARIANTS = ("FCN", NL_EMBEDDED, "GC")
+SETTINGS = {  # quick: ≤ 2 minutes; default: ≤ 10 minutes on 2 idle CPU cores
+    "quick": {"count": 2400, "val_count": 200, "test_count": 300, "epochs": 8, "batch_size": 32},
+    "default": {
+        "count": 4400,
+        "val_count": 300,
+        "test_count": 1000,
+        "epochs": 9,
+        "batch_size": 64,
+    },
+}
+CRITERION = Criterion("mIoU", "test mIoU", MARGIN, baseline="FCN")
+SEED_TABLE = "Test mIoU per seed (items labelled: is the other item, 54+ px away, the same class?)"
+SHOWN_IMAGES = 4  # test images whose predictions the report draws
+
+
+def segmentation_config(
+    variant: str, out: Path, seed: int, count, val_count, test_count, epochs, batch_size
+) -> RunConfig:
+    """The run config of one segmentation variant and seed, trained into ``out``: whole 112²
+    images (no resize, no crop, no colour distortion; flipped half the time)."""
+    name, options = VARIANTS[variant]
+    return RunConfig.from_dict(
+        {
+            "seed": seed,
+            "out": str(out),
+            "model": {"name": name, "overrides": options, "channels_last": CHANNELS_LAST},
+            "data": {
+                "kind": "synthetic_masks",
+                "size": SIZE,
+                "kinds": KINDS,
+                "batch_size": batch_size,
+                "count": count,
+                "val_count": val_count,
+                "test_count": test_count,
+                "scale": (SIZE, SIZE),
+                "ratio_range": (1.0, 1.0),
+                "crop_size": (SIZE, SIZE),
+                "cat_max_ratio": 1.0,
+                "photometric": False,
+            },
+            "optim": dict(RECIPE),
+            "trainer": {
+                "max_epochs": epochs,
+                "accelerator": "cpu",
+                "devices": 1,
+                "deterministic": True,
+                "log_every_n_steps": 10,
+                "enable_model_summary": False,
+            },
+        }
+    )
+
+
+def probe_images(experiment: Experiment) -> ProbeImages:
+    """The first TABLE1_IMAGES test images of the first seed, normalised as the segmentors
+    take them, with their label maps."""
+    seed = experiment.seeds[0]
+    data = DataModule(experiment.config(CRITERION.baseline, Path("."), seed).data, seed)
+    data.setup("test")
+    test_set = data.datasets["test"]
+    items = [test_set[i] for i in range(min(TABLE1_IMAGES, len(test_set)))]
+    samples = [Sample.from_pixels(target["name"], image, SEGMENTATION) for image, target in items]
+    return ProbeImages(
+        torch.stack([s.tensor for s in samples]),
+        samples[:6],
+        test_set.source,
+        torch.stack([target["mask"] for _, target in items]),
+    )
+
+
+def class_iou_table(results: Results, labels: list[str]) -> Table:
+    """Per variant: the test IoU of each class, mean ± std over the seeds."""
+    rows = [
+        [
+            label,
+            *(mean_std([r[label]["IoU"][c] for r in results.values()], 3) for c in MASK_CLASSES),
+        ]
+        for label in labels
+    ]
+    return Table(
+        f"Test IoU per class, mean ± std over seeds {', '.join(map(str, results))}",
+        ["variant", *MASK_CLASSES],
+        rows,
+    )
+
+
+def predictions_report(
+    results: Results, models: dict[str, torch.nn.Module], images: ProbeImages, out: Path
+) -> Report:
+    """The per-class IoU table and, for the first test images, the ground truth beside each
+    variant's predicted label map (first seed)."""
+    shown = images.batch[:SHOWN_IMAGES]
+    maps = {"ground truth": images.masks[:SHOWN_IMAGES]}
+    with torch.no_grad():
+        for label, model in models.items():
+            maps[label] = model.eval()(shown).argmax(1)
+    path = plots.plot_label_maps(
+        [s.display for s in images.samples[:SHOWN_IMAGES]],
+        maps,
+        MASK_CLASSES,
+        out / "predictions.png",
+    )
+    caption = "Test images, their label maps and each variant's prediction (first seed)"
+    return Report(tables=[class_iou_table(results, list(models))], figures=[(caption, path)])
+
+
+SEGMENTATION_TASK = DemoTask(
+    "segmentation",
+    VARIANTS,
+    QUICK_VARIANTS,
+    SETTINGS,
+    RECIPE,
+    CRITERION,
+    SEED_TABLE,
+    segmentation_config,
+    probe_images,
+    predictions_report,
+)
