@@ -43,14 +43,14 @@ def test_demo_segmentor_heads_start_acting_when_asked(name):
     """zero_init=False: the head's block changes its input from the first step (the demo's
     acting start); the default is mmsegmentation's identity start."""
     x = torch.randn(2, 3, 112, 112)
+    seen = {}
     for zero_init in (True, False):
         torch.manual_seed(0)
         model = nlgc.create_model(name, 3, channels=16, auxiliary=False, zero_init=zero_init)
         block = getattr(model.decode_head, model.decode_head.block_name)
-        inputs = {}
-        block.register_forward_hook(lambda m, i, o: inputs.update(x=i[0], y=o))
+        block.register_forward_hook(lambda m, i, o: seen.update(x=i[0], y=o))
         model.eval()(x)
-        changed = not torch.allclose(inputs["x"], inputs["y"])
+        changed = not torch.allclose(seen["x"], seen["y"])
         assert changed != zero_init
 
 
