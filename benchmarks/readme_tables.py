@@ -17,6 +17,7 @@ docs/demo.md, its overview.md for the README) wrote it.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import sys
@@ -25,8 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
-# a demo run's files → their copies in benchmarks/results
-DEMO = {"summary.md": "demo_cpu.md", "overview.md": "demo_cpu_overview.md"}
+# a demo run's files → their copies in benchmarks/results ({task}: "" for the image task,
+# "_segmentation" for --task segmentation, read from the run's metrics.json)
+DEMO = {"summary.md": "demo{task}_cpu.md", "overview.md": "demo{task}_cpu_overview.md"}
 REGION = re.compile(r"(<!-- results: (\S+) -->\n)(.*?)(<!-- end results -->)", re.DOTALL)
 
 
@@ -48,8 +50,11 @@ def main() -> int:
     parser.add_argument("--demo", type=Path, help="a demo's output folder to record first")
     args = parser.parse_args()
     if args.demo:
+        task = json.loads((args.demo / "metrics.json").read_text())["settings"].get("task")
+        suffix = "" if task in (None, "classification") else f"_{task}"
         for name, copy in DEMO.items():
-            shutil.copyfile(args.demo / name, ROOT / "benchmarks" / "results" / copy)
+            target = ROOT / "benchmarks" / "results" / copy.format(task=suffix)
+            shutil.copyfile(args.demo / name, target)
     texts = {page: page.read_text() for page in PAGES}
     if not any(REGION.search(text) for text in texts.values()):
         raise SystemExit("no page has generated regions")

@@ -702,26 +702,31 @@ def test_blocks_lr_mult_scales_the_context_blocks_alone():
         OptimConfig(blocks_lr_mult=0)
 
 
-def test_gate_lr_mult_sets_the_concatenation_gate_alone():
-    """θ, φ and w_f of NL concatenation (in front of its ReLU) learn at gate_lr_mult · lr; the
-    block's g, W_z and BN keep blocks_lr_mult · lr; other pairwise functions have no gate."""
+def test_gate_lr_mult_and_hold_set_the_concatenation_gate_alone():
+    """θ, φ and w_f of NL concatenation (in front of its ReLU) learn at gate_lr_mult · lr and
+    are held for gate_hold_epochs; the block's g, W_z and BN keep blocks_lr_mult · lr and no
+    hold; other pairwise functions have no gate."""
     from nlgc.train.base import parameter_groups
     from nlgc.train.config import OptimConfig
 
-    hp = OptimConfig(lr=0.01, blocks_lr_mult=4, gate_lr_mult=0.25)
+    hp = OptimConfig(lr=0.01, blocks_lr_mult=4, gate_lr_mult=0.25, gate_hold_epochs=2)
     model = nlgc.create_model("nl_demo_resnet", pairwise="concatenation")
-    lr_of = {id(p): g["lr"] for g in parameter_groups(model, hp) for p in g["params"]}
+    groups = parameter_groups(model, hp)
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    hold_of = {id(p): g["hold_epochs"] for g in groups for p in g["params"]}
     block = next(m for m in model.modules() if isinstance(m, nlgc.NonLocalBlock))
     gate = [*block.theta.parameters(), *block.phi.parameters(), block.concat_project.weight]
     assert {id(p) for p in block.gate_parameters()} == {id(p) for p in gate}
-    assert all(lr_of[id(p)] == 0.0025 for p in gate)
+    assert all(lr_of[id(p)] == 0.0025 and hold_of[id(p)] == 2 for p in gate)
     rest = [p for p in block.parameters() if all(p is not q for q in gate)]
-    assert rest and all(lr_of[id(p)] == 0.04 for p in rest)
+    assert rest and all(lr_of[id(p)] == 0.04 and hold_of[id(p)] == 0 for p in rest)
     assert nlgc.NonLocalBlock(8, pairwise="dot_product").gate_parameters() == []
     default = {g["lr"] for g in parameter_groups(model, OptimConfig(lr=0.01, blocks_lr_mult=4))}
     assert default == {0.01, 0.04}
     with pytest.raises(ValueError, match=r"optim\.gate_lr_mult must be > 0 or null, got -1"):
         OptimConfig(gate_lr_mult=-1)
+    with pytest.raises(ValueError, match=r"optim\.gate_hold_epochs must be >= 0, got -1"):
+        OptimConfig(gate_hold_epochs=-1)
 
 
 def test_held_masks_keep_their_start_for_mask_hold_epochs_then_learn(tmp_path):

@@ -120,13 +120,13 @@ def parameter_groups(model: nn.Module, hp: OptimConfig) -> list[dict]:
     ``hp.no_decay`` names (``norm``, ``bias``, ``blocks``; see OptimConfig) get weight decay 0,
     the rest ``hp.weight_decay``; context-block parameters get ``hp.blocks_lr_mult`` · lr, the
     gates' (:meth:`ContextBlock.gate_parameters`) ``hp.gate_lr_mult`` · lr where it is given; the
-    context masks' groups carry ``hold_epochs`` = ``hp.mask_hold_epochs`` (0 for the rest)."""
+    groups carry ``hold_epochs``: ``hp.mask_hold_epochs`` for the context masks,
+    ``hp.gate_hold_epochs`` for the gates, 0 for the rest."""
     blocks = [m for m in model.modules() if isinstance(m, ContextBlock)]
     in_blocks = {id(p) for m in blocks for p in m.parameters()}
     masks = {id(p) for m in blocks for p in m.mask_parameters()}
-    gates = (
-        set() if hp.gate_lr_mult is None else {id(p) for m in blocks for p in m.gate_parameters()}
-    )
+    gates = {id(p) for m in blocks for p in m.gate_parameters()}
+    gate_lr_mult = hp.blocks_lr_mult if hp.gate_lr_mult is None else hp.gate_lr_mult
     groups: dict[tuple[float, float, float], list[nn.Parameter]] = {}
     for module in model.modules():
         for name, parameter in module.named_parameters(recurse=False):
@@ -138,15 +138,12 @@ def parameter_groups(model: nn.Module, hp: OptimConfig) -> list[dict]:
                 or ("bias" in hp.no_decay and name == "bias")
                 or ("blocks" in hp.no_decay and in_block)
             )
-            key = (
-                0.0 if exempt else hp.weight_decay,
-                hp.gate_lr_mult
-                if id(parameter) in gates
-                else hp.blocks_lr_mult
-                if in_block
-                else 1.0,
-                hp.mask_hold_epochs if id(parameter) in masks else 0.0,
-            )
+            if id(parameter) in gates:
+                lr_mult, hold = gate_lr_mult, hp.gate_hold_epochs
+            else:
+                lr_mult = hp.blocks_lr_mult if in_block else 1.0
+                hold = hp.mask_hold_epochs if id(parameter) in masks else 0.0
+            key = (0.0 if exempt else hp.weight_decay, lr_mult, hold)
             groups.setdefault(key, []).append(parameter)
     return [
         {"params": params, "weight_decay": decay, "lr": hp.lr * mult, "hold_epochs": hold}

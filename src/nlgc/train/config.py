@@ -233,7 +233,8 @@ class OptimConfig:
     an unnormalised ReLU gate (θ, φ and w_f of NL concatenation,
     :meth:`ContextBlock.gate_parameters`): an Adam step moves every one of them by about the
     learning rate, and a few such steps can put every pair below the ReLU for good
-    (docs/demo.md, "The concatenation's gate").
+    (docs/demo.md, "The concatenation's gate"); ``gate_hold_epochs`` holds them at their start
+    for that many epochs, as ``mask_hold_epochs`` holds the masks.
     """
 
     optimizer: str = "sgd"
@@ -255,6 +256,7 @@ class OptimConfig:
     blocks_lr_mult: float = 1.0
     mask_hold_epochs: float = 0.0
     gate_lr_mult: float | None = None
+    gate_hold_epochs: float = 0.0
 
     def __post_init__(self):
         check_choice("optim.optimizer", self.optimizer, OPTIMIZERS)
@@ -273,8 +275,9 @@ class OptimConfig:
             raise ValueError(f"optim.blocks_lr_mult must be > 0, got {self.blocks_lr_mult}")
         if self.gate_lr_mult is not None and not self.gate_lr_mult > 0:
             raise ValueError(f"optim.gate_lr_mult must be > 0 or null, got {self.gate_lr_mult}")
-        if not self.mask_hold_epochs >= 0:
-            raise ValueError(f"optim.mask_hold_epochs must be >= 0, got {self.mask_hold_epochs}")
+        for name in ("mask_hold_epochs", "gate_hold_epochs"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"optim.{name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.min_lr <= self.lr or not self.poly_power > 0:
             raise ValueError(
                 "optim.min_lr must be in [0, lr] and optim.poly_power > 0, got "

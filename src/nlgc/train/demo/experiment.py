@@ -50,7 +50,10 @@ QUICK_VARIANTS = ("baseline", NL_EMBEDDED, "DNL", "GC")  # the papers' story in 
 # kept with the acting start, which the 20-seed table measured with it); SNL's and GC's
 # context masks start uniform (W_k = 0) and are held for 2 epochs, so that the early gradient,
 # which pushes a mask off the items before the network can use them, cannot (it left 3 of the
-# 35 runs of the 4 ×, 9-epoch table at chance).
+# 35 runs of the 4 ×, 9-epoch table at chance); NL concatenation's gate (θ, φ and w_f, in
+# front of its ReLU, which nothing normalises) learns at 1 × the learning rate and is held for
+# the same 2 epochs: at 4 × from the first step, Adam put every pair below the ReLU for good on
+# 3 of 20 seeds (docs/demo.md, "The concatenation's gate").
 RECIPE = {
     "optimizer": "adamw",
     "lr": 0.003,
@@ -61,6 +64,8 @@ RECIPE = {
     "no_decay": ["norm", "bias", "blocks"],
     "blocks_lr_mult": 4.0,
     "mask_hold_epochs": 2.0,  # 138 of the 621 steps of a default run
+    "gate_lr_mult": 1.0,
+    "gate_hold_epochs": 2.0,
 }
 SETTINGS = {  # quick: ≤ 2 minutes; default: ≤ 10 minutes on 2 idle CPU cores
     "quick": {"count": 1280, "val_count": 300, "test_count": 500, "epochs": 8, "batch_size": 32},
