@@ -32,6 +32,14 @@ DEMO = {"summary.md": "demo{task}_cpu.md", "overview.md": "demo{task}_cpu_overvi
 REGION = re.compile(r"(<!-- results: (\S+) -->\n)(.*?)(<!-- end results -->)", re.DOTALL)
 
 
+def demo_copies(demo: Path) -> dict[Path, str]:
+    """A demo run's files → the names of their copies in benchmarks/results, by the run's task
+    (its metrics.json)."""
+    task = json.loads((demo / "metrics.json").read_text())["settings"].get("task")
+    suffix = "" if task in (None, "classification") else f"_{task}"
+    return {demo / name: copy.format(task=suffix) for name, copy in DEMO.items()}
+
+
 def generated(text: str, page: Path) -> str:
     """``text`` with every region replaced by the current content of its file."""
 
@@ -50,11 +58,8 @@ def main() -> int:
     parser.add_argument("--demo", type=Path, help="a demo's output folder to record first")
     args = parser.parse_args()
     if args.demo:
-        task = json.loads((args.demo / "metrics.json").read_text())["settings"].get("task")
-        suffix = "" if task in (None, "classification") else f"_{task}"
-        for name, copy in DEMO.items():
-            target = ROOT / "benchmarks" / "results" / copy.format(task=suffix)
-            shutil.copyfile(args.demo / name, target)
+        for source, copy in demo_copies(args.demo).items():
+            shutil.copyfile(source, ROOT / "benchmarks" / "results" / copy)
     texts = {page: page.read_text() for page in PAGES}
     if not any(REGION.search(text) for text in texts.values()):
         raise SystemExit("no page has generated regions")

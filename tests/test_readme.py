@@ -1,6 +1,7 @@
 """The result tables of README.md and docs/ are the files in benchmarks/results, not typed
 copies; the README stays a front door."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -24,8 +25,26 @@ def test_readme_tables_are_the_measured_results():
         "sdpa_cuda",
         "blocks_cuda",
     )
-    for name in (*results, "demo_cpu", "demo_cpu_overview"):
+    demos = (
+        "demo_cpu",
+        "demo_cpu_overview",
+        "demo_segmentation_cpu",
+        "demo_segmentation_cpu_overview",
+    )
+    for name in (*results, *demos):
         assert f"<!-- results: benchmarks/results/{name}.md -->" in pages
+
+
+def test_demo_runs_are_recorded_under_their_task(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from readme_tables import demo_copies
+
+    for task, name in (("classification", "demo_cpu"), ("segmentation", "demo_segmentation_cpu")):
+        (tmp_path / "metrics.json").write_text(json.dumps({"settings": {"task": task}}))
+        assert demo_copies(tmp_path) == {
+            tmp_path / "summary.md": f"{name}.md",
+            tmp_path / "overview.md": f"{name}_overview.md",
+        }
 
 
 def test_readme_is_a_front_door_with_working_links():

@@ -65,14 +65,14 @@ def test_segmentation_demo_writes_its_report(tmp_path, monkeypatch, capsys):
     small = dataclasses.replace(task, settings={"quick": tiny, "default": tiny})
     monkeypatch.setitem(demo.TASKS, "segmentation", small)
     out = tmp_path / "demo"
-    command = ["demo", "--task", "segmentation", "--quick", "--out", str(out)]
+    command = ["demo", "--task", "segmentation", "--out", str(out)]
     assert main(command) == 0
     printed = capsys.readouterr().out
-    assert "nlgc demo --task segmentation (quick)" in printed
+    assert "nlgc demo --task segmentation (default)" in printed
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["settings"]["task"] == "segmentation"
     runs = metrics["variants"]["0"]
-    assert set(runs) == set(task.quick_variants)
+    assert set(runs) == set(task.variants) == {"FCN", "NL embedded Gaussian", "GC", "DNL"}
     for scores in runs.values():
         assert 0 <= scores["mIoU"] <= 1
         assert set(scores["IoU"]) == {"background", "different", "same"}
@@ -80,6 +80,6 @@ def test_segmentation_demo_writes_its_report(tmp_path, monkeypatch, capsys):
     for name in ("predictions.png", "summary.md", "overview.md", "report.html"):
         assert (out / name).is_file(), name
     summary = (out / "summary.md").read_text()
-    assert "| seed | FCN | NL embedded Gaussian | GC |" in summary and "| FCN |" in summary
+    assert "| seed | FCN | NL embedded Gaussian | GC | DNL |" in summary
     report = (out / "report.html").read_text()
     assert "Test IoU per class" in report and "each variant&#x27;s prediction" in report

@@ -47,7 +47,7 @@ VARIANTS = {
     "GC": ("gcnet_demo_seg", {**HEAD, "mask_init": "zeros", **ACTING}),
     "DNL": ("dnlnet_demo_seg", {**HEAD, **ACTING}),
 }
-QUICK_VARIANTS = ("FCN", NL_EMBEDDED, "GC")
+QUICK_VARIANTS = ("FCN", NL_EMBEDDED)  # one round of two runs: ≤ 2 minutes
 SETTINGS = {  # quick: ≤ 2 minutes; default: ≤ 10 minutes on 2 idle CPU cores
     "quick": {"count": 2400, "val_count": 200, "test_count": 300, "epochs": 8, "batch_size": 32},
     "default": {
