@@ -62,4 +62,4 @@ def test_the_demo_called_from_python_does_not_start_again(monkeypatch, tmp_path)
 
     monkeypatch.setattr(demo, "run_demo", lambda out, **options: ran.update(out=out, **options))
     assert cli.main(["demo", "--quick", "--out", str(tmp_path)]) == 0
-    assert ran["quick"] is True and ran["out"] == tmp_path
+    assert ran["quick"] is True and ran["out"] == tmp_path and ran["task"] == "classification"

@@ -204,7 +204,7 @@ def run_demo(args) -> None:
         )
     from nlgc.train.demo import run_demo as demo
 
-    demo(args.out, args.quick, tuple(args.seeds), args.threads, args.task)
+    demo(args.out, quick=args.quick, seeds=tuple(args.seeds), threads=args.threads, task=args.task)
 
 
 def _weights_parser(sub) -> None:
