@@ -54,6 +54,17 @@ def test_demo_segmentor_heads_start_acting_when_asked(name):
         assert changed != zero_init
 
 
+def test_label_maps_are_drawn_for_up_to_six_classes(tmp_path):
+    from nlgc.analysis.plots import plot_label_maps
+
+    images = [torch.rand(3, 16, 16) for _ in range(2)]
+    maps = {"truth": torch.randint(0, 3, (2, 16, 16)), "prediction": torch.zeros(2, 16, 16)}
+    path = plot_label_maps(images, maps, ["a", "b", "c"], tmp_path / "maps.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="classes: 1 to 6 names expected, got 7"):
+        plot_label_maps(images, maps, list("abcdefg"), tmp_path / "seven.png")
+
+
 @pytest.mark.slow
 def test_segmentation_demo_writes_its_report(tmp_path, monkeypatch, capsys):
     """The whole run on a few tiny images: per-seed and per-class tables, the failed runs

@@ -247,11 +247,14 @@ def plot_label_maps(
 ) -> Path:
     """Label maps beside their images: rows are images (3, H, W) in [0, 1], the first column the
     image, then one column per entry of ``maps`` (name → (B, H, W) class ids, e.g. the ground
-    truth and each variant's prediction), one colour per class (legend below)."""
+    truth and each variant's prediction), one colour per class (at most six; legend below)."""
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
-    colours = ["#000000", "#d62728", "#2ca02c", "#1f77b4", "#ff7f0e", "#9467bd"][: len(classes)]
+    palette = ["#000000", "#d62728", "#2ca02c", "#1f77b4", "#ff7f0e", "#9467bd"]
+    if not 0 < len(classes) <= len(palette):
+        raise ValueError(f"classes: 1 to {len(palette)} names expected, got {len(classes)}")
+    colours = palette[: len(classes)]
     cmap = ListedColormap(colours)
     names = list(maps)
     fig = Figure(figsize=(1.9 * (len(names) + 1), 1.9 * len(images) + 0.6), layout="constrained")
