@@ -105,25 +105,16 @@ def announce_data() -> str:
     return line
 
 
-def demo_config(
-    variant: str, out: Path, seed: int, count, val_count, test_count, epochs, batch_size
-) -> RunConfig:
-    """The run config of one variant and seed, trained into ``out``."""
-    name, options = VARIANTS[variant]
+def run_config(model: tuple[str, dict], out: Path, seed: int, data: dict, epochs: int) -> RunConfig:
+    """A demo run's config: ``model`` (registered name, options) trained for ``epochs`` on
+    ``data`` (its ``data`` section) into ``out`` with the recipe, on the CPU, deterministic."""
+    name, options = model
     return RunConfig.from_dict(
         {
             "seed": seed,
             "out": str(out),
             "model": {"name": name, "overrides": options, "channels_last": CHANNELS_LAST},
-            "data": {
-                "kind": "synthetic",
-                "size": SIZE,
-                "kinds": KINDS,
-                "batch_size": batch_size,
-                "count": count,
-                "val_count": val_count,
-                "test_count": test_count,
-            },
+            "data": {"size": SIZE, "kinds": KINDS, **data},
             "optim": dict(RECIPE),
             "trainer": {
                 "max_epochs": epochs,
@@ -135,6 +126,28 @@ def demo_config(
             },
         }
     )
+
+
+def demo_config(
+    variant: str, out: Path, seed: int, count, val_count, test_count, epochs, batch_size
+) -> RunConfig:
+    """The run config of one variant and seed, trained into ``out``."""
+    data = {
+        "kind": "synthetic",
+        "batch_size": batch_size,
+        "count": count,
+        "val_count": val_count,
+        "test_count": test_count,
+    }
+    return run_config(VARIANTS[variant], out, seed, data, epochs)
+
+
+def first_test_set(experiment: Experiment):
+    """The test split of the experiment's first seed, as its baseline's config reads it."""
+    seed = experiment.seeds[0]
+    data = DataModule(experiment.config(experiment.criterion.baseline, Path("."), seed).data, seed)
+    data.setup("test")
+    return data.datasets["test"]
 
 
 @dataclass(frozen=True)
@@ -232,13 +245,10 @@ class ProbeImages:
     @classmethod
     def of(cls, experiment: Experiment) -> ProbeImages:
         """The test images of the experiment's first seed."""
-        seed = experiment.seeds[0]
-        data = DataModule(experiment.config(CRITERION.baseline, Path("."), seed).data, seed)
-        data.setup("test")
-        test_set = data.datasets["test"]
+        test_set = first_test_set(experiment)
         pixels = torch.stack([test_set[i][0] for i in range(min(TABLE1_IMAGES, len(test_set)))])
         samples = [
-            Sample.from_pixels(f"test {i} ({data.classes[test_set[i][1]]})", pixels[i])
+            Sample.from_pixels(f"test {i} ({test_set.classes[test_set[i][1]]})", pixels[i])
             for i in range(6)
         ]
         batch = torch.stack([Sample.from_pixels("", p).tensor for p in pixels])

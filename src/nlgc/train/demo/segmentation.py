@@ -22,11 +22,8 @@ from nlgc.analysis.report import Report, Table
 from nlgc.data.synthetic import MASK_CLASSES
 from nlgc.models.preprocessing import SEGMENTATION
 from nlgc.train.config import RunConfig
-from nlgc.train.datamodule import DataModule
 from nlgc.train.demo.experiment import (
     ACTING,
-    CHANNELS_LAST,
-    KINDS,
     MARGIN,
     NL_EMBEDDED,
     RECIPE,
@@ -35,6 +32,8 @@ from nlgc.train.demo.experiment import (
     DemoTask,
     Experiment,
     ProbeImages,
+    first_test_set,
+    run_config,
 )
 from nlgc.train.demo.tables import Criterion, Results, mean_std
 
@@ -68,46 +67,25 @@ def segmentation_config(
 ) -> RunConfig:
     """The run config of one segmentation variant and seed, trained into ``out``: whole 112²
     images (no resize, no crop, no colour distortion; flipped half the time)."""
-    name, options = VARIANTS[variant]
-    return RunConfig.from_dict(
-        {
-            "seed": seed,
-            "out": str(out),
-            "model": {"name": name, "overrides": options, "channels_last": CHANNELS_LAST},
-            "data": {
-                "kind": "synthetic_masks",
-                "size": SIZE,
-                "kinds": KINDS,
-                "batch_size": batch_size,
-                "count": count,
-                "val_count": val_count,
-                "test_count": test_count,
-                "scale": (SIZE, SIZE),
-                "ratio_range": (1.0, 1.0),
-                "crop_size": (SIZE, SIZE),
-                "cat_max_ratio": 1.0,
-                "photometric": False,
-            },
-            "optim": dict(RECIPE),
-            "trainer": {
-                "max_epochs": epochs,
-                "accelerator": "cpu",
-                "devices": 1,
-                "deterministic": True,
-                "log_every_n_steps": 10,
-                "enable_model_summary": False,
-            },
-        }
-    )
+    data = {
+        "kind": "synthetic_masks",
+        "batch_size": batch_size,
+        "count": count,
+        "val_count": val_count,
+        "test_count": test_count,
+        "scale": (SIZE, SIZE),
+        "ratio_range": (1.0, 1.0),
+        "crop_size": (SIZE, SIZE),
+        "cat_max_ratio": 1.0,
+        "photometric": False,
+    }
+    return run_config(VARIANTS[variant], out, seed, data, epochs)
 
 
 def probe_images(experiment: Experiment) -> ProbeImages:
     """The first TABLE1_IMAGES test images of the first seed, normalised as the segmentors
     take them, with their label maps."""
-    seed = experiment.seeds[0]
-    data = DataModule(experiment.config(CRITERION.baseline, Path("."), seed).data, seed)
-    data.setup("test")
-    test_set = data.datasets["test"]
+    test_set = first_test_set(experiment)
     items = [test_set[i] for i in range(min(TABLE1_IMAGES, len(test_set)))]
     samples = [Sample.from_pixels(target["name"], image, SEGMENTATION) for image, target in items]
     return ProbeImages(
