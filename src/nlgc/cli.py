@@ -161,16 +161,18 @@ def _demo_parser(sub) -> None:
         description="Train the demo's two-stage ResNet and its NL (four pairwise functions), "
         "DNL, SNL and GC variants on the built-in long-range task, test them, diagnose the "
         "runs that fail, measure their cost, compute GCNet's Table 1 and the pairwise/unary "
-        "decomposition on the NL and DNL models and write one report. --task segmentation: "
-        "the same task per pixel, mmsegmentation's FCN head against its NL, GC and DNL heads "
-        "on the same network, scored by mIoU.",
+        "decomposition on the NL and DNL models and write one report. --task detection: the "
+        "same task per object, torchvision's Mask R-CNN plain, with an NL block, all-GC, "
+        "all-SNL and with a DNL block, scored by box AP. --task segmentation: the same task "
+        "per pixel, mmsegmentation's FCN head against its NL, GC and DNL heads on the same "
+        "network, scored by mIoU.",
     )
     p.add_argument(
         "--task",
-        choices=("classification", "segmentation"),
+        choices=("classification", "detection", "segmentation"),
         default="classification",
-        help="classification (default): is the other item the same class?; segmentation: "
-        "every pixel of an item labelled by it",
+        help="classification (default): is the other item the same class?; detection: each "
+        "item an instance labelled by it; segmentation: every pixel of an item labelled by it",
     )
     p.add_argument("--out", type=Path, default=Path("demo_output"))
     p.add_argument("--quick", action="store_true", help="a smaller run (≤ 2 min)")

@@ -1,7 +1,7 @@
-"""Why a trained network's one context block did not help: what the block does on test images.
+"""Why a trained network's context blocks did not help: what each block does on test images.
 
-Made for networks with a single block on images whose two items lie in opposite corner squares
-(the demo's task, :mod:`nlgc.data.synthetic`).
+Made for networks on images whose two items lie in opposite corner squares (the demo's task,
+:mod:`nlgc.data.synthetic`).
 """
 
 from __future__ import annotations
@@ -14,10 +14,17 @@ from nlgc.analysis.queries import QueryGrid
 from nlgc.common import eval_mode
 
 
-def the_block(model: nn.Module, images: torch.Tensor) -> tuple[str, BlockRecord]:
-    """The name and record of ``model``'s one context block on ``images`` (3×3 query grid)."""
+def block_records(model: nn.Module, images: torch.Tensor) -> dict[str, BlockRecord]:
+    """The record of each of ``model``'s context blocks on ``images`` (3×3 query grid), by
+    name."""
     with eval_mode(model), capture(model, QueryGrid(3)) as records, torch.no_grad():
         model(images)
+    return dict(records)
+
+
+def the_block(model: nn.Module, images: torch.Tensor) -> tuple[str, BlockRecord]:
+    """The name and record of ``model``'s one context block on ``images`` (3×3 query grid)."""
+    records = block_records(model, images)
     if len(records) != 1:
         raise ValueError(f"expected a network with one context block, got {list(records)}")
     return next(iter(records.items()))
@@ -42,17 +49,27 @@ def item_share(record: BlockRecord, size: int, extent: int) -> tuple[float, floa
 
 
 def diagnose(model: nn.Module, images: torch.Tensor, extent: int) -> str:
-    """Why a context variant did not beat the plain network, from what its block does on
-    ``images`` (B, 3, S, S) with items in corner squares of side ``extent``: dead attention, a
-    context that is the same for every image, attention collapsed to its unary term, or none
-    of these."""
-    name, record = the_block(model, images)
+    """Why a context variant did not beat the plain network, from what its blocks do on
+    ``images`` (B, 3, S, S) with items in corner squares of side ``extent``: for each block
+    (named where there are several), dead attention, a context that is the same for every
+    image, attention collapsed to its unary term, or none of these."""
+    records = block_records(model, images)
+    found = {
+        name: _diagnosis(model, name, r, images.shape[-1], extent) for name, r in records.items()
+    }
+    if len(found) == 1:
+        return next(iter(found.values()))
+    return "; ".join(f"{name}: {text}" for name, text in found.items())
+
+
+def _diagnosis(model: nn.Module, name: str, record: BlockRecord, size: int, extent: int) -> str:
+    """What one block does, in one sentence (see :func:`diagnose`)."""
     deltas, inputs = record.deltas, record.inputs  # (B, Q, C) at the query grid
     added = float(deltas.norm() / inputs.norm().clamp_min(1e-12))
     across_images = float(deltas.std(0).norm() / deltas.norm().clamp_min(1e-12))
     if record.attention.abs().max() == 0:
         return "every attention weight is 0 (the ReLU of f is dead): the block adds a constant"
-    share, uniform = item_share(record, images.shape[-1], extent)
+    share, uniform = item_share(record, size, extent)
     on_items = f"{share:.0%} of its attention on the two items' corners, {uniform:.0%} if uniform"
     if across_images < 0.05:
         return (

@@ -239,6 +239,49 @@ def plot_confusion(matrix: torch.Tensor, classes: Sequence[str], path: Path) -> 
     return _save(fig, path)
 
 
+PALETTE = ("#000000", "#d62728", "#2ca02c", "#1f77b4", "#ff7f0e", "#9467bd")  # class 0, 1, …
+
+
+def plot_detections(
+    images: Sequence[torch.Tensor],
+    detections: dict[str, Sequence[dict]],
+    classes: Sequence[str],
+    path: Path,
+) -> Path:
+    """Instances drawn on their images: rows are images (3, H, W) in [0, 1], one column per
+    entry of ``detections`` (name → one torchvision result per image: ``boxes`` (N, 4) x1y1x2y2,
+    ``labels`` (N,), ``scores`` (N,), optional ``masks`` (N, [1,] H, W) in [0, 1]; e.g. the
+    ground truth and each variant's detections), each instance's mask tinted, its box outlined
+    and named with its score, one colour per class (classes 1–5; 0 is the background)."""
+    from matplotlib.patches import Patch, Rectangle
+
+    if not 1 < len(classes) <= len(PALETTE):
+        raise ValueError(f"classes: 2 to {len(PALETTE)} names expected, got {len(classes)}")
+    names = list(detections)
+    fig = Figure(figsize=(1.9 * len(names), 1.9 * len(images) + 0.6), layout="constrained")
+    axes = fig.subplots(len(images), len(names), squeeze=False)
+    for row, image in enumerate(images):
+        for col, name in enumerate(names):
+            ax, found = axes[row, col], detections[name][row]
+            _show(ax, image)
+            columns = (found[key].tolist() for key in ("boxes", "labels", "scores"))
+            for i, (box, label, score) in enumerate(zip(*columns, strict=True)):
+                colour = PALETTE[label]
+                if "masks" in found:
+                    mask = found["masks"][i].reshape(image.shape[-2:]).float().numpy()
+                    ax.imshow(mask > 0.5, alpha=0.35 * (mask > 0.5), cmap="gray_r")
+                x1, y1, x2, y2 = box
+                ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color=colour))
+                ax.text(
+                    x1, y1, f"{classes[label]} {score:.2f}", color=colour, fontsize=5, va="bottom"
+                )
+            if row == 0:
+                ax.set_title(name, fontsize=8)
+    handles = [Patch(color=PALETTE[i], label=n) for i, n in enumerate(classes) if i]
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8)
+    return _save(fig, path)
+
+
 def plot_label_maps(
     images: Sequence[torch.Tensor],
     maps: dict[str, torch.Tensor],
@@ -251,10 +294,9 @@ def plot_label_maps(
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
-    palette = ["#000000", "#d62728", "#2ca02c", "#1f77b4", "#ff7f0e", "#9467bd"]
-    if not 0 < len(classes) <= len(palette):
-        raise ValueError(f"classes: 1 to {len(palette)} names expected, got {len(classes)}")
-    colours = palette[: len(classes)]
+    if not 0 < len(classes) <= len(PALETTE):
+        raise ValueError(f"classes: 1 to {len(PALETTE)} names expected, got {len(classes)}")
+    colours = list(PALETTE[: len(classes)])
     cmap = ListedColormap(colours)
     names = list(maps)
     fig = Figure(figsize=(1.9 * (len(names) + 1), 1.9 * len(images) + 0.6), layout="constrained")

@@ -16,7 +16,8 @@ train items 0–49,999, train items 50,000–59,999 and the t10k items. Videos s
 in the first half of the frames and the second object, at the other corner, in the second half.
 Everything is generated from a seed. :class:`PairsMasks` is the same task per pixel: every pixel
 of an object is labelled "same" or "different" (the fact about the other object), the rest
-"background".
+"background"; :class:`PairsInstances` is the same task for detectors: each object an instance
+of category "same" or "different", with its box and mask.
 """
 
 from __future__ import annotations
@@ -169,6 +170,7 @@ class PairsDataset(Dataset):
         second = np.array([rng.choice(by_kind[k]) for k in second_kind])
         jitter = rng.integers(0, JITTER, (count, 4))
         self.item_ids = np.stack([pool_ids[first], pool_ids[second]], 1)  # (count, 2)
+        self.item_kinds = np.stack([first_kind, second_kind], 1)  # (count, 2): indices in kinds
         self.size, self.frames = size, frames
         shape = (count, frames, size, size) if frames else (count, size, size)
         canvas = np.zeros(shape, np.uint8)
@@ -212,3 +214,86 @@ class PairsMasks(PairsDataset):
         rgb, label = super().__getitem__(index)
         mask = (self.pixels[index] > 0).long() * (1 + label)
         return rgb, {"mask": mask, "name": f"{self.split}_{index:05d}"}
+
+
+INSTANCE_CLASSES = ("__background__", *CLASS_NAMES)  # torchvision's count: background 0
+
+
+class PairsInstances(PairsDataset):
+    """The images of :class:`PairsDataset` (no clips) as a COCO-format detection task: each of
+    the two objects is an instance, its box and mask from its pixels (value > 0), its category
+    "same" (2) where the two objects are of one kind, else "different" (1). Items are
+    (3, S, S) uint8 and torchvision's target (``boxes`` (2, 4) x1y1x2y2, ``labels`` (2,),
+    ``masks`` (2, S, S) uint8, ``image_id``, ``area``, ``iscrowd``); ``data`` is the split's
+    COCO instances dictionary (masks as RLE), which pycocotools scores against."""
+
+    classes = INSTANCE_CLASSES
+
+    def __init__(self, count, seed=0, size=64, split="train", source="auto", kinds=DEFAULT_KINDS):
+        super().__init__(count, seed, size, 0, split, source, kinds)
+        far = size - OBJECT_EXTENT
+        corners = torch.zeros(2, size, size, dtype=torch.bool)
+        corners[0, :OBJECT_EXTENT, :OBJECT_EXTENT] = True
+        corners[1, far:, far:] = True
+        self.masks = (self.pixels[:, None] > 0) & corners  # (count, 2, S, S)
+        self.boxes = torch.stack([_box(m) for m in self.masks.flatten(0, 1)]).reshape(-1, 2, 4)
+
+    def image_size(self, index: int) -> tuple[int, int]:
+        return self.size, self.size
+
+    def __getitem__(self, index: int):
+        rgb, label = super().__getitem__(index)
+        masks = self.masks[index]
+        target = {
+            "boxes": self.boxes[index],
+            "labels": torch.full((2,), 1 + label, dtype=torch.int64),
+            "masks": masks.to(torch.uint8),
+            "image_id": index,
+            "area": masks.sum((1, 2)).float(),
+            "iscrowd": torch.zeros(2, dtype=torch.int64),
+        }
+        return rgb, target
+
+    @functools.cached_property
+    def data(self) -> dict:
+        """COCO's instances dictionary of the split: images, two annotations each (bbox
+        [x, y, w, h], RLE segmentation, area), the two categories."""
+        from pycocotools import mask as mask_api
+
+        images, annotations = [], []
+        for index in range(len(self)):
+            images.append(
+                {
+                    "id": index,
+                    "file_name": f"{index:05d}.png",
+                    "height": self.size,
+                    "width": self.size,
+                }
+            )
+            masks = np.asfortranarray(self.masks[index].permute(1, 2, 0).numpy().astype(np.uint8))
+            for mask, rle, box in zip(
+                self.masks[index], mask_api.encode(masks), self.boxes[index], strict=True
+            ):
+                rle["counts"] = rle["counts"].decode("ascii")
+                x1, y1, x2, y2 = box.tolist()
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": index,
+                        "category_id": 1 + int(self.labels[index]),
+                        "bbox": [x1, y1, x2 - x1, y2 - y1],
+                        "segmentation": rle,
+                        "area": float(mask.sum()),
+                        "iscrowd": 0,
+                    }
+                )
+        categories = [{"id": i, "name": n} for i, n in enumerate(CLASS_NAMES, 1)]
+        return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def _box(mask: torch.Tensor) -> torch.Tensor:
+    """The x1y1x2y2 box (float, pixel edges) of a (H, W) mask's true pixels."""
+    rows, cols = mask.any(1).nonzero()[:, 0], mask.any(0).nonzero()[:, 0]
+    if len(rows) == 0:
+        raise ValueError("an object of the canvas has no pixel above 0")
+    return torch.tensor([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=torch.float32)

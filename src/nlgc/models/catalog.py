@@ -306,3 +306,46 @@ for _name, (_head, _title) in _SEGMENTORS.items():
 for _name, (_head, _title) in _SEGMENTORS.items():
     _segmentor = SegmentorArchitecture(_head, DEMO, f"{DEMO.title} + {_title}", decode_index=1)
     register(f"{_name}_demo_seg", _segmentor, Plan(), _segmentor.title)
+
+# The detection demo's detectors: torchvision's Mask R-CNN, narrow (FPN and heads 32 wide) and
+# sized for 112-pixel images on the CPU, on a four-stage ResNet of bottlenecks (8–64 planes; two
+# in c4, for the NL block's place before its last, one elsewhere) whose c4 and c5 stay at stride
+# 8 without dilation: the class and mask logits of a box around one of the demo's items (or 6 px
+# larger) read no pixel of the other item's corner square (a test checks the gradient), so the
+# plain detector cannot relate the two; its context variants are the papers' placements
+DEMO_DET = _resnet(
+    "four-stage demo ResNet (bottlenecks 1-1-2-1, c4–c5 at stride 8)",
+    Bottleneck,
+    (1, 1, 2, 1),
+    base_channels=8,
+    strides=(1, 2, 1, 1),
+)
+DEMO_DETECTOR = DetectorArchitecture(
+    "mask_rcnn",
+    DEMO_DET,
+    f"Mask R-CNN FPN (32 wide) on the {DEMO_DET.title}",
+    defaults={
+        "fpn_channels": 32,
+        "head_channels": 32,
+        "min_size": 112,
+        "max_size": 112,
+        "rpn_pre_nms_top_n_train": 200,
+        "rpn_post_nms_top_n_train": 100,
+        "rpn_pre_nms_top_n_test": 100,
+        "rpn_post_nms_top_n_test": 50,
+        "rpn_batch_size_per_image": 64,
+        "box_batch_size_per_image": 32,
+        "box_detections_per_img": 20,
+    },
+)
+for _name, _variant in (
+    ("", PLAIN),
+    ("nl_", NL),
+    ("gc_r4_", GC_R4),
+    ("snl_c3c5_", SNL_C3C5),
+    ("dnl_", DNL),
+):
+    _text = f"{DEMO_DETECTOR.title} + {_variant.text}" if _variant.plan.insertions else ""
+    register(
+        f"mask_rcnn_{_name}demo_fpn", DEMO_DETECTOR, _variant.plan, _text or DEMO_DETECTOR.title
+    )

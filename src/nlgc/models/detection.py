@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import nn
 
 from nlgc.blocks import ContextBlock
-from nlgc.checks import check_choice
+from nlgc.checks import check_choice, check_positive_int
 from nlgc.models.checkpoint import load_weights
 from nlgc.models.plan import Plan
 
@@ -83,12 +83,22 @@ class DetectorArchitecture:
     num_classes: int = 91  # COCO's 90 category ids + background, as torchvision counts them
     modality: str = "image"
     task: str = "detection"
+    defaults: dict = field(default_factory=dict)  # options unless given (the demo's sizes)
 
     def option_names(self) -> tuple[str, ...]:
-        own = ("norm", "frozen_eps", "trainable_backbone_layers", "weights_backbone", "trained")
+        own = (
+            "norm",
+            "frozen_eps",
+            "trainable_backbone_layers",
+            "weights_backbone",
+            "trained",
+            "fpn_channels",
+            "head_channels",
+        )
         return (*self.backbone.feature_option_names(), *own, *detector_options(self.head))
 
     def build(self, plan: Plan, num_classes: int, **options) -> nn.Module:
+        options = {**self.defaults, **options}
         return build_detector(self.head, self.backbone, plan, num_classes, **options)
 
 
@@ -102,6 +112,8 @@ def build_detector(
     trainable_backbone_layers: int | None = None,
     weights_backbone: str | None = None,
     trained: bool = False,
+    fpn_channels: int = 256,
+    head_channels: int | None = None,
     **options,
 ) -> nn.Module:
     """torchvision's ``head`` detector on ``backbone`` (an Architecture) with ``plan``'s blocks,
@@ -121,6 +133,10 @@ def build_detector(
         trainable_backbone_layers: 0–5 stages from the top that train (torchvision's meaning);
             default 3 with ``weights_backbone``, else all 5 (as torchvision, which warns when a
             value is given without pretrained weights and trains all).
+        fpn_channels: the FPN's width (torchvision's 256), which the RPN and the RoI heads take.
+        head_channels: the width of the box head's two fully connected layers and of the mask
+            head's convolutions; None for torchvision's (1024 and 256). Small detectors for the
+            CPU (the demo's) use small ones.
         **options: the backbone's options, then torchvision's detector arguments.
     """
     check_choice("head", head, HEADS)
@@ -141,8 +157,32 @@ def build_detector(
     _freeze_stages(body, _trainable_layers(trained, trainable_backbone_layers))
     layers = {info["module"]: str(i) for i, info in enumerate(body.feature_info)}
     channels = [info["channels"] for info in body.feature_info]
-    with_fpn = BackboneWithFPN(body, layers, channels, out_channels=256)
+    check_positive_int("fpn_channels", fpn_channels)
+    with_fpn = BackboneWithFPN(body, layers, channels, out_channels=fpn_channels)
+    if head_channels is not None:
+        head_options = {
+            **_narrow_heads(head, fpn_channels, head_channels, num_classes),
+            **head_options,
+        }
+        num_classes = None  # torchvision's rule: the predictors given, the classes are theirs
     return _head_class(head)(with_fpn, num_classes=num_classes, **head_options)
+
+
+def _narrow_heads(head: str, fpn_channels: int, width: int, num_classes: int) -> dict:
+    """torchvision's RoI heads (two fully connected layers and a box predictor; four 3×3
+    convolutions, a deconvolution and a mask predictor) ``width`` wide instead of 1024 / 256."""
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+
+    check_positive_int("head_channels", width)
+    heads = {
+        "box_head": TwoMLPHead(fpn_channels * 7**2, width),  # RoIAlign's 7 × 7 (torchvision's)
+        "box_predictor": FastRCNNPredictor(width, num_classes),
+    }
+    if head == "mask_rcnn":
+        heads["mask_head"] = MaskRCNNHeads(fpn_channels, (width,) * 4, 1)
+        heads["mask_predictor"] = MaskRCNNPredictor(width, width, num_classes)
+    return heads
 
 
 def _trainable_layers(trained: bool, given: int | None) -> int:

@@ -94,9 +94,11 @@ class DataConfig:
     checked against ``num_classes``, ``multi_label`` lists read as multi-hot targets) or
     ``synthetic`` (the built-in task: ``count``/``val_count``/``test_count`` items, ``frames``
     > 0 for clips, objects from ``source`` and the Fashion-MNIST classes ``kinds``; per pixel,
-    for segmentors: ``synthetic_masks``, :class:`~nlgc.data.synthetic.PairsMasks`). Videos give
-    clips of ``clip_len`` frames every ``frame_interval`` frames; with ``full_video_test`` the
-    test split is scored on whole videos by ``video_test``. Training crops of clips:
+    for segmentors: ``synthetic_masks``, :class:`~nlgc.data.synthetic.PairsMasks`; per object,
+    for detectors: ``synthetic_instances``, :class:`~nlgc.data.synthetic.PairsInstances`).
+    Videos give clips of ``clip_len`` frames every ``frame_interval`` frames; with
+    ``full_video_test`` the test split is scored on whole videos by ``video_test``. Training
+    crops of clips:
     ``train_scale`` [low, high] (short side drawn from it, random ``size`` crop: the Non-local
     paper's [256, 320]) or ``multiscale_crop`` (mmaction2's MultiScaleCrop scales, e.g.
     [1, 0.8], width and height scales at most ``multiscale_gap`` apart, after a short side of

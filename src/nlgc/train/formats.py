@@ -16,7 +16,7 @@ from nlgc.data.annotations import kinetics_classes, read_annotations, read_label
 from nlgc.data.coco import CocoDetection, num_classes_of, read_instances
 from nlgc.data.folders import ImageFolder, MultiClipVideos, VideoClips, VideoFolder, list_classes
 from nlgc.data.segmentation import LAYOUTS, SegmentationDataset
-from nlgc.data.synthetic import PairsDataset, PairsMasks
+from nlgc.data.synthetic import PairsDataset, PairsInstances, PairsMasks
 from nlgc.models.label_sets import class_names
 
 if TYPE_CHECKING:
@@ -25,13 +25,15 @@ if TYPE_CHECKING:
 
 def _synthetic_datasets(data: DataModule, stage: str | None) -> dict[str, Dataset | None]:
     """The built-in long-range task: train, val and test drawn with seeds seed, +1, +2; per
-    image (``synthetic``: clips with ``frames``) or per pixel (``synthetic_masks``)."""
+    image (``synthetic``: clips with ``frames``), per pixel (``synthetic_masks``) or per object
+    (``synthetic_instances``)."""
     hp = data.config
 
     def make(count: int, seed: int, split: str) -> PairsDataset:
         size = max(64, hp.size)
-        if hp.kind == "synthetic_masks":
-            return PairsMasks(count, seed, size, split, hp.source, tuple(hp.kinds))
+        per_image = {"synthetic_masks": PairsMasks, "synthetic_instances": PairsInstances}
+        if hp.kind in per_image:
+            return per_image[hp.kind](count, seed, size, split, hp.source, tuple(hp.kinds))
         return PairsDataset(count, seed, size, hp.frames, split, hp.source, tuple(hp.kinds))
 
     return {
@@ -205,6 +207,12 @@ DATA_FORMATS = {
     ),
     "synthetic_masks": DataFormat(
         lambda data: list(PairsMasks.classes),
+        _synthetic_datasets,
+        reads_root=False,
+        collate=detection_batch,
+    ),
+    "synthetic_instances": DataFormat(
+        lambda data: list(PairsInstances.classes),
         _synthetic_datasets,
         reads_root=False,
         collate=detection_batch,

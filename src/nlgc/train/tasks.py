@@ -136,7 +136,7 @@ TASKS = {
         "image classification", ("images", "synthetic"), classifier, confusion_outputs
     ),
     "video": Task("video classification", ("videos", "synthetic"), classifier, confusion_outputs),
-    "detection": Task("detection", ("coco",), detector, detection_outputs),
+    "detection": Task("detection", ("coco", "synthetic_instances"), detector, detection_outputs),
     "segmentation": Task(
         "semantic segmentation",
         (*LAYOUTS, "synthetic_masks"),

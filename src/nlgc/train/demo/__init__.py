@@ -33,6 +33,7 @@ from nlgc.analysis.report import Report, Table
 from nlgc.common import write_text_atomic
 from nlgc.data.synthetic import OBJECT_EXTENT
 from nlgc.models.from_checkpoint import load_model
+from nlgc.train.demo.detection import DETECTION_TASK
 from nlgc.train.demo.experiment import (
     CLASSIFICATION,
     FASHION,
@@ -62,7 +63,7 @@ from nlgc.train.demo.tables import (
 )
 
 DIAGNOSED_IMAGES = 64  # probe images a failed run's diagnosis looks at
-TASKS = {task.name: task for task in (CLASSIFICATION, SEGMENTATION_TASK)}  # --task
+TASKS = {task.name: task for task in (CLASSIFICATION, DETECTION_TASK, SEGMENTATION_TASK)}  # --task
 
 
 def run_demo(

@@ -233,14 +233,15 @@ class Experiment:
 
 @dataclass
 class ProbeImages:
-    """The test images the analyses look at: the first TABLE1_IMAGES, normalised (B, 3, S, S);
-    six samples to draw; the objects' source ("fashion-mnist" or "shapes"); for the
-    segmentation task their label maps (B, S, S)."""
+    """The test images the analyses look at: the first TABLE1_IMAGES, as the task's networks take
+    them (B, 3, S, S); six samples to draw; the objects' source ("fashion-mnist" or "shapes");
+    for the segmentation task their label maps (B, S, S), for detection their targets."""
 
     batch: torch.Tensor
     samples: list[Sample]
     source: str
     masks: torch.Tensor | None = None
+    targets: list[dict] | None = None
 
     @classmethod
     def of(cls, experiment: Experiment) -> ProbeImages:

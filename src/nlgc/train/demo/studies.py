@@ -15,11 +15,16 @@ from nlgc.analysis.capture import BlockRecord
 from nlgc.analysis.diagnosis import the_block
 from nlgc.analysis.report import Report, Table
 from nlgc.analysis.statistics import GCNET_TABLE1
-from nlgc.blocks import PAIRWISE
+from nlgc.blocks import PAIRWISE, ContextBlock
 from nlgc.train.demo.experiment import TABLE1_IMAGES, ProbeImages, nl_label
 from nlgc.train.demo.runner import slug
 
 Figure = tuple[str, Path]  # (caption, png)
+
+
+def _blocks(model: nn.Module) -> int:
+    """How many context blocks ``model`` has."""
+    return sum(isinstance(m, ContextBlock) for m in model.modules())
 
 
 @dataclass
@@ -131,8 +136,10 @@ class BlockStudies:
 
 
 def study_blocks(models: dict[str, nn.Module], images: ProbeImages, out: Path) -> BlockStudies:
-    """Study the block of each of ``models`` (label → trained context variant) on ``images``;
-    draw the masks of those that pool one context for all queries."""
+    """Study the block of each of ``models`` (label → trained context variant) that has one
+    (the detectors' all-GC and all-SNL, with a block in every residual block of c3–c5, are
+    left out) on ``images``; draw the masks of those that pool one context for all queries."""
+    models = {label: m for label, m in models.items() if _blocks(m) == 1}
     studies = {label: block_study(model, images, out, label) for label, model in models.items()}
     figures = [figure for study in studies.values() for figure in study.figures]
     one_map = {label: models[label] for label, s in studies.items() if not s.record.query_specific}
