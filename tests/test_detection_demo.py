@@ -3,12 +3,13 @@
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 
 import nlgc
 from nlgc.cli import main
-from nlgc.data.synthetic import OBJECT_EXTENT, PairsDataset, PairsInstances
+from nlgc.data.synthetic import OBJECT_EXTENT, PairsInstances
 
 pytest.importorskip("torchvision.models.detection")
 mask_api = pytest.importorskip("pycocotools.mask")
@@ -16,14 +17,20 @@ mask_api = pytest.importorskip("pycocotools.mask")
 FAR = 112 - OBJECT_EXTENT  # the second item's corner square starts here
 
 
-def test_pairs_instances_are_the_two_items_labelled_by_the_other_item():
-    instances = PairsInstances(10, seed=5, size=112, split="test", source="shapes")
-    images = PairsDataset(10, seed=5, size=112, split="test", source="shapes")
-    assert instances.classes == ("__background__", "different", "same")
-    for index in range(10):
+def test_pairs_instances_are_the_two_items_each_labelled_by_the_others_kind():
+    instances = PairsInstances(40, seed=5, size=112, split="test", source="shapes")
+    assert instances.classes == (
+        "__background__",
+        "partner disc",
+        "partner square",
+        "partner cross",
+        "partner ring",
+    )
+    tops, bottoms = set(), set()
+    for index in range(40):
         image, target = instances[index]
-        assert torch.equal(image, images[index][0])  # the image task's images
         masks, boxes = target["masks"].bool(), target["boxes"]
+        assert image.shape == (3, 112, 112) and image.dtype == torch.uint8
         assert masks.shape == (2, 112, 112) and boxes.shape == (2, 4)
         assert torch.equal(masks[0] | masks[1], image[0] > 0)  # every item pixel, once
         assert not (masks[0] & masks[1]).any()
@@ -32,8 +39,20 @@ def test_pairs_instances_are_the_two_items_labelled_by_the_other_item():
             assert mask[y1:y2, x1:x2].sum() == mask.sum()  # the box holds the item …
             assert mask[y1, x1:x2].any() and mask[y2 - 1, x1:x2].any()  # … and is tight
             assert mask[y1:y2, x1].any() and mask[y1:y2, x2 - 1].any()
-        assert target["labels"].tolist() == [1 + images[index][1]] * 2
+        top, bottom = instances.item_kinds[index].tolist()
+        tops.add(top), bottoms.add(bottom)
+        assert target["labels"].tolist() == [1 + bottom, 1 + top]  # the other item's kind
         assert torch.equal(target["area"], masks.sum((1, 2)).float())
+    assert tops == {0, 1} and bottoms == {2, 3}  # the halves of the kinds, both drawn
+
+
+def test_pairs_instances_take_the_kinds_in_two_halves():
+    rng = np.random.default_rng(0)
+    labels, top, bottom = PairsInstances._draw_kinds(rng, 500, 6)
+    assert set(top.tolist()) == {0, 1, 2} and set(bottom.tolist()) == {3, 4, 5}
+    assert not labels.any()  # never the same kind
+    with pytest.raises(ValueError, match="an even number of kinds"):
+        PairsInstances._draw_kinds(rng, 4, 3)
 
 
 def test_pairs_instances_coco_file_scores_its_own_targets_perfectly():
@@ -43,7 +62,7 @@ def test_pairs_instances_coco_file_scores_its_own_targets_perfectly():
 
     data = PairsInstances(6, seed=1, size=112, split="val", source="shapes")
     coco = data.data
-    assert [c["name"] for c in coco["categories"]] == ["different", "same"]
+    assert [c["name"] for c in coco["categories"]] == list(data.classes[1:])
     assert len(coco["images"]) == 6 and len(coco["annotations"]) == 12
     for annotation in coco["annotations"]:
         target = data[annotation["image_id"]][1]

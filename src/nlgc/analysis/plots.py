@@ -253,6 +253,7 @@ def plot_detections(
     ``labels`` (N,), ``scores`` (N,), optional ``masks`` (N, [1,] H, W) in [0, 1]; e.g. the
     ground truth and each variant's detections), each instance's mask tinted, its box outlined
     and named with its score, one colour per class (classes 1–5; 0 is the background)."""
+    from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch, Rectangle
 
     if not 1 < len(classes) <= len(PALETTE):
@@ -268,8 +269,8 @@ def plot_detections(
             for i, (box, label, score) in enumerate(zip(*columns, strict=True)):
                 colour = PALETTE[label]
                 if "masks" in found:
-                    mask = found["masks"][i].reshape(image.shape[-2:]).float().numpy()
-                    ax.imshow(mask > 0.5, alpha=0.35 * (mask > 0.5), cmap="gray_r")
+                    mask = found["masks"][i].reshape(image.shape[-2:]).float().numpy() > 0.5
+                    ax.imshow(mask, alpha=0.5 * mask, cmap=ListedColormap(["black", colour]))
                 x1, y1, x2, y2 = box
                 ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color=colour))
                 ax.text(

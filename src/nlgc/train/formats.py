@@ -16,7 +16,7 @@ from nlgc.data.annotations import kinetics_classes, read_annotations, read_label
 from nlgc.data.coco import CocoDetection, num_classes_of, read_instances
 from nlgc.data.folders import ImageFolder, MultiClipVideos, VideoClips, VideoFolder, list_classes
 from nlgc.data.segmentation import LAYOUTS, SegmentationDataset
-from nlgc.data.synthetic import PairsDataset, PairsInstances, PairsMasks
+from nlgc.data.synthetic import PairsDataset, PairsInstances, PairsMasks, partner_classes
 from nlgc.models.label_sets import class_names
 
 if TYPE_CHECKING:
@@ -212,7 +212,7 @@ DATA_FORMATS = {
         collate=detection_batch,
     ),
     "synthetic_instances": DataFormat(
-        lambda data: list(PairsInstances.classes),
+        lambda data: partner_classes(data.config.kinds, data.config.source),
         _synthetic_datasets,
         reads_root=False,
         collate=detection_batch,

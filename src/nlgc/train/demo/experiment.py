@@ -166,6 +166,7 @@ class DemoTask:
         probe: the experiment → the test images the analyses and pictures look at.
         task_report: (results, the first seed's trained models by label, the probe images, the
             output folder) → the task's own part of the report; None for none.
+        kinds: the Fashion-MNIST classes its data draws from (as its configs set them).
     """
 
     name: str
@@ -178,6 +179,7 @@ class DemoTask:
     make_config: Callable[..., RunConfig]
     probe: Callable[[Experiment], ProbeImages]
     task_report: Callable[..., Report] | None = None
+    kinds: tuple[int, ...] = KINDS
 
 
 @dataclass(frozen=True)
@@ -224,7 +226,7 @@ class Experiment:
                 for label in self.labels
             },
             "image size": SIZE,
-            "fashion-mnist classes": list(KINDS),
+            "fashion-mnist classes": list(self.task.kinds),
             "channels last": CHANNELS_LAST,
             **self.settings,
             "recipe": self.task.recipe,
