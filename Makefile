@@ -41,7 +41,8 @@ demo-quick: $(VENV)/.installed fashion-mnist
 	$(VENV)/bin/nlgc demo --quick
 
 # the README's and docs/demo.md's tables: every variant for seeds 0–19 (20 × the default demo,
-# about 1¾ hours here), copied in; TASK=segmentation for the per-pixel demo's
+# about 1¾ hours here), copied in; TASK=segmentation or TASK=detection for the per-pixel or
+# per-object demo's
 DEMO_SEEDS ?= 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19
 TASK ?= classification
 demo-seeds: $(VENV)/.installed fashion-mnist
