@@ -62,7 +62,9 @@ def test_detector_names_cover_every_four_stage_backbone_and_are_listed(capsys):
         for n in nlgc.list_models(task="classification")
         if len(nlgc.models.model_spec(n).architecture.defaults["layers"]) == 4
     ]
-    assert len(names) == 2 * len(backbones)
+    demo = [n for n in names if n.endswith("_demo_fpn")]  # the detection demo's five rows
+    assert demo == nlgc.list_models("mask_rcnn_*demo_fpn") and len(demo) == 5
+    assert len(names) == 2 * len(backbones) + len(demo)
     assert {f"mask_rcnn_{b}_fpn" for b in backbones} <= set(names)
     assert not set(names) & set(nlgc.list_models(task="classification"))
     assert "snl_c3c5_resnet50" in nlgc.list_models(task="classification")
