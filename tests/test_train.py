@@ -504,16 +504,18 @@ def test_demo_quick_writes_the_report(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_the_demo_trains_to_the_same_weights_however_many_runs_at_a_time(tmp_path):
-    from functools import partial
+    import dataclasses
 
-    from nlgc.train.demo.experiment import demo_config
+    from nlgc.train.demo.experiment import CLASSIFICATION, Experiment
     from nlgc.train.demo.runner import checkpoint_of, train_all
 
     settings = {"count": 64, "val_count": 32, "test_count": 32, "epochs": 1, "batch_size": 32}
+    task = dataclasses.replace(CLASSIFICATION, settings={"quick": settings, "default": settings})
+    experiment = Experiment.of(False, (0,), task)
     weights = []
     for jobs in (1, 2):
         out = tmp_path / f"jobs{jobs}"
-        train_all(out, (0,), ["baseline", "GC"], partial(demo_config, **settings), jobs)
+        train_all(out, (0,), ["baseline", "GC"], experiment.config, jobs)
         weights.append(
             [load_model(checkpoint_of(out, 0, v))[0].state_dict() for v in ("baseline", "GC")]
         )

@@ -24,19 +24,16 @@ from nlgc.analysis import plots
 from nlgc.analysis.inputs import Sample
 from nlgc.analysis.report import Report, Table
 from nlgc.data.synthetic import partner_classes
-from nlgc.train.config import RunConfig
 from nlgc.train.demo.experiment import (
     ACTING,
     MARGIN,
     NL_EMBEDDED,
     RECIPE,
     SIZE,
-    TABLE1_IMAGES,
     DemoTask,
     Experiment,
     ProbeImages,
-    first_test_set,
-    run_config,
+    first_test_items,
 )
 from nlgc.train.demo.tables import Criterion, Results, mean_std
 
@@ -74,29 +71,14 @@ AP_COLUMNS = {
 }
 
 
-def detection_config(
-    variant: str, out: Path, seed: int, count, val_count, test_count, epochs, batch_size
-) -> RunConfig:
-    """The run config of one detection variant and seed, trained into ``out``: whole 112²
-    images (the detector's resize keeps them), no flips (the recipe's ``augment: none``)."""
-    data = {
-        "kind": "synthetic_instances",
-        "kinds": KINDS,
-        "batch_size": batch_size,
-        "count": count,
-        "val_count": val_count,
-        "test_count": test_count,
-        "min_size": SIZE,
-        "max_size": SIZE,
-    }
-    return run_config(VARIANTS[variant], out, seed, data, epochs)
+# whole 112² images (the detector's resize keeps them), no flips (the recipe's augment: none)
+DATA = {"kind": "synthetic_instances", "kinds": KINDS, "min_size": SIZE, "max_size": SIZE}
 
 
 def probe_images(experiment: Experiment) -> ProbeImages:
     """The first TABLE1_IMAGES test images of the first seed in [0, 1] (the detectors normalise
     them themselves), with their targets."""
-    test_set = first_test_set(experiment)
-    items = [test_set[i] for i in range(min(TABLE1_IMAGES, len(test_set)))]
+    test_set, items = first_test_items(experiment)
     samples = [Sample.from_pixels(f"test {i}", image) for i, (image, _) in enumerate(items)]
     return ProbeImages(
         torch.stack([s.display for s in samples]),
@@ -163,8 +145,7 @@ DETECTION_TASK = DemoTask(
     RECIPE,
     CRITERION,
     SEED_TABLE,
-    detection_config,
+    DATA,
     probe_images,
     detections_report,
-    KINDS,
 )

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.utils.data import Dataset
 
 from nlgc.analysis.inputs import Sample
 from nlgc.analysis.report import Report
@@ -128,26 +129,14 @@ def run_config(model: tuple[str, dict], out: Path, seed: int, data: dict, epochs
     )
 
 
-def demo_config(
-    variant: str, out: Path, seed: int, count, val_count, test_count, epochs, batch_size
-) -> RunConfig:
-    """The run config of one variant and seed, trained into ``out``."""
-    data = {
-        "kind": "synthetic",
-        "batch_size": batch_size,
-        "count": count,
-        "val_count": val_count,
-        "test_count": test_count,
-    }
-    return run_config(VARIANTS[variant], out, seed, data, epochs)
-
-
-def first_test_set(experiment: Experiment):
-    """The test split of the experiment's first seed, as its baseline's config reads it."""
+def first_test_items(experiment: Experiment) -> tuple[Dataset, list]:
+    """The test split of the experiment's first seed, as its baseline's config reads it, and
+    its first TABLE1_IMAGES items."""
     seed = experiment.seeds[0]
     data = DataModule(experiment.config(experiment.criterion.baseline, Path("."), seed).data, seed)
     data.setup("test")
-    return data.datasets["test"]
+    test_set = data.datasets["test"]
+    return test_set, [test_set[i] for i in range(min(TABLE1_IMAGES, len(test_set)))]
 
 
 @dataclass(frozen=True)
@@ -158,15 +147,16 @@ class DemoTask:
         name: ``nlgc demo --task NAME``.
         variants: label → (registered model, its options); the criterion's baseline among them.
         quick_variants: the labels ``--quick`` trains.
-        settings: ``"quick"`` / ``"default"`` → the sizes of a run (``make_config``'s keywords).
+        settings: ``"quick"`` / ``"default"`` → the sizes of a run: ``epochs`` and the data's
+            ``count``, ``val_count``, ``test_count`` and ``batch_size``.
         recipe: the optimizer and schedule (``optim``) every variant trains with.
         criterion: the test metric, the baseline and the margin a variant must beat it by.
         seed_title: the title of the per-seed table.
-        make_config: (label, run folder, seed, **sizes) → the variant's run config.
+        data: the task's ``data`` section of every run config, but the sizes (``kind`` and its
+            options; ``kinds``, the Fashion-MNIST classes, where not the image demo's).
         probe: the experiment → the test images the analyses and pictures look at.
         task_report: (results, the first seed's trained models by label, the probe images, the
             output folder) → the task's own part of the report; None for none.
-        kinds: the Fashion-MNIST classes its data draws from (as its configs set them).
     """
 
     name: str
@@ -176,10 +166,14 @@ class DemoTask:
     recipe: dict
     criterion: Criterion
     seed_title: str
-    make_config: Callable[..., RunConfig]
+    data: dict
     probe: Callable[[Experiment], ProbeImages]
     task_report: Callable[..., Report] | None = None
-    kinds: tuple[int, ...] = KINDS
+
+    @property
+    def kinds(self) -> tuple[int, ...]:
+        """The Fashion-MNIST classes its data draws from."""
+        return tuple(self.data.get("kinds", KINDS))
 
 
 @dataclass(frozen=True)
@@ -210,7 +204,9 @@ class Experiment:
 
     def config(self, label: str, out: Path, seed: int) -> RunConfig:
         """The run config of variant ``label`` and ``seed``, trained into ``out``."""
-        return self.task.make_config(label, out, seed, **self.settings)
+        sizes = dict(self.settings)
+        epochs = sizes.pop("epochs")
+        return run_config(self.task.variants[label], out, seed, {**self.task.data, **sizes}, epochs)
 
     def report_settings(self) -> dict:
         """What the report records of the experiment."""
@@ -248,11 +244,11 @@ class ProbeImages:
     @classmethod
     def of(cls, experiment: Experiment) -> ProbeImages:
         """The test images of the experiment's first seed."""
-        test_set = first_test_set(experiment)
-        pixels = torch.stack([test_set[i][0] for i in range(min(TABLE1_IMAGES, len(test_set)))])
+        test_set, items = first_test_items(experiment)
+        pixels = torch.stack([image for image, _ in items])
         samples = [
-            Sample.from_pixels(f"test {i} ({test_set.classes[test_set[i][1]]})", pixels[i])
-            for i in range(6)
+            Sample.from_pixels(f"test {i} ({test_set.classes[label]})", pixels[i])
+            for i, (_, label) in enumerate(items[:6])
         ]
         batch = torch.stack([Sample.from_pixels("", p).tensor for p in pixels])
         return cls(batch, samples, test_set.source)
@@ -266,6 +262,6 @@ CLASSIFICATION = DemoTask(
     RECIPE,
     CRITERION,
     SEED_TABLE,
-    demo_config,
+    {"kind": "synthetic"},
     ProbeImages.of,
 )

@@ -21,19 +21,16 @@ from nlgc.analysis.inputs import Sample
 from nlgc.analysis.report import Report, Table
 from nlgc.data.synthetic import MASK_CLASSES
 from nlgc.models.preprocessing import SEGMENTATION
-from nlgc.train.config import RunConfig
 from nlgc.train.demo.experiment import (
     ACTING,
     MARGIN,
     NL_EMBEDDED,
     RECIPE,
     SIZE,
-    TABLE1_IMAGES,
     DemoTask,
     Experiment,
     ProbeImages,
-    first_test_set,
-    run_config,
+    first_test_items,
 )
 from nlgc.train.demo.tables import Criterion, Results, mean_std
 
@@ -62,31 +59,21 @@ SEED_TABLE = "Test mIoU per seed (items labelled: is the other item, 54+ px away
 SHOWN_IMAGES = 4  # test images whose predictions the report draws
 
 
-def segmentation_config(
-    variant: str, out: Path, seed: int, count, val_count, test_count, epochs, batch_size
-) -> RunConfig:
-    """The run config of one segmentation variant and seed, trained into ``out``: whole 112²
-    images (no resize, no crop, no colour distortion; flipped half the time)."""
-    data = {
-        "kind": "synthetic_masks",
-        "batch_size": batch_size,
-        "count": count,
-        "val_count": val_count,
-        "test_count": test_count,
-        "scale": (SIZE, SIZE),
-        "ratio_range": (1.0, 1.0),
-        "crop_size": (SIZE, SIZE),
-        "cat_max_ratio": 1.0,
-        "photometric": False,
-    }
-    return run_config(VARIANTS[variant], out, seed, data, epochs)
+# whole 112² images: no resize, no crop, no colour distortion (flipped half the time)
+DATA = {
+    "kind": "synthetic_masks",
+    "scale": (SIZE, SIZE),
+    "ratio_range": (1.0, 1.0),
+    "crop_size": (SIZE, SIZE),
+    "cat_max_ratio": 1.0,
+    "photometric": False,
+}
 
 
 def probe_images(experiment: Experiment) -> ProbeImages:
     """The first TABLE1_IMAGES test images of the first seed, normalised as the segmentors
     take them, with their label maps."""
-    test_set = first_test_set(experiment)
-    items = [test_set[i] for i in range(min(TABLE1_IMAGES, len(test_set)))]
+    test_set, items = first_test_items(experiment)
     samples = [Sample.from_pixels(target["name"], image, SEGMENTATION) for image, target in items]
     return ProbeImages(
         torch.stack([s.tensor for s in samples]),
@@ -140,7 +127,7 @@ SEGMENTATION_TASK = DemoTask(
     RECIPE,
     CRITERION,
     SEED_TABLE,
-    segmentation_config,
+    DATA,
     probe_images,
     predictions_report,
 )
