@@ -188,7 +188,8 @@ def test_detections_are_drawn_with_their_classes(tmp_path):
 @pytest.mark.slow
 def test_detection_demo_writes_its_report(tmp_path, monkeypatch, capsys):
     """The whole run on a few tiny images: per-seed and AP tables, the failed runs named, the
-    detections figure, GCNet's Table 1 on the NL block, metrics.json."""
+    detections figure, GCNet's Table 1 on the NL block, the context masks of every block of
+    all-GC and all-SNL, metrics.json."""
     import nlgc.train.demo as demo
 
     task = demo.TASKS["detection"]
@@ -209,11 +210,14 @@ def test_detection_demo_writes_its_report(tmp_path, monkeypatch, capsys):
             assert -1 <= scores[key] <= 1, key
     assert list(metrics["gcnet_table1"]) == ["embedded_gaussian"]
     assert set(metrics["decomposition"]) == {"NL embedded Gaussian", "DNL"}
-    for name in ("predictions.png", "summary.md", "overview.md", "report.html"):
+    pictures = ("predictions.png", "context_masks_all-gc.png", "context_masks_all-snl.png")
+    for name in (*pictures, "summary.md", "overview.md", "report.html"):
         assert (out / name).is_file(), name
+    assert not (out / "context_masks.png").exists()  # no variant with one GC or SNL block
     summary = (out / "summary.md").read_text()
     assert "| seed | plain | NL embedded Gaussian | all-GC | all-SNL | DNL |" in summary
     report = (out / "report.html").read_text()
     assert (
         "Test AP (pycocotools) per variant" in report and "each variant&#x27;s detections" in report
     )
+    assert "all-SNL: the context masks of its 4 blocks" in report

@@ -8,21 +8,36 @@ import torch
 
 import nlgc
 from nlgc.cli import main
-from nlgc.data.synthetic import OBJECT_EXTENT, PairsDataset, PairsMasks
+from nlgc.data.synthetic import OBJECT_EXTENT, PairsInstances, PairsMasks, partner_classes
+from nlgc.train.demo.experiment import PARTNER_KINDS
+
+FAR = 112 - OBJECT_EXTENT  # the second item's corner square starts here
 
 
-def test_pairs_masks_label_every_item_pixel_by_the_other_item():
-    masks = PairsMasks(12, seed=3, size=112, split="val", source="shapes")
-    images = PairsDataset(12, seed=3, size=112, split="val", source="shapes")
-    assert masks.classes == ("background", "different", "same")
-    for index in range(12):
+def test_pairs_masks_label_every_item_pixel_by_the_other_items_kind():
+    masks = PairsMasks(40, seed=3, size=112, split="val", source="shapes")
+    instances = PairsInstances(40, seed=3, size=112, split="val", source="shapes")
+    assert masks.classes == (
+        "background",
+        "partner disc",
+        "partner square",
+        "partner cross",
+        "partner ring",
+    )
+    seen = set()
+    for index in range(40):
         image, target = masks[index]
-        assert torch.equal(image, images[index][0])  # the image task's images
-        mask, label = target["mask"], images[index][1]
+        objects = instances[index]
+        assert torch.equal(image, objects[0])  # the detection task's images
+        mask = target["mask"]
         assert mask.dtype == torch.int64 and mask.shape == (112, 112)
         assert torch.equal(mask > 0, image[0] > 0)  # every item pixel, nothing else
-        assert set(mask.unique().tolist()) == {0, 1 + label}  # both items: the pair's fact
+        top, bottom = masks.item_kinds[index].tolist()
+        assert set(mask[:OBJECT_EXTENT, :OBJECT_EXTENT].unique().tolist()) == {0, 1 + bottom}
+        assert set(mask[FAR:, FAR:].unique().tolist()) == {0, 1 + top}  # the other item's kind
+        seen.add((top, bottom))
         assert target["name"] == f"val_{index:05d}"
+    assert seen == {(0, 2), (0, 3), (1, 2), (1, 3)}  # every pairing of the two halves
 
 
 def test_the_plain_demo_segmentor_cannot_see_the_other_item():
@@ -86,7 +101,7 @@ def test_segmentation_demo_writes_its_report(tmp_path, monkeypatch, capsys):
     assert set(runs) == set(task.variants) == {"FCN", "NL embedded Gaussian", "GC", "DNL"}
     for scores in runs.values():
         assert 0 <= scores["mIoU"] <= 1
-        assert set(scores["IoU"]) == {"background", "different", "same"}
+        assert set(scores["IoU"]) == set(partner_classes(PARTNER_KINDS, "auto", "background"))
     assert list(metrics["gcnet_table1"]) == ["embedded_gaussian"]  # the NL head's block
     for name in ("predictions.png", "summary.md", "overview.md", "report.html"):
         assert (out / name).is_file(), name

@@ -14,10 +14,10 @@ Objects are Fashion-MNIST items when Debian's ``dataset-fashion-mnist`` is insta
 shapes otherwise. Train, validation and test draw their objects from disjoint pools: Fashion-MNIST
 train items 0–49,999, train items 50,000–59,999 and the t10k items. Videos show the first object
 in the first half of the frames and the second object, at the other corner, in the second half.
-Everything is generated from a seed. :class:`PairsMasks` is the same task per pixel: every pixel
-of an object is labelled "same" or "different" (the fact about the other object), the rest
-"background"; :class:`PairsInstances` is a task of this kind for detectors: each object an
-instance whose category is the other object's kind, with its box and mask.
+Everything is generated from a seed. :class:`PartnerPairs` asks for a fact about the other
+object per object: its class is the other object's kind. :class:`PairsMasks` labels every pixel
+of an object with it (the rest "background"); :class:`PairsInstances` makes each object an
+instance of it, with its box and mask, for detectors.
 """
 
 from __future__ import annotations
@@ -202,27 +202,6 @@ class PairsDataset(Dataset):
         return rgb.contiguous(), int(self.labels[index])
 
 
-MASK_CLASSES = ("background", "different", "same")
-
-
-class PairsMasks(PairsDataset):
-    """The images of :class:`PairsDataset` (no clips) with a label map each: the pixels of both
-    objects (value > 0) labelled 2 ("same") where the two objects are of one kind, else 1
-    ("different"); the rest 0 ("background"). Items are (3, S, S) uint8 and
-    ``{"mask": (S, S) int64, "name": str}``, as the segmentation readers give them."""
-
-    classes = MASK_CLASSES
-
-    def __init__(self, count, seed=0, size=64, split="train", source="auto", kinds=DEFAULT_KINDS):
-        super().__init__(count, seed, size, 0, split, source, kinds)
-        self.split = split
-
-    def __getitem__(self, index: int):
-        rgb, label = super().__getitem__(index)
-        mask = (self.pixels[index] > 0).long() * (1 + label)
-        return rgb, {"mask": mask, "name": f"{self.split}_{index:05d}"}
-
-
 FASHION_NAMES = (
     "T-shirt/top",
     "trouser",
@@ -238,42 +217,39 @@ FASHION_NAMES = (
 SHAPE_NAMES = ("disc", "square", "cross", "ring")
 
 
-def partner_classes(kinds, source: str = "auto") -> list[str]:
-    """The categories of :class:`PairsInstances` as torchvision counts them: background, then
-    "partner NAME" for each kind (Fashion-MNIST class ids ``kinds``, or the drawn shapes where
-    Fashion-MNIST is missing or ``source`` is ``"shapes"``)."""
+def partner_classes(kinds, source: str = "auto", background: str = "__background__") -> list[str]:
+    """The classes of :class:`PartnerPairs`: ``background`` (torchvision's name by default),
+    then "partner NAME" for each kind (Fashion-MNIST class ids ``kinds``, or the drawn shapes
+    where Fashion-MNIST is missing or ``source`` is ``"shapes"``)."""
     fashion = source != "shapes" and fashion_files("test") is not None
     names = [FASHION_NAMES[k] for k in sorted(kinds)] if fashion else list(SHAPE_NAMES)
-    return ["__background__", *(f"partner {name}" for name in names)]
+    return [background, *(f"partner {name}" for name in names)]
 
 
-class PairsInstances(PairsDataset):
-    """The demo's canvases as a COCO-format detection task where an object's category is a fact
-    about the other object: the first half of ``kinds`` appear in the top-left corner, the second
-    half in the bottom-right one (drawn independently), and each object is an instance of
-    category "partner K", K the other object's kind. The two halves are disjoint, so an object's
-    own appearance says nothing about its category (chance: 1 in len(kinds) / 2).
+class PartnerPairs(PairsDataset):
+    """The demo's canvases (no clips) with a fact about the other object as each object's
+    class: the first half of ``kinds`` appear in the top-left corner, the second half in the
+    bottom-right one (drawn independently), and each object is of class "partner K", K the
+    other object's kind. The two halves are disjoint, so an object's own appearance says
+    nothing about its class (chance: 1 in len(kinds) / 2).
 
-    Items are (3, S, S) uint8 and torchvision's target (``boxes`` (2, 4) x1y1x2y2 from the
-    objects' pixels (value > 0), ``labels`` (2,) category ids 1…len(kinds), ``masks`` (2, S, S)
-    uint8, ``image_id``, ``area``, ``iscrowd``); ``data`` is the split's COCO instances
-    dictionary (masks as RLE), which pycocotools scores against; ``classes`` its categories
-    (:func:`partner_classes`).
+    ``masks`` (count, 2, S, S) bool: each object's pixels (value > 0 in its corner square);
+    ``categories`` (count, 2): each object's class id, 1…len(kinds) (0 is the background).
 
-    Why not "same kind or not" as the other tasks: that comparison is slower to learn; in the
-    demo detector no context variant left chance within 14,000 training images (3 × a default
-    run's), and this one did within one epoch (docs/demo.md, "The detection demo").
+    Why not "same kind or not" as the image task: a context that is one vector per image (GC,
+    SNL) hands every object the other object's kind at once but must be compared with the
+    object's own for "same"; in the demo's detector no context variant, and in its segmentor
+    no GC head, learned that comparison within a run (docs/demo.md).
     """
 
     def __init__(self, count, seed=0, size=64, split="train", source="auto", kinds=DEFAULT_KINDS):
         super().__init__(count, seed, size, 0, split, source, kinds)
-        self.classes = tuple(partner_classes(self.kinds, self.source))
+        self.split = split
         far = size - OBJECT_EXTENT
         corners = torch.zeros(2, size, size, dtype=torch.bool)
         corners[0, :OBJECT_EXTENT, :OBJECT_EXTENT] = True
         corners[1, far:, far:] = True
         self.masks = (self.pixels[:, None] > 0) & corners  # (count, 2, S, S)
-        self.boxes = torch.stack([_box(m) for m in self.masks.flatten(0, 1)]).reshape(-1, 2, 4)
         self.categories = torch.from_numpy(1 + self.item_kinds[:, ::-1].copy())  # (count, 2)
 
     @staticmethod
@@ -285,6 +261,36 @@ class PairsInstances(PairsDataset):
         half = kinds // 2
         first, second = rng.integers(0, half, count), half + rng.integers(0, half, count)
         return np.zeros(count, np.int64), first, second
+
+
+class PairsMasks(PartnerPairs):
+    """:class:`PartnerPairs` per pixel: items are (3, S, S) uint8 and ``{"mask": (S, S) int64,
+    "name": str}``, as the segmentation readers give them: every pixel of an object labelled
+    with its class (the other object's kind, 1…len(kinds)), the rest 0 ("background");
+    ``classes`` are :func:`partner_classes` with "background" first."""
+
+    def __init__(self, count, seed=0, size=64, split="train", source="auto", kinds=DEFAULT_KINDS):
+        super().__init__(count, seed, size, split, source, kinds)
+        self.classes = tuple(partner_classes(self.kinds, self.source, "background"))
+
+    def __getitem__(self, index: int):
+        rgb, _ = super().__getitem__(index)
+        categories = self.categories[index].view(2, 1, 1)
+        mask = (self.masks[index] * categories).sum(0)  # the corner squares do not overlap
+        return rgb, {"mask": mask, "name": f"{self.split}_{index:05d}"}
+
+
+class PairsInstances(PartnerPairs):
+    """:class:`PartnerPairs` as a COCO-format detection task, each object an instance. Items
+    are (3, S, S) uint8 and torchvision's target (``boxes`` (2, 4) x1y1x2y2 from the objects'
+    pixels, ``labels`` (2,) category ids 1…len(kinds), ``masks`` (2, S, S) uint8, ``image_id``,
+    ``area``, ``iscrowd``); ``data`` is the split's COCO instances dictionary (masks as RLE),
+    which pycocotools scores against; ``classes`` its categories (:func:`partner_classes`)."""
+
+    def __init__(self, count, seed=0, size=64, split="train", source="auto", kinds=DEFAULT_KINDS):
+        super().__init__(count, seed, size, split, source, kinds)
+        self.classes = tuple(partner_classes(self.kinds, self.source))
+        self.boxes = torch.stack([_box(m) for m in self.masks.flatten(0, 1)]).reshape(-1, 2, 4)
 
     def image_size(self, index: int) -> tuple[int, int]:
         return self.size, self.size

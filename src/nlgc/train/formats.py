@@ -206,7 +206,7 @@ DATA_FORMATS = {
         lambda data: list(PairsDataset.classes), _synthetic_datasets, reads_root=False
     ),
     "synthetic_masks": DataFormat(
-        lambda data: list(PairsMasks.classes),
+        lambda data: partner_classes(data.config.kinds, data.config.source, "background"),
         _synthetic_datasets,
         reads_root=False,
         collate=detection_batch,

@@ -28,6 +28,7 @@ from nlgc.train.demo.experiment import (
     ACTING,
     MARGIN,
     NL_EMBEDDED,
+    PARTNER_KINDS,
     RECIPE,
     SIZE,
     DemoTask,
@@ -58,7 +59,6 @@ SETTINGS = {  # quick: ≤ 2 minutes; default: ≤ 10 minutes on 2 idle CPU core
         "batch_size": 16,
     },
 }
-KINDS = (0, 1, 5, 8)  # T-shirt/top and trouser top-left, sandal and bag bottom-right
 CRITERION = Criterion("bbox/AP", "test box AP", MARGIN, baseline="plain")
 SEED_TABLE = "Test box AP per seed (each item's category: the kind of the other item, 54+ px away)"
 SHOWN_IMAGES = 4  # test images whose detections the report draws
@@ -72,7 +72,7 @@ AP_COLUMNS = {
 
 
 # whole 112² images (the detector's resize keeps them), no flips (the recipe's augment: none)
-DATA = {"kind": "synthetic_instances", "kinds": KINDS, "min_size": SIZE, "max_size": SIZE}
+DATA = {"kind": "synthetic_instances", "kinds": PARTNER_KINDS, "min_size": SIZE, "max_size": SIZE}
 
 
 def probe_images(experiment: Experiment) -> ProbeImages:
@@ -127,7 +127,7 @@ def detections_report(
     path = plots.plot_detections(
         [s.display for s in images.samples[:SHOWN_IMAGES]],
         found,
-        partner_classes(KINDS),
+        partner_classes(PARTNER_KINDS),
         out / "predictions.png",
     )
     caption = (

@@ -86,6 +86,9 @@ CHANNELS_LAST = True  # the same function; 15–25% less time per step on this p
 # ten, telling a shirt from a pullover a canvas apart kept some runs at chance for the whole
 # schedule (see docs/demo.md, "Why runs fail")
 KINDS = (0, 1, 3, 5, 8)
+# the per-pixel and per-object tasks (PartnerPairs): T-shirt/top and trouser top-left, sandal
+# and bag bottom-right
+PARTNER_KINDS = (0, 1, 5, 8)
 SIZE = 112  # objects ≥ 54 px apart: beyond the plain network's 51-px receptive field
 TABLE1_IMAGES = 200  # test images GCNet's statistics and the decomposition are averaged over
 FASHION = "Fashion-MNIST (Debian dataset-fashion-mnist)"

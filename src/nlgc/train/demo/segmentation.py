@@ -1,13 +1,14 @@
-"""``nlgc demo --task segmentation``: the demo's task per pixel.
+"""``nlgc demo --task segmentation``: a fact about the other item, per pixel.
 
-Every pixel of the two Fashion-MNIST items is labelled "same" or "different" (whether the other
-item, 54+ px away, is of the same class), the rest "background"
-(:class:`~nlgc.data.synthetic.PairsMasks`). The networks are mmsegmentation's FCN head and its
-NL, GC and DNL heads (:mod:`nlgc.models.segmentation`) on the demo's two-stage ResNet, the head
-on C3 (stride 8, 32 channels, no auxiliary head). The FCN's receptive field is 99 px: the
-logits of one item's square depend on no pixel of the other's (a test checks the gradient), so
-it can find the items but not tell "same" from "different"; a context head can. Scored by test
-mIoU over the three classes, with the image demo's recipe, acting start and margin.
+Every pixel of the two Fashion-MNIST items is labelled with the other item's kind ("partner
+K": the top-left item is a T-shirt/top or trouser, the bottom-right one a sandal or bag, drawn
+independently), the rest "background" (:class:`~nlgc.data.synthetic.PairsMasks`). The
+networks are mmsegmentation's FCN head and its NL, GC and DNL heads
+(:mod:`nlgc.models.segmentation`) on the demo's two-stage ResNet, the head on C3 (stride 8, 32
+channels, no auxiliary head). The FCN's receptive field is 99 px: the logits of one item's
+square depend on no pixel of the other's (a test checks the gradient), so it can find the items
+but not name their classes; a context head can. Scored by test mIoU over the five classes, with
+the image demo's recipe, acting start and margin.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ import torch
 from nlgc.analysis import plots
 from nlgc.analysis.inputs import Sample
 from nlgc.analysis.report import Report, Table
-from nlgc.data.synthetic import MASK_CLASSES
+from nlgc.data.synthetic import partner_classes
 from nlgc.models.preprocessing import SEGMENTATION
 from nlgc.train.demo.experiment import (
     ACTING,
     MARGIN,
     NL_EMBEDDED,
+    PARTNER_KINDS,
     RECIPE,
     SIZE,
     DemoTask,
@@ -55,13 +57,14 @@ SETTINGS = {  # quick: ≤ 2 minutes; default: ≤ 10 minutes on 2 idle CPU core
     },
 }
 CRITERION = Criterion("mIoU", "test mIoU", MARGIN, baseline="FCN")
-SEED_TABLE = "Test mIoU per seed (items labelled: is the other item, 54+ px away, the same class?)"
+SEED_TABLE = "Test mIoU per seed (each item's pixels: the kind of the other item, 54+ px away)"
 SHOWN_IMAGES = 4  # test images whose predictions the report draws
 
 
 # whole 112² images: no resize, no crop, no colour distortion (flipped half the time)
 DATA = {
     "kind": "synthetic_masks",
+    "kinds": PARTNER_KINDS,
     "scale": (SIZE, SIZE),
     "ratio_range": (1.0, 1.0),
     "crop_size": (SIZE, SIZE),
@@ -83,18 +86,15 @@ def probe_images(experiment: Experiment) -> ProbeImages:
     )
 
 
-def class_iou_table(results: Results, labels: list[str]) -> Table:
+def class_iou_table(results: Results, labels: list[str], classes: list[str]) -> Table:
     """Per variant: the test IoU of each class, mean ± std over the seeds."""
     rows = [
-        [
-            label,
-            *(mean_std([r[label]["IoU"][c] for r in results.values()], 3) for c in MASK_CLASSES),
-        ]
+        [label, *(mean_std([r[label]["IoU"][c] for r in results.values()], 3) for c in classes)]
         for label in labels
     ]
     return Table(
         f"Test IoU per class, mean ± std over seeds {', '.join(map(str, results))}",
-        ["variant", *MASK_CLASSES],
+        ["variant", *classes],
         rows,
     )
 
@@ -105,6 +105,7 @@ def predictions_report(
     """The per-class IoU table and, for the first test images, the ground truth beside each
     variant's predicted label map (first seed)."""
     shown = images.batch[:SHOWN_IMAGES]
+    classes = partner_classes(PARTNER_KINDS, images.source, "background")
     maps = {"ground truth": images.masks[:SHOWN_IMAGES]}
     with torch.no_grad():
         for label, model in models.items():
@@ -112,11 +113,12 @@ def predictions_report(
     path = plots.plot_label_maps(
         [s.display for s in images.samples[:SHOWN_IMAGES]],
         maps,
-        MASK_CLASSES,
+        classes,
         out / "predictions.png",
     )
     caption = "Test images, their label maps and each variant's prediction (first seed)"
-    return Report(tables=[class_iou_table(results, list(models))], figures=[(caption, path)])
+    table = class_iou_table(results, list(models), classes)
+    return Report(tables=[table], figures=[(caption, path)])
 
 
 SEGMENTATION_TASK = DemoTask(

@@ -6,13 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from nlgc.analysis import plots
 from nlgc.analysis.analyze import DECOMPOSITION_COLUMNS, decomposition_cells, plot_terms
 from nlgc.analysis.capture import BlockRecord
-from nlgc.analysis.diagnosis import the_block
+from nlgc.analysis.diagnosis import block_records, the_block
 from nlgc.analysis.report import Report, Table
 from nlgc.analysis.statistics import GCNET_TABLE1
 from nlgc.blocks import PAIRWISE, ContextBlock
@@ -22,9 +21,9 @@ from nlgc.train.demo.runner import slug
 Figure = tuple[str, Path]  # (caption, png)
 
 
-def _blocks(model: nn.Module) -> int:
-    """How many context blocks ``model`` has."""
-    return sum(isinstance(m, ContextBlock) for m in model.modules())
+def _blocks(model: nn.Module) -> list[ContextBlock]:
+    """The context blocks of ``model``."""
+    return [m for m in model.modules() if isinstance(m, ContextBlock)]
 
 
 @dataclass
@@ -53,13 +52,25 @@ def block_study(model: nn.Module, images: ProbeImages, out: Path, label: str) ->
     return Study(name, record, figures)
 
 
-def context_mask_figure(models: dict[str, nn.Module], images: ProbeImages, out: Path) -> Figure:
-    """The one-for-all context masks of the ``models``' blocks on three test images."""
-    batch = torch.stack([s.tensor for s in images.samples[:3]])
-    masks = {label: the_block(model, batch)[1] for label, model in models.items()}
+def context_mask_figures(
+    models: dict[str, nn.Module], images: ProbeImages, out: Path
+) -> list[Figure]:
+    """The one-for-all context masks of the ``models``' blocks on the first three probe images:
+    one figure of the variants with one block (a column each), one of every variant with
+    several (a column per block)."""
     frames = [s.display for s in images.samples[:3]]
-    path = plots.plot_context_masks(frames, masks, out / "context_masks.png")
-    return "SNL / GC context masks: one map for every query", path
+    records = {label: block_records(model, images.batch[:3]) for label, model in models.items()}
+    one_block = {label: next(iter(r.values())) for label, r in records.items() if len(r) == 1}
+    figures = []
+    if one_block:
+        path = plots.plot_context_masks(frames, one_block, out / "context_masks.png")
+        figures.append(("SNL / GC context masks: one map for every query", path))
+    for label, blocks in records.items():
+        if len(blocks) > 1:
+            path = out / f"context_masks_{slug(label)}.png"
+            caption = f"{label}: the context masks of its {len(blocks)} blocks"
+            figures.append((caption, plots.plot_context_masks(frames, blocks, path)))
+    return figures
 
 
 def table1(studies: dict[str, Study]) -> Table:
@@ -136,15 +147,23 @@ class BlockStudies:
 
 
 def study_blocks(models: dict[str, nn.Module], images: ProbeImages, out: Path) -> BlockStudies:
-    """Study the block of each of ``models`` (label → trained context variant) that has one
-    (the detectors' all-GC and all-SNL, with a block in every residual block of c3–c5, are
-    left out) on ``images``; draw the masks of those that pool one context for all queries."""
-    models = {label: m for label, m in models.items() if _blocks(m) == 1}
-    studies = {label: block_study(model, images, out, label) for label, model in models.items()}
+    """Study the block of each of ``models`` (label → trained context variant) that has one on
+    ``images``; draw the masks of every variant whose blocks pool one context for all queries
+    (the detectors' all-GC and all-SNL, with a block in every residual block of c3–c5, block by
+    block)."""
+    blocks = {label: _blocks(model) for label, model in models.items()}
+    studies = {
+        label: block_study(models[label], images, out, label)
+        for label, found in blocks.items()
+        if len(found) == 1
+    }
     figures = [figure for study in studies.values() for figure in study.figures]
-    one_map = {label: models[label] for label, s in studies.items() if not s.record.query_specific}
-    if one_map:
-        figures.append(context_mask_figure(one_map, images, out))
+    one_map = {
+        label: models[label]
+        for label, found in blocks.items()
+        if found and not any(block.query_specific for block in found)
+    }
+    figures += context_mask_figures(one_map, images, out)
     return BlockStudies(
         table1(studies), decomposition_table(studies), figures, studies_metrics(studies)
     )
