@@ -6,7 +6,13 @@ from block_cases import FAST_VS_REFERENCE, ODD_SHAPES
 from helpers import assert_autocast_close, randomize, relative_error
 from torch import nn
 
-from nlgc import GlobalContextBlock, SimplifiedNonLocal, SqueezeExcitation
+from nlgc import (
+    DisentangledNonLocal,
+    GlobalContextBlock,
+    NonLocalBlock,
+    SimplifiedNonLocal,
+    SqueezeExcitation,
+)
 
 SHAPES = {1: (2, 8, 11), 2: (2, 8, 5, 7), 3: (2, 8, 3, 4, 5)}
 
@@ -243,3 +249,49 @@ def test_a_zero_initialised_mask_starts_as_average_pooling_and_is_the_blocks_mas
 def test_blocks_without_a_mask_have_no_mask_parameters():
     assert GlobalContextBlock(8, pooling="avg").mask_parameters() == []
     assert SqueezeExcitation(8).mask_parameters() == []
+
+
+def _uniform_nl(dim: int, impl: str):
+    return NonLocalBlock(6, dim=dim, mask_init="zeros", zero_init=False, impl=impl)
+
+
+def _uniform_dnl(dim: int, impl: str):
+    return DisentangledNonLocal(6, dim=dim, mask_init="zeros", zero_init=False, impl=impl)
+
+
+@pytest.mark.parametrize("impl", ["fast", "reference"])
+@pytest.mark.parametrize("dim", [1, 2, 3])
+@pytest.mark.parametrize("make", [_uniform_nl, _uniform_dnl], ids=["nl", "dnl"])
+def test_a_uniform_start_makes_non_local_attention_one_average_for_every_query(make, dim, impl):
+    """mask_init="zeros": every query's weights are 1/N (DNL: 1/N from each of its two
+    softmaxes), the block adds one vector to every position (the average of g through W_z),
+    θ has no gradient until the held mask (φ; DNL: φ and w_m) moves, and the mask has one."""
+    torch.manual_seed(0)
+    block = make(dim, impl).double().train()
+    x = torch.randn(3, 6, *(5, 4, 3)[:dim], dtype=torch.float64)
+    n = x[0, 0].numel()
+    terms = 2 if isinstance(block, DisentangledNonLocal) else 1
+    maps = block.attention_map(x)
+    assert maps.shape == (3, n, n)
+    torch.testing.assert_close(maps, torch.full_like(maps, terms / n), rtol=0, atol=1e-15)
+    added = (block(x) - x).flatten(2)  # (B, C, N)
+    assert added.std(-1).max() < 1e-12 < added.abs().max()  # one vector per image, not zero
+    (block(x) * torch.randn_like(x)).sum().backward()
+    held = block.mask_parameters()
+    mask = [*block.phi.parameters()]
+    if terms == 2:
+        mask += [*block.conv_mask.parameters()]
+    assert [id(p) for p in held] == [id(p) for p in mask]
+    assert all(torch.equal(p, torch.zeros_like(p)) for p in held)
+    assert all(p.grad.abs().max() > 0 for p in held if p.dim() > 1)  # the mask can learn …
+    assert all(torch.equal(p.grad, torch.zeros_like(p)) for p in block.theta.parameters())
+
+
+def test_only_a_uniform_start_gives_non_local_blocks_a_mask():
+    assert NonLocalBlock(8).mask_parameters() == []
+    assert DisentangledNonLocal(8).mask_parameters() == []
+    with pytest.raises(ValueError, match=r"mask_init='zeros' .* got 'dot_product'"):
+        NonLocalBlock(8, pairwise="dot_product", mask_init="zeros")
+    for block in (NonLocalBlock, DisentangledNonLocal):
+        with pytest.raises(ValueError, match="mask_init must be one of"):
+            block(8, mask_init="kaiming")

@@ -63,9 +63,9 @@ class ContextBlock(nn.Module):
         return False
 
     def mask_parameters(self) -> list[nn.Parameter]:
-        """The parameters of the block's one-for-all context mask (W_k and its bias in SNL and
-        GC attention pooling), which ``optim.mask_hold_epochs`` holds at their start; none for
-        the other blocks."""
+        """The parameters of the block's attention mask (W_k and its bias in SNL and GC attention
+        pooling; φ, and DNL's w_m, of NL and DNL blocks that start uniform), which
+        ``optim.mask_hold_epochs`` holds at their start; none for the other blocks."""
         return []
 
     def gate_parameters(self) -> list[nn.Parameter]:

@@ -71,6 +71,10 @@ class DisentangledNonLocal(ContextBlock):
         zero_init: BN γ = β = 0, so the block starts as an exact identity.
         init: ``"paper"`` (default: θ, φ, g, W_z and w_m ~ N(0, 0.01²), biases 0, as both DNL
             sources) or ``"pytorch"`` (PyTorch's default init of the convolutions).
+        mask_init: ``None`` (default: as ``init`` says) or ``"zeros"``: φ and the unary mask
+            w_m at 0 (weights and biases), so that both terms start uniform for every query
+            (as :class:`~nlgc.blocks.non_local.NonLocalBlock`'s ``mask_init``); they are then
+            the block's mask, which ``optim.mask_hold_epochs`` holds (:meth:`mask_parameters`).
         impl: ``"fast"`` (SDPA on the centred θ/φ and attention pooling for the unary term: no
             N×N matrix) or ``"reference"`` (the two N×N maps, as the formula reads).
 
@@ -97,6 +101,7 @@ class DisentangledNonLocal(ContextBlock):
         combine: str = "attention",
         zero_init: bool = True,
         init: str = "paper",
+        mask_init: str | None = None,
         impl: str = "fast",
     ):
         super().__init__()
@@ -115,6 +120,9 @@ class DisentangledNonLocal(ContextBlock):
         self.combine = check_choice("combine", combine, COMBINE)
         self.zero_init = bool(zero_init)
         self.init = check_choice("init", init, INITS)
+        self.mask_init = (
+            None if mask_init is None else check_choice("mask_init", mask_init, ("zeros",))
+        )
         self.impl = check_choice("impl", impl, IMPLS)
 
         conv = conv_nd(dim)
@@ -138,11 +146,20 @@ class DisentangledNonLocal(ContextBlock):
                     nn.init.normal_(module.weight, std=0.01)
                     if module.bias is not None:
                         nn.init.zeros_(module.bias)
+        for parameter in self.mask_parameters():
+            nn.init.zeros_(parameter)
         bn = self.conv_out.bn
         bn.reset_parameters()
         if self.zero_init:
             nn.init.zeros_(bn.weight)
             nn.init.zeros_(bn.bias)
+
+    def mask_parameters(self) -> list[nn.Parameter]:
+        """φ's and w_m's weights and biases where both terms start uniform
+        (``mask_init="zeros"``)."""
+        if self.mask_init != "zeros":
+            return []
+        return [*self.phi.parameters(), *self.conv_mask.parameters()]
 
     @property
     def logit_scale(self) -> float:
@@ -212,5 +229,5 @@ class DisentangledNonLocal(ContextBlock):
             f"{self.in_channels}, dim={self.dim}, inter_channels={self.inter_channels}, "
             f"sub_sample={self.sub_sample}, temperature={self.temperature:g}, "
             f"scale={self.scale}, combine={self.combine!r}, init={self.init!r}, "
-            f"impl={self.impl!r}"
+            f"mask_init={self.mask_init!r}, impl={self.impl!r}"
         )

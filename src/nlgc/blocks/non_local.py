@@ -87,6 +87,11 @@ class NonLocalBlock(ContextBlock):
             GaussianFill(std=0.01): for training from scratch the way the paper did).
         scale: multiply θᵀφ by C'^-1/2 (embedded Gaussian only). The official code does, the
             paper does not; default off.
+        mask_init: ``None`` (default: φ as ``init`` says) or ``"zeros"`` (embedded Gaussian
+            only): φ's weight and bias 0, so that every query's attention starts uniform (the
+            average of g over the keys: SNL's and GC's uniform mask, ``mask_init="zeros"``)
+            and θ has no gradient until φ moves; φ is then the block's mask, which
+            ``optim.mask_hold_epochs`` holds (:meth:`mask_parameters`).
         impl: ``"fast"`` (default, never builds the N×N matrix where the math does not need it)
             or ``"reference"`` (materialises it and reads like the paper). Same function.
 
@@ -124,6 +129,7 @@ class NonLocalBlock(ContextBlock):
         zero_init: bool = True,
         init: str = "pytorch",
         scale: bool = False,
+        mask_init: str | None = None,
         impl: str = "fast",
     ):
         super().__init__()
@@ -157,6 +163,14 @@ class NonLocalBlock(ContextBlock):
                 f"scale=True applies to pairwise='embedded_gaussian', got {pairwise!r}"
             )
         self.scale = bool(scale)
+        if mask_init is not None:
+            check_choice("mask_init", mask_init, ("zeros",))
+            if pairwise != "embedded_gaussian":
+                raise ValueError(
+                    "mask_init='zeros' starts the softmax over keys uniform: it applies to "
+                    f"pairwise='embedded_gaussian', got {pairwise!r}"
+                )
+        self.mask_init = mask_init
         self.impl = check_choice("impl", impl, IMPLS)
 
         conv = conv_nd(dim)
@@ -174,7 +188,8 @@ class NonLocalBlock(ContextBlock):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """``init``'s values for θ, φ, g, W_z, w_f; then the identity start of ``zero_init``."""
+        """``init``'s values for θ, φ, g, W_z, w_f; φ = 0 for ``mask_init="zeros"``; then the
+        identity start of ``zero_init``."""
         for module in self.children():
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
@@ -182,10 +197,16 @@ class NonLocalBlock(ContextBlock):
                 nn.init.normal_(module.weight, std=0.01)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
+        for parameter in self.mask_parameters():
+            nn.init.zeros_(parameter)
         if self.zero_init:
             last = self.norm if self.norm_type == "bn" else self.out
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
+
+    def mask_parameters(self) -> list[nn.Parameter]:
+        """φ's weight and bias where the attention starts uniform (``mask_init="zeros"``)."""
+        return list(self.phi.parameters()) if self.mask_init == "zeros" else []
 
     def gate_parameters(self) -> list[nn.Parameter]:
         if not self.function.projected:
@@ -305,5 +326,6 @@ class NonLocalBlock(ContextBlock):
             f"inter_channels={self.inter_channels}, sub_sample={self.sub_sample}, "
             f"pool_position={self.pool_position!r}, attend={self.attend!r}, "
             f"temporal_group={self.temporal_group}, "
-            f"norm={self.norm_type!r}, init={self.init!r}, scale={self.scale}, impl={self.impl!r}"
+            f"norm={self.norm_type!r}, init={self.init!r}, scale={self.scale}, "
+            f"mask_init={self.mask_init!r}, impl={self.impl!r}"
         )

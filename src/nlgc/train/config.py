@@ -227,7 +227,8 @@ class OptimConfig:
     biases), ``bias`` (every bias) and ``blocks`` (every parameter of the context blocks).
     ``blocks_lr_mult`` scales the learning rate of every context-block parameter (mmcv's
     ``paramwise_cfg=dict(custom_keys={...: dict(lr_mult=...)})``); the schedule scales it alike.
-    ``mask_hold_epochs`` holds the context masks of SNL and GC blocks (W_k and its bias,
+    ``mask_hold_epochs`` holds the context masks of SNL and GC blocks (W_k and its bias; φ, and
+    DNL's w_m, of NL and DNL blocks with ``mask_init: zeros``;
     :meth:`ContextBlock.mask_parameters`) at their start for that many epochs (learning rate 0),
     then they follow the schedule: with ``mask_init: zeros`` the blocks pool by averaging while
     the rest of the network learns to use the context (docs/demo.md, "Holding the mask").
