@@ -759,6 +759,27 @@ def test_held_masks_keep_their_start_for_mask_hold_epochs_then_learn(tmp_path):
         OptimConfig(mask_hold_epochs=-1)
 
 
+def test_release_epochs_ramps_a_held_group_up_after_its_hold():
+    """A held group's factor is 0 during its hold, then rises linearly to the schedule's over
+    release_epochs; groups that were not held follow the schedule from the first step."""
+    from nlgc.train.config import OptimConfig
+    from nlgc.train.recipes import held_lr_factor, lr_factor
+
+    hp = OptimConfig(schedule="cosine", warmup_epochs=1, release_epochs=2)
+    steps, total = 10.0, 60.0
+    held = [held_lr_factor(s, steps, total, hp, hold_epochs=2) for s in range(60)]
+    schedule = [lr_factor(s, steps, total, hp) for s in range(60)]
+    assert held[:20] == [0.0] * 20
+    for step in range(20, 40):  # the release: (step − 19) / 20 of the schedule's rate
+        assert held[step] == pytest.approx((step - 19) / 20 * schedule[step])
+    assert held[40:] == schedule[40:]
+    assert [held_lr_factor(s, steps, total, hp, hold_epochs=0) for s in range(60)] == schedule
+    unramped = OptimConfig(schedule="cosine", warmup_epochs=1)
+    assert held_lr_factor(20, steps, total, unramped, 2) == lr_factor(20, steps, total, unramped)
+    with pytest.raises(ValueError, match=r"optim\.release_epochs must be >= 0, got -1"):
+        OptimConfig(release_epochs=-1)
+
+
 def test_top5_only_where_it_can_miss():
     from nlgc.train.config import ModelConfig
     from nlgc.train.module import Classifier

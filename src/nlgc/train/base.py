@@ -14,7 +14,7 @@ from torch import nn
 from nlgc.blocks import ContextBlock
 from nlgc.models.initialise import InitReport, initialise_from
 from nlgc.train.config import OptimConfig
-from nlgc.train.recipes import OPTIMIZERS, lr_factor
+from nlgc.train.recipes import OPTIMIZERS, held_lr_factor
 
 METRICS_KEY = "nlgc_metrics"  # in checkpoints: the trainer's callback metrics when it was saved
 THREADS_KEY = "nlgc_cpu_threads"  # in checkpoints: torch's intra-op CPU threads of the run
@@ -98,14 +98,17 @@ class TrainingModule(L.LightningModule):
         else:
             steps_per_epoch = max(1.0, total / epochs)
 
-        def factor(step: int, hold_epochs: float) -> float:
-            if step < hold_epochs * steps_per_epoch:
-                return 0.0
-            return lr_factor(step, steps_per_epoch, total, hp)
-
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, [functools.partial(factor, hold_epochs=g["hold_epochs"]) for g in groups]
-        )
+        factors = [
+            functools.partial(
+                held_lr_factor,
+                steps_per_epoch=steps_per_epoch,
+                total_steps=total,
+                hp=hp,
+                hold_epochs=g["hold_epochs"],
+            )
+            for g in groups
+        ]
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": schedule, "interval": "step"},

@@ -237,7 +237,11 @@ class OptimConfig:
     :meth:`ContextBlock.gate_parameters`): an Adam step moves every one of them by about the
     learning rate, and a few such steps can put every pair below the ReLU for good
     (docs/demo.md, "The concatenation's gate"); ``gate_hold_epochs`` holds them at their start
-    for that many epochs, as ``mask_hold_epochs`` holds the masks.
+    for that many epochs, as ``mask_hold_epochs`` holds the masks. ``release_epochs`` lets a
+    held group's learning rate rise linearly from 0 over that many epochs after its hold (its
+    own warm-up): released at the schedule's full rate, Adam's first steps moved every weight
+    of a mask by the learning rate at once and undid what the network had learned during the
+    hold (docs/demo.md, "The release of the hold").
     """
 
     optimizer: str = "sgd"
@@ -260,6 +264,7 @@ class OptimConfig:
     mask_hold_epochs: float = 0.0
     gate_lr_mult: float | None = None
     gate_hold_epochs: float = 0.0
+    release_epochs: float = 0.0
 
     def __post_init__(self):
         check_choice("optim.optimizer", self.optimizer, OPTIMIZERS)
@@ -278,7 +283,7 @@ class OptimConfig:
             raise ValueError(f"optim.blocks_lr_mult must be > 0, got {self.blocks_lr_mult}")
         if self.gate_lr_mult is not None and not self.gate_lr_mult > 0:
             raise ValueError(f"optim.gate_lr_mult must be > 0 or null, got {self.gate_lr_mult}")
-        for name in ("mask_hold_epochs", "gate_hold_epochs"):
+        for name in ("mask_hold_epochs", "gate_hold_epochs", "release_epochs"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"optim.{name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.min_lr <= self.lr or not self.poly_power > 0:

@@ -68,6 +68,20 @@ def lr_factor(step: int, steps_per_epoch: float, total_steps: float, hp) -> floa
     return SCHEDULES[hp.schedule](step, steps_per_epoch, total_steps, warmup, hp)
 
 
+def held_lr_factor(
+    step: int, steps_per_epoch: float, total_steps: float, hp, hold_epochs: float
+) -> float:
+    """:func:`lr_factor` for a parameter group held for its first ``hold_epochs`` (0 until
+    then), after which it rises linearly from 0 over ``hp.release_epochs`` (its own warm-up,
+    none for a group that was not held)."""
+    held = hold_epochs * steps_per_epoch
+    if step < held:
+        return 0.0
+    release = hp.release_epochs * steps_per_epoch
+    ramp = min(1.0, (step - held + 1) / release) if hold_epochs and release else 1.0
+    return ramp * lr_factor(step, steps_per_epoch, total_steps, hp)
+
+
 def _random_resized_crop() -> K.RandomResizedCrop:
     return K.RandomResizedCrop((224, 224), scale=(0.25, 1.0))  # its size is set per batch
 

@@ -109,9 +109,12 @@ def announce_data() -> str:
     return line
 
 
-def run_config(model: tuple[str, dict], out: Path, seed: int, data: dict, epochs: int) -> RunConfig:
+def run_config(
+    model: tuple[str, dict], out: Path, seed: int, data: dict, epochs: int, recipe: dict
+) -> RunConfig:
     """A demo run's config: ``model`` (registered name, options) trained for ``epochs`` on
-    ``data`` (its ``data`` section) into ``out`` with the recipe, on the CPU, deterministic."""
+    ``data`` (its ``data`` section) into ``out`` with ``recipe`` (the ``optim`` section), on
+    the CPU, deterministic."""
     name, options = model
     return RunConfig.from_dict(
         {
@@ -119,7 +122,7 @@ def run_config(model: tuple[str, dict], out: Path, seed: int, data: dict, epochs
             "out": str(out),
             "model": {"name": name, "overrides": options, "channels_last": CHANNELS_LAST},
             "data": {"size": SIZE, "kinds": KINDS, **data},
-            "optim": dict(RECIPE),
+            "optim": dict(recipe),
             "trainer": {
                 "max_epochs": epochs,
                 "accelerator": "cpu",
@@ -209,7 +212,8 @@ class Experiment:
         """The run config of variant ``label`` and ``seed``, trained into ``out``."""
         sizes = dict(self.settings)
         epochs = sizes.pop("epochs")
-        return run_config(self.task.variants[label], out, seed, {**self.task.data, **sizes}, epochs)
+        data = {**self.task.data, **sizes}
+        return run_config(self.task.variants[label], out, seed, data, epochs, self.task.recipe)
 
     def report_settings(self) -> dict:
         """What the report records of the experiment."""
