@@ -557,3 +557,14 @@ def test_decomposition_refuses_what_it_cannot_split():
         decompose(decomposable_block("concatenation"), x)
     with pytest.raises(ValueError, match="GlobalContextBlock"):
         decompose(nlgc.GlobalContextBlock(6), x)
+
+
+def test_block_names_wrap_at_dots_and_underscores_for_column_titles():
+    from nlgc.analysis.plots import wrap_name
+
+    name = "backbone.body.layer3.1.simplified_non_local_after_conv3"
+    lines = wrap_name(name, 24).split("\n")
+    assert "".join(lines) == name
+    assert lines == ["backbone.body.layer3.1.", "simplified_non_local_", "after_conv3"]
+    assert wrap_name("layer3.0.context_block", 24) == "layer3.0.context_block"
+    assert wrap_name("x" * 30, 24) == "x" * 30  # no place to break: one line

@@ -132,6 +132,20 @@ def test_the_context_detectors_see_the_other_item_when_acting(name):
     assert reach[FAR:, FAR:].gt(0).any()
 
 
+def test_each_demo_run_trains_with_its_tasks_recipe(tmp_path):
+    """The detection demo's runs release their held attention over one epoch; the image
+    demo's keep the recipe of its 20-seed table (no release ramp)."""
+    from nlgc.train.demo import TASKS
+    from nlgc.train.demo.experiment import Experiment
+
+    detection = Experiment.of(False, (0,), TASKS["detection"])
+    optim = detection.config("all-SNL", tmp_path, 0).optim
+    assert (optim.mask_hold_epochs, optim.release_epochs) == (2, 1)
+    image = Experiment.of(False, (0,), TASKS["classification"]).config("GC", tmp_path, 0).optim
+    assert (image.mask_hold_epochs, image.release_epochs) == (2, 0)
+    assert detection.report_settings()["recipe"]["release_epochs"] == 1
+
+
 def test_narrow_heads_are_torchvisions_heads_of_another_width():
     model = nlgc.create_model("mask_rcnn_demo_fpn", 3, fpn_channels=24, head_channels=40)
     heads = model.roi_heads

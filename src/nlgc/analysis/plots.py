@@ -6,6 +6,7 @@ Images are (3, H, W) tensors with values in [0, 1]; clips are (3, T, H, W).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,6 +41,17 @@ def _show(ax, image: torch.Tensor) -> None:
     ax.imshow(image.permute(1, 2, 0).clamp(0, 1).numpy())
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+def wrap_name(name: str, width: int = 24) -> str:
+    """A module's dotted name in lines of at most ``width`` characters where it can break
+    (after a "." or "_"), for titles of narrow columns."""
+    lines = [""]
+    for part in re.split(r"(?<=[._])", name):
+        if lines[-1] and len(lines[-1]) + len(part) > width:
+            lines.append("")
+        lines[-1] += part
+    return "\n".join(lines)
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -161,7 +173,7 @@ def plot_context_masks(
             _show(ax, image)
             ax.imshow(_upsample(mask, record.spatial, size).numpy(), cmap=HEATMAP, alpha=0.55)
             if row == 0:
-                ax.set_title(f"{name}\n({record.kind})", fontsize=8)
+                ax.set_title(f"{wrap_name(name)}\n({record.kind})", fontsize=8)
     fig.suptitle("context masks: one map for every query", fontsize=11)
     return _save(fig, path)
 
