@@ -11,7 +11,7 @@ blocks (r = 1/4) in every residual block of c3–c5 (GCNet's); SNL blocks in the
 logits of a box around one item read no pixel of the other item's corner square (a test checks
 the gradient): the plain detector can find and outline the items but can only guess their
 category (1 in 2); a context block can read it. Scored by test box AP (AP@[.5:.95]), with the
-image demo's recipe, acting start and margin.
+image demo's recipe (each held attention released over one epoch), acting start and margin.
 """
 
 from __future__ import annotations
