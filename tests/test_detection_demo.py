@@ -133,16 +133,17 @@ def test_the_context_detectors_see_the_other_item_when_acting(name):
 
 
 def test_each_demo_run_trains_with_its_tasks_recipe(tmp_path):
-    """The detection demo's runs release their held attention over one epoch; the image
-    demo's keep the recipe of its 20-seed table (no release ramp)."""
+    """The detection demo's runs release their held attention over one epoch and train their
+    masks at the blocks' rate; the image demo's masks learn at 1 × the learning rate, with no
+    release ramp."""
     from nlgc.train.demo import TASKS
     from nlgc.train.demo.experiment import Experiment
 
     detection = Experiment.of(False, (0,), TASKS["detection"])
     optim = detection.config("all-SNL", tmp_path, 0).optim
-    assert (optim.mask_hold_epochs, optim.release_epochs) == (2, 1)
+    assert (optim.mask_hold_epochs, optim.release_epochs, optim.mask_lr_mult) == (2, 1, None)
     image = Experiment.of(False, (0,), TASKS["classification"]).config("GC", tmp_path, 0).optim
-    assert (image.mask_hold_epochs, image.release_epochs) == (2, 0)
+    assert (image.mask_hold_epochs, image.release_epochs, image.mask_lr_mult) == (2, 0, 1)
     assert detection.report_settings()["recipe"]["release_epochs"] == 1
 
 

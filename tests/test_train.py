@@ -731,6 +731,28 @@ def test_gate_lr_mult_and_hold_set_the_concatenation_gate_alone():
         OptimConfig(gate_hold_epochs=-1)
 
 
+def test_mask_lr_mult_sets_the_masks_alone():
+    """SNL's and GC's masks (W_k and its bias) learn at mask_lr_mult · lr and are held for
+    mask_hold_epochs; the rest of each block keeps blocks_lr_mult · lr and no hold."""
+    from nlgc.train.base import parameter_groups
+    from nlgc.train.config import OptimConfig
+
+    hp = OptimConfig(lr=0.01, blocks_lr_mult=4, mask_lr_mult=0.5, mask_hold_epochs=2)
+    for name in ("gc_demo_resnet", "snl_demo_resnet"):
+        model = nlgc.create_model(name, mask_init="zeros")
+        groups = parameter_groups(model, hp)
+        setting = {id(p): (g["lr"], g["hold_epochs"]) for g in groups for p in g["params"]}
+        blocks = [m for m in model.modules() if hasattr(m, "conv_mask")]
+        masks = [p for block in blocks for p in block.conv_mask.parameters()]
+        assert masks and all(setting[id(p)] == (0.005, 2) for p in masks), name
+        rest = [p for b in blocks for p in b.parameters() if all(p is not q for q in masks)]
+        assert rest and all(setting[id(p)] == (0.04, 0) for p in rest), name
+    default = parameter_groups(model, OptimConfig(lr=0.01, blocks_lr_mult=4))
+    assert {g["lr"] for g in default} == {0.01, 0.04}
+    with pytest.raises(ValueError, match=r"optim\.mask_lr_mult must be > 0 or null, got 0"):
+        OptimConfig(mask_lr_mult=0)
+
+
 def test_held_masks_keep_their_start_for_mask_hold_epochs_then_learn(tmp_path):
     from nlgc.train.config import OptimConfig
 

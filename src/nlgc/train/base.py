@@ -122,14 +122,17 @@ def parameter_groups(model: nn.Module, hp: OptimConfig) -> list[dict]:
     """The optimizer's parameter groups, one per (weight decay, learning rate, hold): the
     ``hp.no_decay`` names (``norm``, ``bias``, ``blocks``; see OptimConfig) get weight decay 0,
     the rest ``hp.weight_decay``; context-block parameters get ``hp.blocks_lr_mult`` · lr, the
-    gates' (:meth:`ContextBlock.gate_parameters`) ``hp.gate_lr_mult`` · lr where it is given; the
+    masks' (:meth:`ContextBlock.mask_parameters`) ``hp.mask_lr_mult`` · lr and the gates'
+    (:meth:`ContextBlock.gate_parameters`) ``hp.gate_lr_mult`` · lr where given; the
     groups carry ``hold_epochs``: ``hp.mask_hold_epochs`` for the context masks,
     ``hp.gate_hold_epochs`` for the gates, 0 for the rest."""
     blocks = [m for m in model.modules() if isinstance(m, ContextBlock)]
     in_blocks = {id(p) for m in blocks for p in m.parameters()}
     masks = {id(p) for m in blocks for p in m.mask_parameters()}
     gates = {id(p) for m in blocks for p in m.gate_parameters()}
-    gate_lr_mult = hp.blocks_lr_mult if hp.gate_lr_mult is None else hp.gate_lr_mult
+    mask_lr_mult, gate_lr_mult = (
+        hp.blocks_lr_mult if mult is None else mult for mult in (hp.mask_lr_mult, hp.gate_lr_mult)
+    )
     groups: dict[tuple[float, float, float], list[nn.Parameter]] = {}
     for module in model.modules():
         for name, parameter in module.named_parameters(recurse=False):
@@ -143,9 +146,10 @@ def parameter_groups(model: nn.Module, hp: OptimConfig) -> list[dict]:
             )
             if id(parameter) in gates:
                 lr_mult, hold = gate_lr_mult, hp.gate_hold_epochs
+            elif id(parameter) in masks:
+                lr_mult, hold = mask_lr_mult, hp.mask_hold_epochs
             else:
-                lr_mult = hp.blocks_lr_mult if in_block else 1.0
-                hold = hp.mask_hold_epochs if id(parameter) in masks else 0.0
+                lr_mult, hold = (hp.blocks_lr_mult if in_block else 1.0), 0.0
             key = (0.0 if exempt else hp.weight_decay, lr_mult, hold)
             groups.setdefault(key, []).append(parameter)
     return [

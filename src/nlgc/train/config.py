@@ -232,6 +232,10 @@ class OptimConfig:
     :meth:`ContextBlock.mask_parameters`) at their start for that many epochs (learning rate 0),
     then they follow the schedule: with ``mask_init: zeros`` the blocks pool by averaging while
     the rest of the network learns to use the context (docs/demo.md, "Holding the mask").
+    ``mask_lr_mult``, where given, replaces ``blocks_lr_mult`` for those masks: a mask's
+    logit w_kᵀx_j sums C weights, each moved by about the learning rate per Adam step, so at
+    4 × a few steps can swing the softmax off the items for good (docs/demo.md, "The mask's
+    learning rate").
     ``gate_lr_mult``, where given, replaces ``blocks_lr_mult`` for the parameters in front of
     an unnormalised ReLU gate (θ, φ and w_f of NL concatenation,
     :meth:`ContextBlock.gate_parameters`): an Adam step moves every one of them by about the
@@ -262,6 +266,7 @@ class OptimConfig:
     no_decay: tuple[str, ...] = ()
     blocks_lr_mult: float = 1.0
     mask_hold_epochs: float = 0.0
+    mask_lr_mult: float | None = None
     gate_lr_mult: float | None = None
     gate_hold_epochs: float = 0.0
     release_epochs: float = 0.0
@@ -281,8 +286,9 @@ class OptimConfig:
             check_choice("optim.no_decay", group, NO_DECAY)
         if not self.blocks_lr_mult > 0:
             raise ValueError(f"optim.blocks_lr_mult must be > 0, got {self.blocks_lr_mult}")
-        if self.gate_lr_mult is not None and not self.gate_lr_mult > 0:
-            raise ValueError(f"optim.gate_lr_mult must be > 0 or null, got {self.gate_lr_mult}")
+        for name in ("mask_lr_mult", "gate_lr_mult"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise ValueError(f"optim.{name} must be > 0 or null, got {getattr(self, name)}")
         for name in ("mask_hold_epochs", "gate_hold_epochs", "release_epochs"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"optim.{name} must be >= 0, got {getattr(self, name)}")
