@@ -287,6 +287,31 @@ def test_a_uniform_start_makes_non_local_attention_one_average_for_every_query(m
     assert all(torch.equal(p.grad, torch.zeros_like(p)) for p in block.theta.parameters())
 
 
+@pytest.mark.parametrize("impl", ["fast", "reference"])
+@pytest.mark.parametrize("dim", [1, 2, 3])
+def test_a_uniform_start_gives_the_concatenation_one_weight_for_every_key(dim, impl):
+    """mask_init="zeros" on the concatenation: φ = 0, so f(x_i, x_j) = ReLU(w_θᵀθ(x_i)) / N is
+    the same for every key of a query (0 for the queries below the ReLU, none for a key
+    alone); φ is the held mask and, with θ and w_f, the gate, and every part of it has a
+    gradient."""
+    torch.manual_seed(0)
+    block = NonLocalBlock(
+        6, dim=dim, pairwise="concatenation", mask_init="zeros", zero_init=False, impl=impl
+    ).double()
+    x = torch.randn(3, 6, *(5, 4, 3)[:dim], dtype=torch.float64)
+    n = x[0, 0].numel()
+    maps = block.attention_map(x)  # (B, N queries, N keys)
+    w_theta = block.concat_project.weight.flatten()[: block.inter_channels]
+    a = torch.einsum("c,bcn->bn", w_theta, block.theta(x).flatten(2))
+    expected = (a.clamp_min(0) / n)[:, :, None].expand(-1, -1, n)
+    torch.testing.assert_close(maps, expected, rtol=0, atol=1e-15)
+    assert 0 < (a > 0).float().mean() < 1  # some queries pass the ReLU, some do not
+    assert [id(p) for p in block.mask_parameters()] == [id(p) for p in block.phi.parameters()]
+    assert {id(p) for p in block.phi.parameters()} <= {id(p) for p in block.gate_parameters()}
+    (block(x) * torch.randn_like(x)).sum().backward()
+    assert all(p.grad.abs().max() > 0 for p in block.gate_parameters())
+
+
 def test_only_a_uniform_start_gives_non_local_blocks_a_mask():
     assert NonLocalBlock(8).mask_parameters() == []
     assert DisentangledNonLocal(8).mask_parameters() == []

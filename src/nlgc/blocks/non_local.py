@@ -88,10 +88,12 @@ class NonLocalBlock(ContextBlock):
         scale: multiply θᵀφ by C'^-1/2 (embedded Gaussian only). The official code does, the
             paper does not; default off.
         mask_init: ``None`` (default: φ as ``init`` says) or ``"zeros"`` (embedded Gaussian
-            only): φ's weight and bias 0, so that every query's attention starts uniform (the
-            average of g over the keys: SNL's and GC's uniform mask, ``mask_init="zeros"``)
-            and θ has no gradient until φ moves; φ is then the block's mask, which
-            ``optim.mask_hold_epochs`` holds (:meth:`mask_parameters`).
+            and concatenation): φ's weight and bias 0, so that every query's attention starts
+            uniform over the keys (the average of g: SNL's and GC's uniform mask,
+            ``mask_init="zeros"``; the concatenation's f = ReLU(a_i) is the same for every
+            key, not one that a random φ sets below its ReLU on some keys for good); φ is then
+            the block's mask, which ``optim.mask_hold_epochs`` holds (:meth:`mask_parameters`;
+            the concatenation's φ is also its gate's, ``optim.gate_hold_epochs``).
         impl: ``"fast"`` (default, never builds the N×N matrix where the math does not need it)
             or ``"reference"`` (materialises it and reads like the paper). Same function.
 
@@ -165,10 +167,10 @@ class NonLocalBlock(ContextBlock):
         self.scale = bool(scale)
         if mask_init is not None:
             check_choice("mask_init", mask_init, ("zeros",))
-            if pairwise != "embedded_gaussian":
+            if pairwise not in ("embedded_gaussian", "concatenation"):
                 raise ValueError(
-                    "mask_init='zeros' starts the softmax over keys uniform: it applies to "
-                    f"pairwise='embedded_gaussian', got {pairwise!r}"
+                    "mask_init='zeros' starts the attention over keys uniform: it applies to "
+                    f"pairwise='embedded_gaussian' or 'concatenation', got {pairwise!r}"
                 )
         self.mask_init = mask_init
         self.impl = check_choice("impl", impl, IMPLS)
