@@ -11,7 +11,8 @@ blocks (r = 1/4) in every residual block of c3–c5 (GCNet's); SNL blocks in the
 logits of a box around one item read no pixel of the other item's corner square (a test checks
 the gradient): the plain detector can find and outline the items but can only guess their
 category (1 in 2); a context block can read it. Scored by test box AP (AP@[.5:.95]), with the
-image demo's recipe (each held attention released over one epoch), acting start and margin.
+demos' shared recipe (masks at the blocks' 4 ×; each held attention released over one epoch),
+acting start and margin.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ VARIANTS = {
     "all-SNL": ("mask_rcnn_snl_c3c5_demo_fpn", dict(_UNIFORM)),
     "DNL": ("mask_rcnn_dnl_demo_fpn", dict(_UNIFORM)),
 }
-# the image demo's recipe, but each held attention released over one epoch (optim.release_epochs):
+# the shared recipe, but each held attention released over one epoch (optim.release_epochs):
 # released at the schedule's full rate, φ's first Adam steps sharpened NL's attention at once
 # and undid the use of the context the detector had learned during the hold (docs/demo.md,
 # "The release of the hold")

@@ -8,7 +8,8 @@ networks are mmsegmentation's FCN head and its NL, GC and DNL heads
 channels, no auxiliary head). The FCN's receptive field is 99 px: the logits of one item's
 square depend on no pixel of the other's (a test checks the gradient), so it can find the items
 but not name their classes; a context head can. Scored by test mIoU over the five classes, with
-the image demo's recipe, acting start and margin.
+the demos' shared recipe (``RECIPE``: masks at the blocks' 4 ×, not the image demo's 1 ×), acting
+start and margin.
 """
 
 from __future__ import annotations
