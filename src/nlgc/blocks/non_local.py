@@ -90,8 +90,9 @@ class NonLocalBlock(ContextBlock):
         mask_init: ``None`` (default: φ as ``init`` says) or ``"zeros"`` (embedded Gaussian
             and concatenation): φ's weight and bias 0, so that every query's attention starts
             uniform over the keys (the average of g: SNL's and GC's uniform mask,
-            ``mask_init="zeros"``; the concatenation's f = ReLU(a_i) is the same for every
-            key, not one that a random φ sets below its ReLU on some keys for good); φ is then
+            ``mask_init="zeros"``). The concatenation also starts θ's weight at 0 and its bias
+            so that w_θᵀθ(x_i) = 1: f = 1 for every pair, so no key and no query starts below
+            the ReLU, where a pair sends no gradient back and stays for good; φ is then
             the block's mask, which ``optim.mask_hold_epochs`` holds (:meth:`mask_parameters`;
             the concatenation's φ is also its gate's, ``optim.gate_hold_epochs``).
         impl: ``"fast"`` (default, never builds the N×N matrix where the math does not need it)
@@ -190,8 +191,8 @@ class NonLocalBlock(ContextBlock):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """``init``'s values for θ, φ, g, W_z, w_f; φ = 0 for ``mask_init="zeros"``; then the
-        identity start of ``zero_init``."""
+        """``init``'s values for θ, φ, g, W_z, w_f; φ = 0 for ``mask_init="zeros"`` (and the
+        concatenation's θ so that f = 1); then the identity start of ``zero_init``."""
         for module in self.children():
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
@@ -201,10 +202,21 @@ class NonLocalBlock(ContextBlock):
                     nn.init.zeros_(module.bias)
         for parameter in self.mask_parameters():
             nn.init.zeros_(parameter)
+        if self.mask_init == "zeros" and self.function.projected:
+            self._start_every_query_at_one()
         if self.zero_init:
             last = self.norm if self.norm_type == "bn" else self.out
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
+
+    @torch.no_grad()
+    def _start_every_query_at_one(self) -> None:
+        """Concatenation with φ = 0: θ's weight 0 and its bias w_θ/‖w_θ‖², so that the query's
+        part a_i = w_θᵀθ(x_i) = 1 and f = ReLU(a_i + 0) = 1 for every pair: no query starts
+        below the ReLU, where it would send no gradient back."""
+        w_theta = self.concat_project.weight.flatten()[: self.inter_channels]
+        nn.init.zeros_(self.theta.weight)
+        self.theta.bias.copy_(w_theta / w_theta.square().sum())
 
     def mask_parameters(self) -> list[nn.Parameter]:
         """φ's weight and bias where the attention starts uniform (``mask_init="zeros"``)."""

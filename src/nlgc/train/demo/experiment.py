@@ -34,14 +34,14 @@ def nl_label(pairwise: str) -> str:
 # (docs/demo.md, "The identity start").
 ACTING = {"zero_init": False}
 # Attention that a random init may start off the items starts uniform over the keys: SNL's and
-# GC's masks (W_k = 0) and NL concatenation's keys (φ = 0: f = ReLU(a_i), the same for every
-# key; a random φ put the items' keys below the ReLU for good on 1 of 20 seeds: docs/demo.md,
-# "The concatenation's keys"); the recipe holds them for 2 epochs.
+# GC's masks (W_k = 0) and NL concatenation's pairs (φ = 0 and w_θᵀθ(x_i) = 1: f = 1 for every
+# pair; a random start put the items' keys below the ReLU for good on seed 17, the queries on
+# seed 23: docs/demo.md, "The concatenation's start"); the recipe holds them for 2 epochs.
 UNIFORM = {"mask_init": "zeros"}
 
 
 def keys_start(pairwise: str) -> dict:
-    """The demo's NL block options for the start of its keys: uniform for the concatenation."""
+    """The demo's NL block options for the start of its pairs: uniform for the concatenation."""
     return UNIFORM if pairwise == "concatenation" else {}
 
 
