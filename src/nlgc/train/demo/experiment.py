@@ -40,7 +40,7 @@ ACTING = {"zero_init": False}
 UNIFORM = {"mask_init": "zeros"}
 
 
-def keys_start(pairwise: str) -> dict:
+def pairs_start(pairwise: str) -> dict:
     """The demo's NL block options for the start of its pairs: uniform for the concatenation."""
     return UNIFORM if pairwise == "concatenation" else {}
 
@@ -49,7 +49,7 @@ def keys_start(pairwise: str) -> dict:
 VARIANTS = {
     "baseline": ("demo_resnet", {}),
     **{
-        nl_label(p): ("nl_demo_resnet", {"pairwise": p, **keys_start(p), **ACTING})
+        nl_label(p): ("nl_demo_resnet", {"pairwise": p, **pairs_start(p), **ACTING})
         for p in GCNET_TABLE1
     },
     "DNL": ("dnl_demo_resnet", {**ACTING}),
