@@ -308,9 +308,9 @@ def test_a_uniform_start_gives_the_concatenation_one_weight_for_every_pair(dim, 
     (block(x) * torch.randn_like(x)).sum().backward()
     assert all(p.grad.abs().max() > 0 for p in block.gate_parameters())
     for init in ("pytorch", "paper"):  # the start does not depend on the scale of w_f
-        paper = NonLocalBlock(6, dim=dim, pairwise="concatenation", mask_init="zeros", init=init)
-        paper = paper.double()
-        torch.testing.assert_close(paper.attention_map(x), maps, rtol=1e-6, atol=0)
+        other = NonLocalBlock(6, dim=dim, pairwise="concatenation", mask_init="zeros", init=init)
+        other = other.double()
+        torch.testing.assert_close(other.attention_map(x), maps, rtol=1e-6, atol=0)
 
 
 def test_only_a_uniform_start_gives_non_local_blocks_a_mask():
