@@ -445,7 +445,7 @@ def test_video_training_and_the_multi_clip_test(tmp_path):
 
 @pytest.mark.slow
 def test_demo_quick_writes_the_report(tmp_path, capsys):
-    from nlgc.train.demo.experiment import QUICK_VARIANTS
+    from nlgc.train.demo.experiment import NL_EMBEDDED, QUICK_VARIANTS
     from nlgc.train.numerics import ISA_PINS
 
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
@@ -463,8 +463,12 @@ def test_demo_quick_writes_the_report(tmp_path, capsys):
     assert set(metrics["settings"]["isa pins"]) == set(ISA_PINS)  # as this process has them
     assert metrics["settings"]["cpu"] and metrics["settings"]["cpu capability (aten)"]
     assert metrics["settings"]["fashion-mnist classes"] == [0, 1, 3, 5, 8]
-    gc = {"model": "gc_demo_resnet", "options": {"mask_init": "zeros", "zero_init": False}}
-    assert metrics["settings"]["variants"]["GC"] == gc  # each variant's block options
+    uniform = {"mask_init": "zeros", "zero_init": False}  # each variant's block options
+    nl = {"pairwise": "embedded_gaussian", **uniform}
+    models = {"GC": "gc_demo_resnet", "DNL": "dnl_demo_resnet", NL_EMBEDDED: "nl_demo_resnet"}
+    for label, model in models.items():
+        options = nl if label == NL_EMBEDDED else uniform
+        assert metrics["settings"]["variants"][label] == {"model": model, "options": options}
     assert metrics["settings"]["recipe"]["mask_hold_epochs"] == 2
     assert set(metrics["variants"]["0"]) == set(QUICK_VARIANTS)
     for variant in metrics["variants"]["0"].values():  # top-1 is the confusion matrix's diagonal
