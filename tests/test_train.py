@@ -736,18 +736,26 @@ def test_gate_lr_mult_and_hold_set_the_concatenation_gate_alone():
 
 
 def test_mask_lr_mult_sets_the_masks_alone():
-    """SNL's and GC's masks (W_k and its bias) learn at mask_lr_mult · lr and are held for
-    mask_hold_epochs; the rest of each block keeps blocks_lr_mult · lr and no hold."""
+    """The masks of uniform-start blocks (SNL's and GC's W_k, NL embedded Gaussian's φ, DNL's φ
+    and w_m, with their biases) learn at mask_lr_mult · lr and are held for mask_hold_epochs;
+    the rest of each block keeps blocks_lr_mult · lr and no hold."""
+    from nlgc.blocks.base import ContextBlock
     from nlgc.train.base import parameter_groups
     from nlgc.train.config import OptimConfig
 
     hp = OptimConfig(lr=0.01, blocks_lr_mult=4, mask_lr_mult=0.5, mask_hold_epochs=2)
-    for name in ("gc_demo_resnet", "snl_demo_resnet"):
+    mask_modules = {  # network → its blocks' mask modules, by name
+        "gc_demo_resnet": ("conv_mask",),
+        "snl_demo_resnet": ("conv_mask",),
+        "nl_demo_resnet": ("phi",),
+        "dnl_demo_resnet": ("phi", "conv_mask"),
+    }
+    for name, modules in mask_modules.items():
         model = nlgc.create_model(name, mask_init="zeros")
         groups = parameter_groups(model, hp)
         setting = {id(p): (g["lr"], g["hold_epochs"]) for g in groups for p in g["params"]}
-        blocks = [m for m in model.modules() if hasattr(m, "conv_mask")]
-        masks = [p for block in blocks for p in block.conv_mask.parameters()]
+        blocks = [m for m in model.modules() if isinstance(m, ContextBlock)]
+        masks = [p for b in blocks for m in modules for p in getattr(b, m).parameters()]
         assert masks and all(setting[id(p)] == (0.005, 2) for p in masks), name
         rest = [p for b in blocks for p in b.parameters() if all(p is not q for q in masks)]
         assert rest and all(setting[id(p)] == (0.04, 0) for p in rest), name

@@ -34,11 +34,11 @@ def nl_label(pairwise: str) -> str:
 # (docs/demo.md, "The identity start").
 ACTING = {"zero_init": False}
 # Attention that a random init may start off the items starts uniform over the keys: SNL's and
-# GC's masks (W_k = 0), NL embedded Gaussian's and DNL's keys (φ = 0, and DNL's unary mask: a
-# random φ took the attention off the items for good on untuned seed 22: docs/demo.md, "The
-# uniform start of NL and DNL") and NL concatenation's pairs (φ = 0 and w_θᵀθ(x_i) = 1: f = 1
-# for every pair; a random start put the items' keys below the ReLU for good on seed 17, the
-# queries on seed 23: "The concatenation's start"); the recipe holds them for 2 epochs.
+# GC's masks (W_k = 0), NL embedded Gaussian's and DNL's keys (φ = 0, and DNL's unary mask; a
+# random φ took the attention off the items for good on untuned seed 22: docs/demo.md, "NL's
+# and DNL's start") and NL concatenation's pairs (φ = 0 and w_θᵀθ(x_i) = 1: f = 1 for every
+# pair; a random start put the items' keys below the ReLU for good on seed 17, the queries on
+# seed 23: "The concatenation's start"); the recipe holds them for 2 epochs.
 UNIFORM = {"mask_init": "zeros"}
 
 
