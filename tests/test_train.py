@@ -464,10 +464,12 @@ def test_demo_quick_writes_the_report(tmp_path, capsys):
     assert metrics["settings"]["cpu"] and metrics["settings"]["cpu capability (aten)"]
     assert metrics["settings"]["fashion-mnist classes"] == [0, 1, 3, 5, 8]
     uniform = {"mask_init": "zeros", "zero_init": False}  # each variant's block options
-    nl = {"pairwise": "embedded_gaussian", **uniform}
-    models = {"GC": "gc_demo_resnet", "DNL": "dnl_demo_resnet", NL_EMBEDDED: "nl_demo_resnet"}
-    for label, model in models.items():
-        options = nl if label == NL_EMBEDDED else uniform
+    expected = {
+        "GC": ("gc_demo_resnet", uniform),
+        "DNL": ("dnl_demo_resnet", uniform),
+        NL_EMBEDDED: ("nl_demo_resnet", {"pairwise": "embedded_gaussian", **uniform}),
+    }
+    for label, (model, options) in expected.items():
         assert metrics["settings"]["variants"][label] == {"model": model, "options": options}
     assert metrics["settings"]["recipe"]["mask_hold_epochs"] == 2
     assert set(metrics["variants"]["0"]) == set(QUICK_VARIANTS)

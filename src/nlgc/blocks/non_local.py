@@ -14,6 +14,8 @@ from nlgc.checks import check_choice, check_input, check_positive_int, check_que
 
 ATTEND = ("spacetime", "space", "time")
 INITS = ("pytorch", "paper")
+# the pairwise functions whose weights φ = 0 makes uniform over the keys (``mask_init="zeros"``)
+UNIFORM_START = ("embedded_gaussian", "concatenation")
 
 
 def sub_sampled(spatial: tuple[int, ...]) -> tuple[int, ...]:
@@ -168,7 +170,7 @@ class NonLocalBlock(ContextBlock):
         self.scale = bool(scale)
         if mask_init is not None:
             check_choice("mask_init", mask_init, ("zeros",))
-            if pairwise not in ("embedded_gaussian", "concatenation"):
+            if pairwise not in UNIFORM_START:
                 raise ValueError(
                     "mask_init='zeros' starts the attention over keys uniform: it applies to "
                     f"pairwise='embedded_gaussian' or 'concatenation', got {pairwise!r}"

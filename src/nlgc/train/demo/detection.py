@@ -32,6 +32,7 @@ from nlgc.train.demo.experiment import (
     PARTNER_KINDS,
     RECIPE,
     SIZE,
+    UNIFORM,
     DemoTask,
     Experiment,
     ProbeImages,
@@ -40,10 +41,10 @@ from nlgc.train.demo.experiment import (
 from nlgc.train.demo.tables import Criterion, Results, mean_std
 
 # label → (registered detector, options): the NL row is named as the image demo's, for Table 1;
-# every block's attention starts uniform and is held (the recipe's 2 epochs): SNL's and GC's
-# masks, as in the image demo, and NL's φ and DNL's φ and unary mask, without which the NL and
+# every block's attention starts uniform and is held (the recipe's 2 epochs), as in the image
+# demo: SNL's and GC's masks, and NL's φ and DNL's φ and unary mask, without which the NL and
 # DNL blocks acted as a bias on 7 seeds of 10 (docs/demo.md, "The detection demo")
-_UNIFORM = {"mask_init": "zeros", **ACTING}
+_UNIFORM = {**UNIFORM, **ACTING}
 VARIANTS = {
     "plain": ("mask_rcnn_demo_fpn", {}),
     NL_EMBEDDED: ("mask_rcnn_nl_demo_fpn", dict(_UNIFORM)),

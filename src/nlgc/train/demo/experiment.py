@@ -15,6 +15,7 @@ from nlgc.analysis.inputs import Sample
 from nlgc.analysis.report import Report
 from nlgc.analysis.statistics import GCNET_TABLE1
 from nlgc.blocks import PAIRWISE
+from nlgc.blocks.non_local import UNIFORM_START
 from nlgc.data.synthetic import FASHION_MNIST_ENV, fashion_files, fashion_root
 from nlgc.train.config import RunConfig
 from nlgc.train.datamodule import DataModule
@@ -43,9 +44,9 @@ UNIFORM = {"mask_init": "zeros"}
 
 
 def pairs_start(pairwise: str) -> dict:
-    """The demo's NL block options for the start of its pairs: uniform where φ has a weight
-    that can start at 0 (embedded Gaussian, concatenation), as the block allows."""
-    return UNIFORM if pairwise in ("embedded_gaussian", "concatenation") else {}
+    """The demo's NL block options for the start of its pairs: uniform wherever the block
+    allows it (embedded Gaussian, concatenation)."""
+    return UNIFORM if pairwise in UNIFORM_START else {}
 
 
 # label → (registered model, block options); the four NL rows are GCNet's Table 1 rows

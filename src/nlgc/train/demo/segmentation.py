@@ -30,6 +30,7 @@ from nlgc.train.demo.experiment import (
     PARTNER_KINDS,
     RECIPE,
     SIZE,
+    UNIFORM,
     DemoTask,
     Experiment,
     ProbeImages,
@@ -43,7 +44,7 @@ HEAD = {"channels": 32, "auxiliary": False}  # the heads' width; no auxiliary FC
 VARIANTS = {
     "FCN": ("fcn_demo_seg", dict(HEAD)),
     NL_EMBEDDED: ("nonlocal_demo_seg", {**HEAD, **ACTING}),
-    "GC": ("gcnet_demo_seg", {**HEAD, "mask_init": "zeros", **ACTING}),
+    "GC": ("gcnet_demo_seg", {**HEAD, **UNIFORM, **ACTING}),
     "DNL": ("dnlnet_demo_seg", {**HEAD, **ACTING}),
 }
 QUICK_VARIANTS = ("FCN", NL_EMBEDDED)  # one round of two runs: ≤ 2 minutes
